@@ -1,0 +1,126 @@
+//! The partition consumers' internal query API, for queriers.
+//!
+//! Protobuf, not JSON: `POST {INGESTER_API_PREFIX}/series` answers with a
+//! stream of length-delimited `SeriesBatch` frames holding the heads' XOR
+//! chunks as they are; `label_names` and `label_values` answer with one
+//! message. The tenant is in `X-Scope-OrgID`.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use futures::StreamExt;
+use prost::Message;
+use tidemark_schemas::ingester::{
+    chunk, Chunk, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, SeriesBatch,
+    SeriesRequest, StreamSeries,
+};
+use tidemark_schemas::stream::encode_frame;
+use tidemark_storage::queryable::{merge_sorted_strings, Queryable};
+use tidemark_storage::wire::{labels_to_proto, matchers_from_proto, INGESTER_API_PREFIX};
+use tidemark_storage::{Matcher, SelectHints, StorageError};
+
+use crate::service::Ingester;
+
+const MAX_REQUEST_BYTES: usize = 4 << 20;
+/// Series per streamed frame.
+const SERIES_PER_FRAME: usize = 256;
+const ORG_ID_HEADER: &str = "X-Scope-OrgID";
+
+/// Routes of the internal API.
+pub fn router(ingester: Arc<Ingester>) -> Router {
+    Router::new()
+        .route(&format!("{INGESTER_API_PREFIX}/series"), post(series))
+        .route(&format!("{INGESTER_API_PREFIX}/label_names"), post(label_names))
+        .route(&format!("{INGESTER_API_PREFIX}/label_values"), post(label_values))
+        .with_state(ingester)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.1).into_response()
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        let status = match e {
+            StorageError::BadRequest(_) | StorageError::Limit(_) => StatusCode::BAD_REQUEST,
+            StorageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StorageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
+    headers
+        .get(ORG_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "no org id".into()))
+}
+
+fn decode<M: Message + Default>(body: &Bytes) -> Result<M, ApiError> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "request too large".into()));
+    }
+    M::decode(body.as_ref()).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
+
+fn protobuf(msg: &impl Message) -> Response {
+    ([(header::CONTENT_TYPE, "application/x-protobuf")], msg.encode_to_vec()).into_response()
+}
+
+/// Streams matching series with their chunks, a batch per frame.
+async fn series(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let req: SeriesRequest = decode(&body)?;
+    let matchers: Vec<Matcher> = matchers_from_proto(&req.matchers)?;
+    let hints = SelectHints { start_ms: req.start_ms, end_ms: req.end_ms, labels_only: req.skip_chunks };
+    let series = ing.merged_chunk_stream(&tenant, &matchers, hints);
+    let frames = series.ready_chunks(SERIES_PER_FRAME).map(|batch| {
+        let msg = SeriesBatch {
+            series: batch
+                .into_iter()
+                .map(|(labels, chunks)| StreamSeries {
+                    labels: labels_to_proto(&labels),
+                    chunks: chunks
+                        .into_iter()
+                        .map(|c| Chunk {
+                            min_time_ms: c.min_t,
+                            max_time_ms: c.max_t,
+                            encoding: chunk::Encoding::Xor as i32,
+                            data: Bytes::from(c.data.into_vec()),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        Ok::<_, std::io::Error>(Bytes::from(encode_frame(&msg)))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-protobuf")], Body::from_stream(frames)).into_response())
+}
+
+async fn label_names(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let req: LabelNamesRequest = decode(&body)?;
+    let matchers = matchers_from_proto(&req.matchers)?;
+    let names = ing.label_names(&tenant, &matchers, req.start_ms, req.end_ms).await?;
+    Ok(protobuf(&LabelNamesResponse { names }))
+}
+
+async fn label_values(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let req: LabelValuesRequest = decode(&body)?;
+    let matchers = matchers_from_proto(&req.matchers)?;
+    let values = ing.label_values(&tenant, &req.name, &matchers, req.start_ms, req.end_ms).await?;
+    Ok(protobuf(&LabelValuesResponse { values: merge_sorted_strings(vec![values]) }))
+}

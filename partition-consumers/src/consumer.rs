@@ -1,0 +1,206 @@
+//! The loop that reads one partition of the ingest log into a head.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tidemark_ingest_log::{ConsumedRecord, IngestLog, LogError};
+use tidemark_schemas::record::{decode_tenant, decode_version, RecordBody, RecordError, VERSION_HEADER};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::IngesterConfig;
+use crate::head::{AppendStats, Head, HeadOptions};
+use crate::metrics::{IngesterMetrics, PartitionLabels};
+
+/// Progress of one consumer, shared with readiness checks and metrics.
+#[derive(Debug)]
+pub struct ConsumerState {
+    pub partition: i32,
+    /// Next offset to consume.
+    pub next_offset: AtomicI64,
+    /// End of the partition when the consumer started; ready once reached.
+    pub startup_target: AtomicI64,
+    pub ready: AtomicBool,
+}
+
+impl ConsumerState {
+    pub fn lag_at_startup(&self) -> i64 {
+        (self.startup_target.load(Ordering::Relaxed) - self.next_offset.load(Ordering::Relaxed)).max(0)
+    }
+}
+
+pub struct PartitionConsumer {
+    pub partition: i32,
+    pub head: Arc<Head>,
+    pub state: Arc<ConsumerState>,
+    log: Arc<dyn IngestLog>,
+    group: String,
+    cfg: IngesterConfig,
+    metrics: IngesterMetrics,
+}
+
+impl PartitionConsumer {
+    pub fn new(
+        partition: i32,
+        log: Arc<dyn IngestLog>,
+        group: String,
+        cfg: IngesterConfig,
+        metrics: IngesterMetrics,
+    ) -> Self {
+        let head = Arc::new(Head::new(HeadOptions {
+            samples_per_chunk: cfg.samples_per_chunk,
+            retention_ms: cfg.head_retention.as_millis() as i64,
+        }));
+        let state = Arc::new(ConsumerState {
+            partition,
+            next_offset: AtomicI64::new(0),
+            startup_target: AtomicI64::new(i64::MAX),
+            ready: AtomicBool::new(false),
+        });
+        PartitionConsumer { partition, head, state, log, group, cfg, metrics }
+    }
+
+    /// Where the head's state must begin: the head is memory-only, so it
+    /// rebuilds from the log the window it keeps (`head_retention`).
+    async fn start_offset(&self) -> Result<i64, LogError> {
+        let since = now_ms() - self.cfg.head_retention.as_millis() as i64;
+        let earliest = self.log.earliest_offset(self.partition).await?;
+        match self.log.offset_for_timestamp(self.partition, since).await? {
+            Some(o) => Ok(o.max(earliest)),
+            None => self.log.latest_offset(self.partition).await,
+        }
+    }
+
+    /// Runs until cancelled, retrying after log errors.
+    pub async fn run(self, cancel: CancellationToken) {
+        let labels = PartitionLabels { partition: self.partition };
+        loop {
+            match self.consume(&cancel, &labels).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(partition = self.partition, error = %e, "partition consumer failed; retrying in 1s");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, cancel: &CancellationToken, labels: &PartitionLabels) -> Result<(), LogError> {
+        let resume = self.state.next_offset.load(Ordering::Relaxed);
+        let start = if resume > 0 { resume } else { self.start_offset().await? };
+        let target = self.log.latest_offset(self.partition).await?;
+        if !self.state.ready.load(Ordering::Relaxed) {
+            self.state.startup_target.store(target, Ordering::Relaxed);
+            tracing::info!(partition = self.partition, from = start, to = target, "replaying partition into the head");
+        }
+        self.state.next_offset.store(start, Ordering::Relaxed);
+        self.check_ready();
+        let mut reader = self.log.reader(self.partition, start).await?;
+        let mut committed = self.log.committed_offset(&self.group, self.partition).await.unwrap_or(None);
+        let mut last_commit = Instant::now();
+        let mut last_truncate = Instant::now();
+        let mut last_progress = Instant::now();
+        loop {
+            let batch = tokio::select! {
+                _ = cancel.cancelled() => {
+                    self.commit(&mut committed, labels).await;
+                    return Ok(());
+                }
+                b = reader.poll(Duration::from_millis(250)) => b?,
+            };
+            let mut stats = AppendStats::default();
+            for rec in &batch {
+                match self.apply(rec) {
+                    Ok(s) => stats.add(&s),
+                    Err(e) => {
+                        self.metrics.records_failed.get_or_create(labels).inc();
+                        tracing::warn!(partition = self.partition, offset = rec.offset, error = %e, "skipping undecodable record");
+                    }
+                }
+                self.state.next_offset.store(rec.offset + 1, Ordering::Relaxed);
+            }
+            if !batch.is_empty() {
+                self.metrics.records_consumed.get_or_create(labels).inc_by(batch.len() as u64);
+                self.metrics.record_append(self.partition, &stats);
+            }
+            self.check_ready();
+            if last_commit.elapsed() >= self.cfg.offset_commit_interval {
+                self.commit(&mut committed, labels).await;
+                last_commit = Instant::now();
+                let next = self.state.next_offset.load(Ordering::Relaxed);
+                self.metrics.consumed_offset.get_or_create(labels).set(next);
+                if let Ok(latest) = self.log.latest_offset(self.partition).await {
+                    self.metrics.lag_records.get_or_create(labels).set((latest - next).max(0));
+                }
+                self.metrics.series.get_or_create(labels).set(self.head.num_series() as i64);
+            }
+            if !self.state.ready.load(Ordering::Relaxed) && last_progress.elapsed() >= Duration::from_secs(10) {
+                tracing::info!(
+                    partition = self.partition,
+                    offset = self.state.next_offset.load(Ordering::Relaxed),
+                    remaining = self.state.lag_at_startup(),
+                    "replay progress"
+                );
+                last_progress = Instant::now();
+            }
+            if last_truncate.elapsed() >= Duration::from_secs(60) {
+                let removed = self.head.truncate();
+                if removed > 0 {
+                    tracing::info!(partition = self.partition, removed, "dropped series past head retention");
+                }
+                last_truncate = Instant::now();
+            }
+        }
+    }
+
+    fn check_ready(&self) {
+        if !self.state.ready.load(Ordering::Relaxed)
+            && self.state.lag_at_startup() <= self.cfg.max_consumer_lag_records_at_startup
+        {
+            self.state.ready.store(true, Ordering::Relaxed);
+            tracing::info!(
+                partition = self.partition,
+                offset = self.state.next_offset.load(Ordering::Relaxed),
+                series = self.head.num_series(),
+                "partition consumer caught up; ready"
+            );
+        }
+    }
+
+    /// Commits the consumed offset. The head is rebuilt from the log at
+    /// start-up (see `start_offset`), so the commit records progress for
+    /// lag monitoring; it never lets a restart skip data.
+    async fn commit(&self, committed: &mut Option<i64>, labels: &PartitionLabels) {
+        let next = self.state.next_offset.load(Ordering::Relaxed);
+        if *committed == Some(next) {
+            return;
+        }
+        match self.log.commit_offset(&self.group, self.partition, next).await {
+            Ok(()) => {
+                *committed = Some(next);
+                self.metrics.committed_offset.get_or_create(labels).set(next);
+            }
+            Err(e) => {
+                self.metrics.offset_commit_failures.get_or_create(labels).inc();
+                tracing::warn!(partition = self.partition, error = %e, "offset commit failed");
+            }
+        }
+    }
+
+    fn apply(&self, rec: &ConsumedRecord) -> Result<AppendStats, RecordError> {
+        let tenant = decode_tenant(&rec.record.key)?;
+        let version = decode_version(rec.record.header(VERSION_HEADER))?;
+        let body = RecordBody::decode(version, rec.record.value.clone())?;
+        Ok(self.head.append(tenant, &body.into_timeseries()))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

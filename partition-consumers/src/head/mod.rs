@@ -1,0 +1,479 @@
+//! The in-memory head: per-tenant series, an inverted index over their
+//! labels, and XOR-compressed chunks.
+
+mod postings;
+mod series;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tidemark_schemas::prometheus::TimeSeries;
+use tidemark_storage::matcher::matches_all;
+use tidemark_storage::{Label, Labels, Matcher};
+use xxhash::hash_proto_labels;
+
+pub use postings::Postings;
+pub use series::{AppendResult, ClosedChunk, MemSeries};
+
+/// What appending a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AppendStats {
+    pub appended: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub duplicate_timestamp: u64,
+    pub new_series: u64,
+    pub invalid_series: u64,
+}
+
+impl AppendStats {
+    pub fn add(&mut self, o: &AppendStats) {
+        self.appended += o.appended;
+        self.duplicates += o.duplicates;
+        self.out_of_order += o.out_of_order;
+        self.duplicate_timestamp += o.duplicate_timestamp;
+        self.new_series += o.new_series;
+        self.invalid_series += o.invalid_series;
+    }
+}
+
+/// A series chosen by a select: its ID and hash (the hash guards against the
+/// ID being reused by garbage collection before the chunks are read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesRef {
+    pub id: u32,
+    pub hash: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HeadOptions {
+    pub samples_per_chunk: usize,
+    /// Data older than the tenant's newest sample minus this is dropped.
+    pub retention_ms: i64,
+}
+
+/// One tenant's series.
+#[derive(Debug, Default)]
+struct TenantHead {
+    series: Vec<Option<MemSeries>>,
+    free: Vec<u32>,
+    by_hash: HashMap<u64, u32>,
+    /// Hashes shared by more than one series (rare).
+    collisions: HashMap<u64, Vec<u32>>,
+    postings: Postings,
+    max_t: i64,
+    live: usize,
+}
+
+impl TenantHead {
+    fn lookup(&self, hash: u64, eq: impl Fn(&Labels) -> bool) -> Option<u32> {
+        let first = *self.by_hash.get(&hash)?;
+        if self.series[first as usize].as_ref().is_some_and(|s| eq(&s.labels)) {
+            return Some(first);
+        }
+        self.collisions
+            .get(&hash)?
+            .iter()
+            .copied()
+            .find(|&id| self.series[id as usize].as_ref().is_some_and(|s| eq(&s.labels)))
+    }
+
+    fn create(&mut self, labels: Labels, hash: u64) -> u32 {
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.series.push(None);
+                (self.series.len() - 1) as u32
+            }
+        };
+        self.postings.add(id, &labels);
+        self.series[id as usize] = Some(MemSeries::new(labels, hash));
+        if let Some(prev) = self.by_hash.insert(hash, id) {
+            // Keep the first in by_hash, the others in collisions.
+            self.by_hash.insert(hash, prev);
+            self.collisions.entry(hash).or_default().push(id);
+        }
+        self.live += 1;
+        id
+    }
+
+    fn remove(&mut self, id: u32) {
+        let Some(s) = self.series[id as usize].take() else { return };
+        self.postings.remove(id, &s.labels);
+        if self.by_hash.get(&s.hash) == Some(&id) {
+            self.by_hash.remove(&s.hash);
+            if let Some(others) = self.collisions.get_mut(&s.hash) {
+                if let Some(next) = others.pop() {
+                    self.by_hash.insert(s.hash, next);
+                }
+                if others.is_empty() {
+                    self.collisions.remove(&s.hash);
+                }
+            }
+        } else if let Some(others) = self.collisions.get_mut(&s.hash) {
+            others.retain(|&o| o != id);
+            if others.is_empty() {
+                self.collisions.remove(&s.hash);
+            }
+        }
+        self.free.push(id);
+        self.live -= 1;
+    }
+
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesRef> {
+        let mut candidates: Option<Vec<u32>> = None;
+        for m in matchers {
+            if let Some(ids) = self.postings.matching(m) {
+                candidates = Some(match candidates {
+                    None => ids,
+                    Some(c) => postings::intersect(&c, &ids),
+                });
+            }
+        }
+        let ids: Box<dyn Iterator<Item = u32>> = match candidates {
+            Some(c) => Box::new(c.into_iter()),
+            None => Box::new(0..self.series.len() as u32),
+        };
+        let mut out: Vec<(&Labels, SeriesRef)> = ids
+            .filter_map(|id| {
+                let s = self.series[id as usize].as_ref()?;
+                (s.overlaps(mint, maxt) && matches_all(matchers, &s.labels))
+                    .then_some((&s.labels, SeriesRef { id, hash: s.hash }))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out.into_iter().map(|(_, r)| r).collect()
+    }
+
+    fn get(&self, r: SeriesRef) -> Option<&MemSeries> {
+        self.series.get(r.id as usize)?.as_ref().filter(|s| s.hash == r.hash)
+    }
+}
+
+/// The head of one partition: every tenant's recent series.
+#[derive(Debug)]
+pub struct Head {
+    tenants: RwLock<HashMap<String, Arc<RwLock<TenantHead>>>>,
+    opts: HeadOptions,
+}
+
+impl Head {
+    pub fn new(opts: HeadOptions) -> Self {
+        Head { tenants: RwLock::new(HashMap::new()), opts }
+    }
+
+    fn tenant(&self, tenant: &str) -> Option<Arc<RwLock<TenantHead>>> {
+        self.tenants.read().get(tenant).cloned()
+    }
+
+    fn tenant_or_create(&self, tenant: &str) -> Arc<RwLock<TenantHead>> {
+        if let Some(t) = self.tenant(tenant) {
+            return t;
+        }
+        self.tenants.write().entry(tenant.to_owned()).or_default().clone()
+    }
+
+    /// Appends decoded remote-write series of one tenant.
+    pub fn append(&self, tenant: &str, batch: &[TimeSeries]) -> AppendStats {
+        let mut stats = AppendStats::default();
+        let th = self.tenant_or_create(tenant);
+        let mut th = th.write();
+        for ts in batch {
+            let id = match normalized_hash(ts) {
+                Some(hash) => match th.lookup(hash, |l| labels_eq(l, ts)) {
+                    Some(id) => id,
+                    None => match labels_from_proto(ts) {
+                        Some(labels) => {
+                            stats.new_series += 1;
+                            th.create(labels, hash)
+                        }
+                        None => {
+                            stats.invalid_series += 1;
+                            continue;
+                        }
+                    },
+                },
+                // Not sorted or with empty values: normalise the slow way.
+                None => match labels_from_proto(ts) {
+                    Some(labels) => {
+                        let hash = labels.hash64();
+                        match th.lookup(hash, |l| *l == labels) {
+                            Some(id) => id,
+                            None => {
+                                stats.new_series += 1;
+                                th.create(labels, hash)
+                            }
+                        }
+                    }
+                    None => {
+                        stats.invalid_series += 1;
+                        continue;
+                    }
+                },
+            };
+            let mut max_t = th.max_t;
+            let Some(series) = th.series[id as usize].as_mut() else { continue };
+            for s in &ts.samples {
+                match series.append(s.timestamp, s.value, self.opts.samples_per_chunk) {
+                    AppendResult::Appended => {
+                        stats.appended += 1;
+                        max_t = max_t.max(s.timestamp);
+                    }
+                    AppendResult::Duplicate => stats.duplicates += 1,
+                    AppendResult::OutOfOrder => stats.out_of_order += 1,
+                    AppendResult::DuplicateTimestamp => stats.duplicate_timestamp += 1,
+                }
+            }
+            th.max_t = max_t;
+        }
+        stats
+    }
+
+    /// Series of `tenant` matching every matcher with data in
+    /// `[mint, maxt]`, sorted by labels.
+    pub fn select(&self, tenant: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesRef> {
+        match self.tenant(tenant) {
+            Some(th) => th.read().select(matchers, mint, maxt),
+            None => Vec::new(),
+        }
+    }
+
+    /// Labels and the chunks overlapping `[mint, maxt]` of selected series;
+    /// series removed since the select are skipped.
+    pub fn read_series(&self, tenant: &str, refs: &[SeriesRef], mint: i64, maxt: i64, labels_only: bool)
+        -> Vec<(Labels, Vec<ClosedChunk>)> {
+        let Some(th) = self.tenant(tenant) else { return Vec::new() };
+        let th = th.read();
+        refs.iter()
+            .filter_map(|&r| th.get(r))
+            .map(|s| (s.labels.clone(), if labels_only { Vec::new() } else { s.chunks_in(mint, maxt) }))
+            .collect()
+    }
+
+    pub fn label_names(&self, tenant: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
+        let Some(th) = self.tenant(tenant) else { return Vec::new() };
+        let th = th.read();
+        let mut names: Vec<String> = if matchers.is_empty() {
+            th.postings.label_names().cloned().collect()
+        } else {
+            let mut set = std::collections::BTreeSet::new();
+            for r in th.select(matchers, mint, maxt) {
+                if let Some(s) = th.get(r) {
+                    set.extend(s.labels.iter().map(|l| l.name.clone()));
+                }
+            }
+            set.into_iter().collect()
+        };
+        names.sort_unstable();
+        names
+    }
+
+    pub fn label_values(&self, tenant: &str, name: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
+        let Some(th) = self.tenant(tenant) else { return Vec::new() };
+        let th = th.read();
+        let mut values: Vec<String> = if matchers.is_empty() {
+            th.postings.label_values(name).cloned().collect()
+        } else {
+            let mut set = std::collections::BTreeSet::new();
+            for r in th.select(matchers, mint, maxt) {
+                if let Some(v) = th.get(r).and_then(|s| s.labels.get(name)) {
+                    set.insert(v.to_owned());
+                }
+            }
+            set.into_iter().collect()
+        };
+        values.sort_unstable();
+        values
+    }
+
+    /// Drops data older than each tenant's newest sample minus the
+    /// retention, and series left empty. Returns the series removed.
+    pub fn truncate(&self) -> usize {
+        let tenants: Vec<Arc<RwLock<TenantHead>>> = self.tenants.read().values().cloned().collect();
+        let mut removed = 0;
+        for th in tenants {
+            let mut th = th.write();
+            let mint = th.max_t.saturating_sub(self.opts.retention_ms);
+            let empty: Vec<u32> = th
+                .series
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(id, s)| {
+                    let empty = s.as_mut().is_some_and(|s| s.truncate_before(mint));
+                    empty.then_some(id as u32)
+                })
+                .collect();
+            removed += empty.len();
+            for id in empty {
+                th.remove(id);
+            }
+        }
+        self.tenants.write().retain(|_, th| th.read().live > 0);
+        removed
+    }
+
+    /// Number of series in memory, over all tenants.
+    pub fn num_series(&self) -> usize {
+        self.tenants.read().values().map(|t| t.read().live).sum()
+    }
+
+    /// Approximate heap bytes held by series and index.
+    pub fn heap_bytes(&self) -> usize {
+        self.tenants
+            .read()
+            .values()
+            .map(|t| {
+                let t = t.read();
+                t.series.iter().flatten().map(|s| s.heap_bytes()).sum::<usize>()
+                    + t.postings.heap_bytes()
+                    + t.by_hash.capacity() * 16
+                    + t.series.capacity() * std::mem::size_of::<Option<MemSeries>>()
+            })
+            .sum()
+    }
+}
+
+/// The labels' hash when they are already sorted by name with no empty
+/// values (what the distributor writes); `None` otherwise.
+fn normalized_hash(ts: &TimeSeries) -> Option<u64> {
+    let ok = ts.labels.iter().all(|l| !l.value.is_empty())
+        && ts.labels.windows(2).all(|w| w[0].name < w[1].name);
+    ok.then(|| hash_proto_labels(&ts.labels))
+}
+
+fn labels_eq(labels: &Labels, ts: &TimeSeries) -> bool {
+    labels.len() == ts.labels.len()
+        && labels
+            .iter()
+            .zip(&ts.labels)
+            .all(|(a, b)| a.name.as_bytes() == b.name.as_ref() && a.value.as_bytes() == b.value.as_ref())
+}
+
+fn labels_from_proto(ts: &TimeSeries) -> Option<Labels> {
+    let mut out = Vec::with_capacity(ts.labels.len());
+    for l in &ts.labels {
+        out.push(Label {
+            name: String::from_utf8(l.name.to_vec()).ok()?,
+            value: String::from_utf8(l.value.to_vec()).ok()?,
+        });
+    }
+    let labels = Labels::new(out);
+    (!labels.is_empty()).then_some(labels)
+}
+
+mod xxhash {
+    use tidemark_schemas::prometheus::Label;
+    use xxhash_rust::xxh3::Xxh3;
+
+    /// Same bytes as `Labels::hash64`, straight from the wire labels.
+    pub fn hash_proto_labels(labels: &[Label]) -> u64 {
+        let mut h = Xxh3::new();
+        for l in labels {
+            h.update(&l.name);
+            h.update(&[0xff]);
+            h.update(&l.value);
+            h.update(&[0xff]);
+        }
+        h.digest()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tidemark_schemas::prometheus::{Label as PLabel, Sample};
+    use tidemark_storage::chunk::decode_all;
+    use tidemark_storage::MatchOp;
+
+    fn ts(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
+        TimeSeries {
+            labels: labels
+                .iter()
+                .map(|(n, v)| PLabel { name: Bytes::copy_from_slice(n.as_bytes()), value: Bytes::copy_from_slice(v.as_bytes()) })
+                .collect(),
+            samples: samples.iter().map(|&(t, v)| Sample { timestamp: t, value: v }).collect(),
+            exemplars: vec![],
+        }
+    }
+
+    fn head() -> Head {
+        Head::new(HeadOptions { samples_per_chunk: 120, retention_ms: 3_600_000 })
+    }
+
+    #[test]
+    fn proto_hash_matches_labels_hash() {
+        let t = ts(&[("__name__", "up"), ("job", "a")], &[]);
+        assert_eq!(hash_proto_labels(&t.labels), Labels::from_pairs([("__name__", "up"), ("job", "a")]).hash64());
+    }
+
+    #[test]
+    fn append_and_select() {
+        let h = head();
+        let s = h.append(
+            "t1",
+            &[
+                ts(&[("__name__", "up"), ("job", "a")], &[(1000, 1.0), (2000, 1.0)]),
+                ts(&[("__name__", "up"), ("job", "b")], &[(1000, 0.0)]),
+                ts(&[("__name__", "other")], &[(1000, 5.0)]),
+            ],
+        );
+        assert_eq!(s.appended, 4);
+        assert_eq!(s.new_series, 3);
+        // Unsorted input lands in the same series.
+        let s = h.append("t1", &[ts(&[("job", "a"), ("__name__", "up"), ("x", "")], &[(3000, 2.0)])]);
+        assert_eq!((s.appended, s.new_series), (1, 0));
+
+        let refs = h.select("t1", &[Matcher::equal("__name__", "up")], 0, 10_000);
+        let got = h.read_series("t1", &refs, 0, 10_000, false);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0.get("job"), Some("a"));
+        let samples: Vec<_> = got[0].1.iter().flat_map(|c| decode_all(&c.data).unwrap()).collect();
+        assert_eq!(samples.iter().map(|s| s.t).collect::<Vec<_>>(), [1000, 2000, 3000]);
+
+        let neg = Matcher::new(MatchOp::NotEqual, "job", "a").unwrap();
+        let refs = h.select("t1", &[neg], 0, 10_000);
+        let names: Vec<_> = h.read_series("t1", &refs, 0, 0, true).into_iter().map(|(l, _)| l.to_string()).collect();
+        assert_eq!(names, ["other{}", "up{job=\"b\"}"]);
+
+        // Time filtering and tenant isolation.
+        assert!(h.select("t1", &[Matcher::equal("__name__", "other")], 5000, 6000).is_empty());
+        assert!(h.select("t2", &[Matcher::equal("__name__", "up")], 0, 10_000).is_empty());
+        assert_eq!(h.label_values("t1", "job", &[], 0, 10_000), ["a", "b"]);
+        assert_eq!(h.label_names("t1", &[Matcher::equal("__name__", "other")], 0, 10_000), ["__name__"]);
+        assert!(h.label_names("t2", &[], 0, 1).is_empty());
+    }
+
+    #[test]
+    fn out_of_order_and_duplicates_counted() {
+        let h = head();
+        h.append("t", &[ts(&[("__name__", "m")], &[(10, 1.0)])]);
+        let s = h.append("t", &[ts(&[("__name__", "m")], &[(10, 1.0), (5, 1.0), (10, 2.0), (11, 1.0)])]);
+        assert_eq!(s, AppendStats { appended: 1, duplicates: 1, out_of_order: 1, duplicate_timestamp: 1, ..Default::default() });
+    }
+
+    #[test]
+    fn invalid_utf8_series_is_skipped_not_fatal() {
+        let h = head();
+        let mut bad = ts(&[("__name__", "m")], &[(1, 1.0)]);
+        bad.labels[0].value = Bytes::from_static(&[0xff]);
+        let s = h.append("t", &[bad]);
+        assert_eq!(s.invalid_series, 1);
+        assert_eq!(h.num_series(), 0);
+    }
+
+    #[test]
+    fn truncation_removes_old_series_and_reuses_ids() {
+        let h = head();
+        h.append("t", &[ts(&[("__name__", "old")], &[(1000, 1.0)])]);
+        h.append("t", &[ts(&[("__name__", "new")], &[(10_000_000, 1.0)])]);
+        let old_refs = h.select("t", &[Matcher::equal("__name__", "old")], 0, i64::MAX);
+        assert_eq!(h.truncate(), 1);
+        assert_eq!(h.num_series(), 1);
+        h.append("t", &[ts(&[("__name__", "newer")], &[(10_000_001, 1.0)])]);
+        // The old ref must not read the series that reused its ID.
+        assert!(h.read_series("t", &old_refs, 0, i64::MAX, false).is_empty());
+        assert_eq!(h.label_values("t", "__name__", &[], 0, i64::MAX), ["new", "newer"]);
+    }
+}

@@ -1,0 +1,66 @@
+//! Distributor settings, named after Mimir's.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DistributorConfig {
+    /// Largest request accepted, compressed and after decompression
+    /// (`-distributor.max-recv-msg-size`).
+    pub max_recv_msg_size: usize,
+    /// Largest ingest-log record; bigger batches are split.
+    pub max_record_size_bytes: usize,
+    /// Per-series validation limits.
+    #[serde(flatten)]
+    pub limits: ValidationLimits,
+}
+
+/// Validation limits (`-validation.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ValidationLimits {
+    pub max_label_names_per_series: usize,
+    pub max_label_name_length: usize,
+    pub max_label_value_length: usize,
+    /// How far in the future a sample may be.
+    #[serde(with = "humantime_serde")]
+    pub creation_grace_period: Duration,
+}
+
+impl Default for DistributorConfig {
+    fn default() -> Self {
+        DistributorConfig {
+            max_recv_msg_size: 100 << 20,
+            max_record_size_bytes: 1_000_000,
+            limits: ValidationLimits::default(),
+        }
+    }
+}
+
+impl Default for ValidationLimits {
+    fn default() -> Self {
+        ValidationLimits {
+            max_label_names_per_series: 30,
+            max_label_name_length: 1024,
+            max_label_value_length: 2048,
+            creation_grace_period: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+impl DistributorConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_recv_msg_size < 1024 {
+            return Err("distributor.max_recv_msg_size must be at least 1 KiB".into());
+        }
+        if self.max_record_size_bytes < 1024 {
+            return Err("the maximum record size must be at least 1 KiB".into());
+        }
+        if self.limits.max_label_names_per_series == 0 {
+            return Err("validation.max_label_names_per_series must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! Errors of the write path and the HTTP status each maps to.
+//!
+//! 4xx means the request itself is at fault and retrying will not help;
+//! 5xx means we or the log failed and the client should retry.
+
+use axum::http::StatusCode;
+use tidemark_ingest_log::LogError;
+
+use crate::tenant::TenantError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error("request of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("request body is not valid snappy: {0}")]
+    BadSnappy(String),
+    #[error("request body is not a valid remote write request: {0}")]
+    BadProtobuf(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Some series were refused; the valid ones were written.
+    #[error("{first}{}", if *.failed > 1 { format!(" (and {} more invalid series)", .failed - 1) } else { String::new() })]
+    Validation { first: String, failed: usize },
+    #[error("failed pushing to the ingest log: {0}")]
+    Log(#[from] LogError),
+}
+
+impl PushError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PushError::Tenant(TenantError::Missing) => StatusCode::UNAUTHORIZED,
+            PushError::Tenant(_) => StatusCode::BAD_REQUEST,
+            PushError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            PushError::BadSnappy(_) | PushError::BadProtobuf(_) | PushError::Validation { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            PushError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PushError::Log(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            PushError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(PushError::Tenant(TenantError::Missing).status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(PushError::TooLarge { size: 2, limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(PushError::Log(LogError::Unavailable("x".into())).status(), StatusCode::SERVICE_UNAVAILABLE);
+        let v = PushError::Validation { first: "bad".into(), failed: 3 };
+        assert_eq!(v.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(v.to_string(), "bad (and 2 more invalid series)");
+    }
+}

@@ -1,0 +1,21 @@
+//! The distributor: the write path's front door.
+//!
+//! It accepts Prometheus remote write over HTTP ([`http`]), names the tenant
+//! ([`tenant`]), validates every series ([`validation`]), shards the tenant's
+//! series over the ingest log's partitions ([`shard`]), encodes one record
+//! batch per partition ([`records`]) and answers only after the log
+//! acknowledged every record ([`distributor`]).
+
+pub mod config;
+pub mod distributor;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod records;
+pub mod shard;
+pub mod tenant;
+pub mod validation;
+
+pub use config::DistributorConfig;
+pub use distributor::{Distributor, PushOutcome};
+pub use error::PushError;

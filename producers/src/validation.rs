@@ -1,0 +1,260 @@
+//! Per-series validation, applied before anything is written.
+//!
+//! A series that fails is dropped with an error naming it; the rest of the
+//! request is still written.
+
+use tidemark_schemas::prometheus::{Label, TimeSeries};
+
+use crate::config::ValidationLimits;
+
+const METRIC_NAME: &[u8] = b"__name__";
+
+/// Why a series or sample was refused; `reason` labels the discard metric.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ValidationError {
+    pub reason: &'static str,
+    pub message: String,
+    /// Samples of the series this error discarded.
+    pub discarded_samples: usize,
+}
+
+/// Validates and normalises one series in place: drops empty-valued labels,
+/// sorts labels by name and drops samples too far in the future. Returns an
+/// error when the series must be dropped as a whole, or when some of its
+/// samples were (then the series, with the rest, is still written).
+pub fn validate_series(
+    ts: &mut TimeSeries,
+    limits: &ValidationLimits,
+    now_ms: i64,
+) -> Result<(), ValidationError> {
+    ts.labels.retain(|l| !l.value.is_empty());
+    if !ts.labels.windows(2).all(|w| w[0].name <= w[1].name) {
+        ts.labels.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    let fail = |reason: &'static str, message: String, ts: &TimeSeries| ValidationError {
+        reason,
+        message,
+        discarded_samples: ts.samples.len(),
+    };
+
+    let Some(name) = ts.labels.iter().find(|l| l.name.as_ref() == METRIC_NAME) else {
+        return Err(fail("missing_metric_name", "received a series without metric name".into(), ts));
+    };
+    if !is_valid_metric_name(&name.value) {
+        let msg = format!(
+            "received a series with invalid metric name: '{}'",
+            String::from_utf8_lossy(&name.value)
+        );
+        return Err(fail("metric_name_invalid", msg, ts));
+    }
+    if ts.labels.len() > limits.max_label_names_per_series {
+        let msg = format!(
+            "received a series whose number of labels exceeds the limit (actual: {}, limit: {}) series: '{}'",
+            ts.labels.len(),
+            limits.max_label_names_per_series,
+            series_string(&ts.labels)
+        );
+        return Err(fail("max_label_names_per_series", msg, ts));
+    }
+    for (i, l) in ts.labels.iter().enumerate() {
+        if i > 0 && ts.labels[i - 1].name == l.name {
+            let msg = format!(
+                "received a series with duplicate label name, label: '{}' series: '{}'",
+                String::from_utf8_lossy(&l.name),
+                series_string(&ts.labels)
+            );
+            return Err(fail("duplicate_label_names", msg, ts));
+        }
+        if !is_valid_label_name(&l.name) {
+            let msg = format!(
+                "received a series with an invalid label: '{}' series: '{}'",
+                String::from_utf8_lossy(&l.name),
+                series_string(&ts.labels)
+            );
+            return Err(fail("label_invalid", msg, ts));
+        }
+        if l.name.len() > limits.max_label_name_length {
+            let msg = format!(
+                "received a series whose label name length exceeds the limit (actual: {}, limit: {}), label: '{}' series: '{}'",
+                l.name.len(),
+                limits.max_label_name_length,
+                truncate(&String::from_utf8_lossy(&l.name), 200),
+                series_string(&ts.labels)
+            );
+            return Err(fail("label_name_too_long", msg, ts));
+        }
+        if std::str::from_utf8(&l.value).is_err() {
+            let msg = format!(
+                "received a series with a label value that is not valid UTF-8, label: '{}' series: '{}'",
+                String::from_utf8_lossy(&l.name),
+                series_string(&ts.labels)
+            );
+            return Err(fail("label_value_invalid", msg, ts));
+        }
+        if l.value.len() > limits.max_label_value_length {
+            let msg = format!(
+                "received a series whose label value length exceeds the limit (actual: {}, limit: {}), label name: '{}' series: '{}'",
+                l.value.len(),
+                limits.max_label_value_length,
+                String::from_utf8_lossy(&l.name),
+                series_string(&ts.labels)
+            );
+            return Err(fail("label_value_too_long", msg, ts));
+        }
+    }
+
+    let limit = now_ms.saturating_add(limits.creation_grace_period.as_millis() as i64);
+    let before = ts.samples.len();
+    let first_bad = ts.samples.iter().find(|s| s.timestamp > limit).map(|s| s.timestamp);
+    if let Some(bad_ts) = first_bad {
+        ts.samples.retain(|s| s.timestamp <= limit);
+        let msg = format!(
+            "received a sample whose timestamp is too far in the future, timestamp: {} series: '{}'",
+            bad_ts,
+            series_string(&ts.labels)
+        );
+        return Err(ValidationError {
+            reason: "too_far_in_future",
+            message: msg,
+            discarded_samples: before - ts.samples.len(),
+        });
+    }
+    Ok(())
+}
+
+/// `[a-zA-Z_:][a-zA-Z0-9_:]*`
+pub fn is_valid_metric_name(name: &[u8]) -> bool {
+    match name.split_first() {
+        Some((first, rest)) => {
+            (first.is_ascii_alphabetic() || *first == b'_' || *first == b':')
+                && rest.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
+        }
+        None => false,
+    }
+}
+
+/// `[a-zA-Z_][a-zA-Z0-9_]*`
+pub fn is_valid_label_name(name: &[u8]) -> bool {
+    match name.split_first() {
+        Some((first, rest)) => {
+            (first.is_ascii_alphabetic() || *first == b'_')
+                && rest.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+        }
+        None => false,
+    }
+}
+
+/// `name{a="b", ...}` for error messages, cut at 200 characters.
+pub fn series_string(labels: &[Label]) -> String {
+    let mut out = String::new();
+    if let Some(n) = labels.iter().find(|l| l.name.as_ref() == METRIC_NAME) {
+        out.push_str(&String::from_utf8_lossy(&n.value));
+    }
+    out.push('{');
+    let mut first = true;
+    for l in labels.iter().filter(|l| l.name.as_ref() != METRIC_NAME) {
+        if !first {
+            out.push_str(", ");
+        }
+        first = false;
+        out.push_str(&String::from_utf8_lossy(&l.name));
+        out.push_str("=\"");
+        out.push_str(&String::from_utf8_lossy(&l.value));
+        out.push('"');
+        if out.len() > 200 {
+            break;
+        }
+    }
+    out.push('}');
+    truncate(&out, 200)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tidemark_schemas::prometheus::Sample;
+
+    fn series(labels: &[(&str, &str)]) -> TimeSeries {
+        TimeSeries {
+            labels: labels
+                .iter()
+                .map(|(n, v)| Label { name: Bytes::copy_from_slice(n.as_bytes()), value: Bytes::copy_from_slice(v.as_bytes()) })
+                .collect(),
+            samples: vec![Sample { value: 1.0, timestamp: 1000 }],
+            exemplars: vec![],
+        }
+    }
+
+    fn check(labels: &[(&str, &str)]) -> Result<TimeSeries, ValidationError> {
+        let mut ts = series(labels);
+        validate_series(&mut ts, &ValidationLimits::default(), 1000).map(|_| ts)
+    }
+
+    #[test]
+    fn sorts_and_drops_empty_values() {
+        let ts = check(&[("z", "1"), ("__name__", "up"), ("a", ""), ("job", "j")]).unwrap();
+        let names: Vec<&[u8]> = ts.labels.iter().map(|l| l.name.as_ref()).collect();
+        assert_eq!(names, [b"__name__".as_ref(), b"job", b"z"]);
+    }
+
+    #[test]
+    fn rejects_bad_series_with_named_errors() {
+        let e = check(&[("job", "j")]).unwrap_err();
+        assert_eq!(e.reason, "missing_metric_name");
+        let e = check(&[("__name__", "1up")]).unwrap_err();
+        assert_eq!(e.reason, "metric_name_invalid");
+        let e = check(&[("__name__", "up"), ("bad-name", "x")]).unwrap_err();
+        assert_eq!(e.reason, "label_invalid");
+        assert!(e.message.contains("bad-name") && e.message.contains("up{"), "{}", e.message);
+        let e = check(&[("__name__", "up"), ("a", "1"), ("a", "2")]).unwrap_err();
+        assert_eq!(e.reason, "duplicate_label_names");
+        let long = "v".repeat(3000);
+        let e = check(&[("__name__", "up"), ("a", &long)]).unwrap_err();
+        assert_eq!(e.reason, "label_value_too_long");
+        assert!(e.message.len() < 600);
+        let many: Vec<(String, String)> = (0..31).map(|i| (format!("l{i}"), "v".to_string())).collect();
+        let mut labels: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        labels.push(("__name__", "up"));
+        let e = check(&labels).unwrap_err();
+        assert_eq!(e.reason, "max_label_names_per_series");
+    }
+
+    #[test]
+    fn invalid_utf8_value() {
+        let mut ts = series(&[("__name__", "up")]);
+        ts.labels.push(Label { name: Bytes::from_static(b"a"), value: Bytes::from_static(&[0xff, 0xfe]) });
+        let e = validate_series(&mut ts, &ValidationLimits::default(), 0).unwrap_err();
+        assert_eq!(e.reason, "label_value_invalid");
+    }
+
+    #[test]
+    fn future_samples_dropped_rest_kept() {
+        let mut ts = series(&[("__name__", "up")]);
+        ts.samples = vec![Sample { value: 1.0, timestamp: 1000 }, Sample { value: 2.0, timestamp: 10_000_000 }];
+        let e = validate_series(&mut ts, &ValidationLimits::default(), 1000).unwrap_err();
+        assert_eq!(e.reason, "too_far_in_future");
+        assert_eq!(e.discarded_samples, 1);
+        assert_eq!(ts.samples.len(), 1);
+    }
+
+    #[test]
+    fn name_rules() {
+        assert!(is_valid_metric_name(b"a:b_c1"));
+        assert!(!is_valid_metric_name(b""));
+        assert!(is_valid_label_name(b"_x1"));
+        assert!(!is_valid_label_name(b"a:b"));
+    }
+}

@@ -1,0 +1,248 @@
+//! The Prometheus HTTP API, served under both `/api/v1/` and
+//! `/prometheus/api/v1/`:
+//!
+//! * `query`, `query_range` (GET, or POST with a form body)
+//! * `labels`, `label/{name}/values`, `series` (`match[]`, `start`, `end`,
+//!   `limit`; GET or POST)
+//! * `status/buildinfo`
+//!
+//! Bodies and errors have Prometheus' exact JSON shapes; the tenant comes
+//! from the `X-Scope-OrgID` header.
+
+mod endpoints;
+pub mod metrics;
+pub mod params;
+pub mod response;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use tidemark_storage::Queryable;
+
+use crate::engine::{Engine, EngineOptions};
+use metrics::ApiMetrics;
+use response::ApiError;
+
+/// Tenant used when multitenancy is disabled and no tenant is given.
+pub const ANONYMOUS_TENANT: &str = "anonymous";
+/// Longest tenant ID accepted, as Mimir.
+pub const MAX_TENANT_ID_LENGTH: usize = 150;
+
+/// What the API handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queryable: Arc<dyn Queryable>,
+    engine: Engine,
+    multitenancy_enabled: bool,
+    metrics: ApiMetrics,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("engine", &self.inner.engine)
+            .field("multitenancy_enabled", &self.inner.multitenancy_enabled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    /// State over `queryable`, evaluating queries with `options`.
+    /// With `multitenancy_enabled`, requests without `X-Scope-OrgID` are
+    /// refused (401); without it they read tenant `anonymous`. Registers
+    /// the API's metrics in `registry`.
+    pub fn new(
+        queryable: Arc<dyn Queryable>,
+        options: EngineOptions,
+        multitenancy_enabled: bool,
+        registry: &mut Registry,
+    ) -> Self {
+        let engine = Engine::new(queryable.clone(), options);
+        let metrics = ApiMetrics::new(registry);
+        ApiState {
+            inner: Arc::new(Inner {
+                queryable,
+                engine,
+                multitenancy_enabled,
+                metrics,
+            }),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub fn queryable(&self) -> &Arc<dyn Queryable> {
+        &self.inner.queryable
+    }
+
+    pub fn multitenancy_enabled(&self) -> bool {
+        self.inner.multitenancy_enabled
+    }
+
+    /// The tenant of a request.
+    fn tenant(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+        let Some(value) = headers.get("x-scope-orgid") else {
+            if self.inner.multitenancy_enabled {
+                return Err(ApiError::unauthorized("no org id"));
+            }
+            return Ok(ANONYMOUS_TENANT.to_owned());
+        };
+        let id = value
+            .to_str()
+            .map_err(|_| ApiError::unauthorized("tenant ID is not valid text"))?;
+        validate_tenant_id(id).map_err(ApiError::unauthorized)?;
+        Ok(id.to_owned())
+    }
+
+    /// Awaits an endpoint, records metrics and renders its answer.
+    async fn respond(
+        &self,
+        endpoint: &'static str,
+        f: impl Future<Output = Result<String, ApiError>>,
+    ) -> Response {
+        let started = Instant::now();
+        let (status, body) = match f.await {
+            Ok(body) => (StatusCode::OK, body),
+            Err(e) => {
+                if e.status.is_server_error() {
+                    tracing::warn!(endpoint, status = e.status.as_u16(), error = %e.message, "request failed");
+                } else {
+                    tracing::debug!(endpoint, status = e.status.as_u16(), error = %e.message, "request refused");
+                }
+                (e.status, e.body())
+            }
+        };
+        self.inner
+            .metrics
+            .observe(endpoint, status.as_u16(), started.elapsed());
+        (status, [(CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+/// Checks a tenant ID as Mimir does: at most 150 characters from
+/// `[a-zA-Z0-9!-_.*'()]`, and not `.` or `..`.
+pub fn validate_tenant_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("no org id".to_owned());
+    }
+    if id.len() > MAX_TENANT_ID_LENGTH {
+        return Err(format!(
+            "tenant ID is too long: max {MAX_TENANT_ID_LENGTH} characters"
+        ));
+    }
+    if id == "." || id == ".." {
+        return Err("tenant ID is '.' or '..'".to_owned());
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c)))
+    {
+        return Err(format!(
+            "tenant ID '{id}' contains unsupported character '{c}'"
+        ));
+    }
+    Ok(())
+}
+
+/// The API's routes, under `/api/v1` and `/prometheus/api/v1`.
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/query", get(query).post(query))
+        .route("/query_range", get(query_range).post(query_range))
+        .route("/labels", get(labels).post(labels))
+        .route("/label/{name}/values", get(label_values))
+        .route("/series", get(series).post(series))
+        .route("/status/buildinfo", get(buildinfo))
+        .with_state(state);
+    Router::new()
+        .nest("/api/v1", v1.clone())
+        .nest("/prometheus/api/v1", v1)
+}
+
+async fn query(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    st.respond(
+        "query",
+        endpoints::query(&st, &headers, q.as_deref(), &body),
+    )
+    .await
+}
+
+async fn query_range(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    st.respond(
+        "query_range",
+        endpoints::query_range(&st, &headers, q.as_deref(), &body),
+    )
+    .await
+}
+
+async fn labels(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    st.respond(
+        "labels",
+        endpoints::labels(&st, &headers, q.as_deref(), &body),
+    )
+    .await
+}
+
+async fn label_values(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    st.respond(
+        "label_values",
+        endpoints::label_values(&st, &name, &headers, q.as_deref()),
+    )
+    .await
+}
+
+async fn series(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    st.respond(
+        "series",
+        endpoints::series(&st, &headers, q.as_deref(), &body),
+    )
+    .await
+}
+
+async fn buildinfo(State(st): State<ApiState>) -> Response {
+    st.respond("buildinfo", async { Ok(endpoints::buildinfo()) })
+        .await
+}

@@ -1,0 +1,239 @@
+//! A streaming PromQL engine.
+//!
+//! Queries are parsed with `promql-parser` and planned into a tree of
+//! operators ([`operator`]) that pass series one at a time as async
+//! streams; instant queries are range queries with one step.
+//!
+//! Supported so far: vector selectors (all matcher types, `offset`,
+//! lookback delta, staleness markers), `rate` and `increase` over range
+//! selectors, `sum`/`avg`/`min`/`max`/`count` with `by`/`without`,
+//! arithmetic (`+ - * / % ^`) between scalars and between a vector and a
+//! scalar, unary minus, number literals and parentheses. Everything else is
+//! refused with [`QueryError::Unsupported`].
+
+mod aggregate;
+mod arithmetic;
+mod collect;
+mod context;
+mod dedup;
+mod error;
+mod functions;
+mod kahan;
+mod operator;
+mod plan;
+mod range_function;
+mod selector;
+mod value;
+
+#[cfg(test)]
+mod promqltest;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use promql_parser::parser::value::ValueType;
+use promql_parser::parser::Expr;
+use serde::{Deserialize, Serialize};
+use tidemark_storage::Queryable;
+
+pub use error::{ErrorKind, QueryError, DUPLICATE_LABELSET, TOO_MANY_POINTS, TOO_MANY_SAMPLES};
+pub use value::{InstantSample, QueryValue, RangeSeries};
+
+pub(crate) use selector::parse_series_selector;
+
+use collect::{collect, Shape};
+use context::{EvalContext, SampleBudget};
+
+/// Most steps a range query may have, beyond the first: Prometheus'
+/// resolution limit.
+pub const MAX_STEPS: i64 = 11_000;
+
+/// Engine settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineOptions {
+    /// How far back an instant vector selector looks for a sample.
+    #[serde(with = "humantime_serde")]
+    pub lookback_delta: Duration,
+    /// Most samples a query may load from storage and materialise (per-step
+    /// values of aggregation groups and of the result) in total.
+    pub max_samples: usize,
+    /// Longest a query may run.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_delta: Duration::from_secs(5 * 60),
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(2 * 60),
+        }
+    }
+}
+
+/// Per-query overrides of [`EngineOptions`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryOptions {
+    /// Lookback delta for this query; `None` or zero for the engine's.
+    pub lookback_delta: Option<Duration>,
+    /// Timeout for this query; capped at the engine's.
+    pub timeout: Option<Duration>,
+}
+
+/// Evaluates PromQL queries against a [`Queryable`].
+#[derive(Clone)]
+pub struct Engine {
+    queryable: Arc<dyn Queryable>,
+    options: EngineOptions,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn new(queryable: Arc<dyn Queryable>, options: EngineOptions) -> Self {
+        Engine { queryable, options }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Evaluates `query` for `tenant` at `time_ms`: a scalar or a vector.
+    pub async fn instant_query(
+        &self,
+        tenant: &str,
+        query: &str,
+        time_ms: i64,
+        opts: &QueryOptions,
+    ) -> Result<QueryValue, QueryError> {
+        let expr = parse(query)?;
+        self.run(tenant, query, &expr, time_ms, 1, 1, opts, Shape::Instant)
+            .await
+    }
+
+    /// Evaluates `query` for `tenant` at every `step_ms` from `start_ms` to
+    /// `end_ms` inclusive: a matrix.
+    pub async fn range_query(
+        &self,
+        tenant: &str,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        opts: &QueryOptions,
+    ) -> Result<QueryValue, QueryError> {
+        let num_steps = range_steps(start_ms, end_ms, step_ms)?;
+        let expr = parse(query)?;
+        match expr.value_type() {
+            ValueType::Scalar | ValueType::Vector => {}
+            other => {
+                let name = if other == ValueType::Matrix {
+                    "range vector"
+                } else {
+                    "string"
+                };
+                return Err(QueryError::BadData(format!(
+                    "invalid expression type \"{name}\" for range query, must be Scalar or instant Vector"
+                )));
+            }
+        }
+        self.run(
+            tenant,
+            query,
+            &expr,
+            start_ms,
+            step_ms,
+            num_steps,
+            opts,
+            Shape::Range,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        &self,
+        tenant: &str,
+        query: &str,
+        expr: &Expr,
+        start: i64,
+        interval: i64,
+        num_steps: usize,
+        opts: &QueryOptions,
+        shape: Shape,
+    ) -> Result<QueryValue, QueryError> {
+        let plan = plan::plan(expr)?;
+        let lookback = opts
+            .lookback_delta
+            .filter(|d| !d.is_zero())
+            .or(Some(self.options.lookback_delta).filter(|d| !d.is_zero()))
+            .unwrap_or(Duration::from_secs(5 * 60));
+        let timeout = opts
+            .timeout
+            .map_or(self.options.timeout, |t| t.min(self.options.timeout));
+        let ctx = Arc::new(EvalContext {
+            tenant: tenant.to_owned(),
+            queryable: self.queryable.clone(),
+            start,
+            interval,
+            num_steps,
+            lookback_ms: selector::duration_ms(&lookback),
+            budget: SampleBudget::new(self.options.max_samples),
+        });
+        let began = Instant::now();
+        let result = match tokio::time::timeout(timeout, collect(plan, ctx.clone(), shape)).await {
+            Ok(r) => r,
+            Err(_) => Err(QueryError::Timeout),
+        };
+        tracing::debug!(
+            tenant,
+            query,
+            steps = num_steps,
+            samples = ctx.budget.used(),
+            elapsed_ms = began.elapsed().as_millis() as u64,
+            ok = result.is_ok(),
+            "query evaluated"
+        );
+        result
+    }
+}
+
+/// Number of steps of a range query, checking the range as Prometheus does.
+fn range_steps(start_ms: i64, end_ms: i64, step_ms: i64) -> Result<usize, QueryError> {
+    if end_ms < start_ms {
+        return Err(QueryError::BadData(
+            "end timestamp must not be before start time".to_owned(),
+        ));
+    }
+    if step_ms <= 0 {
+        return Err(QueryError::BadData(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer"
+                .to_owned(),
+        ));
+    }
+    let intervals = (end_ms as i128 - start_ms as i128) / step_ms as i128;
+    if intervals > MAX_STEPS as i128 {
+        return Err(QueryError::BadData(TOO_MANY_POINTS.to_owned()));
+    }
+    // At most MAX_STEPS + 1, so the conversion cannot fail.
+    Ok(usize::try_from(intervals + 1).unwrap_or(usize::MAX))
+}
+
+/// Parses a query, turning parser failures (panics included) into errors.
+fn parse(query: &str) -> Result<Expr, QueryError> {
+    match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
+        Ok(Ok(expr)) => Ok(expr),
+        Ok(Err(msg)) => Err(QueryError::Parse(msg)),
+        Err(_) => Err(QueryError::Parse("invalid query".to_owned())),
+    }
+}

@@ -1,0 +1,350 @@
+//! The querier's storage: a [`Queryable`] that fans out to partition
+//! consumers (ingesters) over their internal HTTP API and merges the
+//! answers.
+//!
+//! Protocol, per ingester base URL (the tenant in `X-Scope-OrgID`):
+//!
+//! * `POST {base}/internal/ingester/v1/series`, body a protobuf
+//!   `SeriesRequest`; a 200 response streams length-delimited
+//!   `SeriesBatch` frames, series sorted by labels across the stream,
+//!   samples in XOR chunks.
+//! * `POST {base}/internal/ingester/v1/label_names`
+//!   (`LabelNamesRequest` → one `LabelNamesResponse`, not framed).
+//! * `POST {base}/internal/ingester/v1/label_values`
+//!   (`LabelValuesRequest` → one `LabelValuesResponse`).
+//!
+//! Other statuses carry a text error: 4xx becomes
+//! [`StorageError::BadRequest`], anything else (and failing to connect)
+//! [`StorageError::Unavailable`] naming the ingester.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use futures::future::try_join_all;
+use futures::StreamExt;
+use prost::Message;
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::StatusCode;
+use tidemark_schemas::ingester::{
+    LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, SeriesBatch,
+    SeriesRequest,
+};
+use tidemark_schemas::stream::{FrameDecoder, FrameError};
+use tidemark_storage::queryable::{merge_series_streams, merge_sorted_strings};
+use tidemark_storage::{
+    Labels, Matcher, Queryable, SelectHints, Series, SeriesStream, StorageError,
+};
+
+use crate::wire;
+
+/// Largest `SeriesBatch` frame accepted.
+pub const MAX_FRAME_BYTES: usize = 64 << 20;
+/// Largest unframed response (label names or values) accepted.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Header that carries the tenant.
+pub const ORG_ID_HEADER: &str = "x-scope-orgid";
+/// Content type of request bodies.
+pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
+/// Path prefix of the internal API.
+pub const API_PREFIX: &str = tidemark_storage::wire::INGESTER_API_PREFIX;
+
+/// Most bytes of an error body kept for the error message.
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Reads from a fixed set of ingesters, querying all of them for every
+/// request and merging their (sorted) answers; series found on several
+/// ingesters (replicas) are merged into one.
+#[derive(Debug, Clone)]
+pub struct IngesterClient {
+    urls: Arc<[String]>,
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+impl IngesterClient {
+    /// A client of the ingesters at `urls` (`http://host:port`, no
+    /// trailing slash needed). `timeout` bounds connecting, waiting for a
+    /// response's headers and every wait for more of its body; the query
+    /// as a whole is bounded by the engine's timeout.
+    pub fn new(urls: Vec<String>, timeout: Duration) -> Result<Self, StorageError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .read_timeout(timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| {
+                StorageError::Internal(format!("building HTTP client: {}", error_chain(&e)))
+            })?;
+        let urls = urls
+            .into_iter()
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .collect();
+        Ok(IngesterClient {
+            urls,
+            client,
+            timeout,
+        })
+    }
+
+    /// The ingesters' base URLs.
+    pub fn urls(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// Sends a request to one ingester; `Ok` only for a 200 response.
+    async fn post(
+        &self,
+        base: &str,
+        method: &str,
+        tenant: &str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, StorageError> {
+        let org_id = HeaderValue::from_str(tenant)
+            .map_err(|_| StorageError::BadRequest(format!("invalid tenant ID {tenant:?}")))?;
+        let url = format!("{base}{API_PREFIX}/{method}");
+        let request = self
+            .client
+            .post(&url)
+            .header(CONTENT_TYPE, PROTOBUF_CONTENT_TYPE)
+            .header(ORG_ID_HEADER, org_id)
+            .body(body)
+            .send();
+        let response = match tokio::time::timeout(self.timeout, request).await {
+            Err(_) => {
+                return Err(StorageError::Unavailable(format!(
+                    "ingester {base}: no response within {:?}",
+                    self.timeout
+                )))
+            }
+            Ok(Err(e)) => {
+                return Err(StorageError::Unavailable(format!(
+                    "ingester {base}: {}",
+                    error_chain(&e)
+                )))
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = response.status();
+        if status == StatusCode::OK {
+            return Ok(response);
+        }
+        let text = error_text(response).await;
+        tracing::warn!(ingester = base, %status, error = %text, method, "ingester request failed");
+        if status.is_client_error() {
+            Err(StorageError::BadRequest(if text.is_empty() {
+                status.to_string()
+            } else {
+                text
+            }))
+        } else {
+            Err(StorageError::Unavailable(format!(
+                "ingester {base}: {status}: {text}"
+            )))
+        }
+    }
+
+    /// Sends a request to one ingester and decodes its single-message answer.
+    async fn unary<M: Message + Default>(
+        &self,
+        base: &str,
+        method: &str,
+        tenant: &str,
+        body: Vec<u8>,
+    ) -> Result<M, StorageError> {
+        let response = self.post(base, method, tenant, body).await?;
+        let mut stream = response.bytes_stream();
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                StorageError::Unavailable(format!(
+                    "ingester {base}: reading response: {}",
+                    error_chain(&e)
+                ))
+            })?;
+            if buf.len() + chunk.len() > MAX_MESSAGE_BYTES {
+                return Err(StorageError::Limit(format!(
+                    "ingester {base}: {method} response exceeds {MAX_MESSAGE_BYTES} bytes"
+                )));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        M::decode(buf.freeze()).map_err(|e| {
+            StorageError::Internal(format!("ingester {base}: bad {method} response: {e}"))
+        })
+    }
+}
+
+#[async_trait]
+impl Queryable for IngesterClient {
+    async fn select(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        hints: SelectHints,
+    ) -> Result<SeriesStream, StorageError> {
+        let request = SeriesRequest {
+            start_ms: hints.start_ms,
+            end_ms: hints.end_ms,
+            matchers: wire::matchers_to_proto(matchers),
+            skip_chunks: hints.labels_only,
+        }
+        .encode_to_vec();
+        tracing::debug!(
+            tenant,
+            ingesters = self.urls.len(),
+            ?hints,
+            "fanning out series request"
+        );
+        let responses = try_join_all(self.urls.iter().map(|base| {
+            let request = request.clone();
+            async move {
+                let response = self.post(base, "series", tenant, request).await?;
+                Ok::<_, StorageError>(series_stream(base.clone(), response, hints))
+            }
+        }))
+        .await?;
+        Ok(merge_series_streams(responses))
+    }
+
+    async fn label_names(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let request = LabelNamesRequest {
+            start_ms,
+            end_ms,
+            matchers: wire::matchers_to_proto(matchers),
+        }
+        .encode_to_vec();
+        let lists = try_join_all(self.urls.iter().map(|base| {
+            let request = request.clone();
+            async move {
+                let r: LabelNamesResponse =
+                    self.unary(base, "label_names", tenant, request).await?;
+                Ok::<_, StorageError>(r.names)
+            }
+        }))
+        .await?;
+        Ok(merge_sorted_strings(lists))
+    }
+
+    async fn label_values(
+        &self,
+        tenant: &str,
+        name: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let request = LabelValuesRequest {
+            name: name.to_owned(),
+            start_ms,
+            end_ms,
+            matchers: wire::matchers_to_proto(matchers),
+        }
+        .encode_to_vec();
+        let lists = try_join_all(self.urls.iter().map(|base| {
+            let request = request.clone();
+            async move {
+                let r: LabelValuesResponse =
+                    self.unary(base, "label_values", tenant, request).await?;
+                Ok::<_, StorageError>(r.values)
+            }
+        }))
+        .await?;
+        Ok(merge_sorted_strings(lists))
+    }
+}
+
+/// Decodes a streamed series response as it arrives.
+fn series_stream(base: String, response: reqwest::Response, hints: SelectHints) -> SeriesStream {
+    let mut body = response.bytes_stream();
+    Box::pin(async_stream::try_stream! {
+        let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
+        let mut previous: Option<Labels> = None;
+        loop {
+            while let Some(batch) = decoder.next::<SeriesBatch>().map_err(|e| frame_error(&base, e))? {
+                for s in batch.series {
+                    let series = if hints.labels_only {
+                        Series { labels: wire::labels_from_proto(s.labels), samples: Vec::new() }
+                    } else {
+                        wire::series_from_proto(s, hints.start_ms, hints.end_ms).map_err(|e| with_ingester(&base, e))?
+                    };
+                    if previous.as_ref().is_some_and(|p| *p > series.labels) {
+                        Err::<(), _>(StorageError::Internal(format!(
+                            "ingester {base} returned series out of order: {} after {}",
+                            series.labels,
+                            previous.as_ref().map(|p| p.to_string()).unwrap_or_default()
+                        )))?;
+                    }
+                    previous = Some(series.labels.clone());
+                    // Chunks may overlap the range with no sample inside it.
+                    if !hints.labels_only && series.samples.is_empty() {
+                        continue;
+                    }
+                    yield series;
+                }
+            }
+            match body.next().await {
+                Some(chunk) => {
+                    let chunk = chunk.map_err(|e| {
+                        StorageError::Unavailable(format!("ingester {base}: reading response: {}", error_chain(&e)))
+                    })?;
+                    decoder.push(&chunk);
+                }
+                None => break,
+            }
+        }
+        decoder.finish().map_err(|e| frame_error(&base, e))?;
+    })
+}
+
+fn frame_error(base: &str, e: FrameError) -> StorageError {
+    match e {
+        FrameError::Truncated => {
+            StorageError::Unavailable(format!("ingester {base}: response ended inside a frame"))
+        }
+        e => StorageError::Internal(format!("ingester {base}: bad response frame: {e}")),
+    }
+}
+
+fn with_ingester(base: &str, e: StorageError) -> StorageError {
+    match e {
+        StorageError::Internal(m) => StorageError::Internal(format!("ingester {base}: {m}")),
+        other => other,
+    }
+}
+
+/// The start of an error response's text.
+async fn error_text(response: reqwest::Response) -> String {
+    let mut stream = response.bytes_stream();
+    let mut buf = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= MAX_ERROR_TEXT {
+            buf.truncate(MAX_ERROR_TEXT);
+            break;
+        }
+    }
+    String::from_utf8_lossy(&buf).trim().to_owned()
+}
+
+/// An error and its causes, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let _ = write!(out, ": {s}");
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

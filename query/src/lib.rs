@@ -1,0 +1,21 @@
+//! Read path: a streaming PromQL engine, the querier's client of the
+//! partition consumers' internal API, and the Prometheus HTTP API.
+//!
+//! * [`engine`]: parses and evaluates PromQL over any
+//!   [`tidemark_storage::Queryable`].
+//! * [`ingester_client`]: a `Queryable` that fans out to partition
+//!   consumers over HTTP and merges their streams.
+//! * [`wire`]: re-export of `tidemark_storage::wire`, the internal API's protobuf conversions.
+//! * [`api`]: the Prometheus HTTP API (`/api/v1/query`, ...).
+
+pub mod api;
+pub mod engine;
+pub mod ingester_client;
+pub use tidemark_storage::wire;
+
+#[cfg(test)]
+pub(crate) mod test_store;
+
+pub use api::{router, ApiState};
+pub use engine::{Engine, EngineOptions};
+pub use ingester_client::IngesterClient;

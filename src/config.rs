@@ -1,0 +1,608 @@
+//! Tidemark's configuration: one validated struct, read from defaults, then
+//! an optional YAML file (`-config.file`), then environment variables and
+//! flags (each flag has an env twin, `TIDEMARK_` plus the flag name in upper
+//! case with `.` and `-` as `_`). Names follow Mimir's wherever Mimir has the
+//! same setting.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use serde::{Deserialize, Serialize};
+use tidemark_ingest_log::embedded::EmbeddedConfig;
+use tidemark_ingest_log::kafka::{KafkaCompression, KafkaConfig};
+use tidemark_partition_consumers::IngesterConfig;
+use tidemark_producers::DistributorConfig;
+use tidemark_query::EngineOptions;
+
+/// Which components a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// Distributor, ingester and querier in one process.
+    #[default]
+    All,
+    Distributor,
+    Ingester,
+    Querier,
+}
+
+impl Target {
+    pub fn runs_distributor(self) -> bool {
+        matches!(self, Target::All | Target::Distributor)
+    }
+    pub fn runs_ingester(self) -> bool {
+        matches!(self, Target::All | Target::Ingester)
+    }
+    pub fn runs_querier(self) -> bool {
+        matches!(self, Target::All | Target::Querier)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub target: Target,
+    /// Where local state lives: the embedded log, and more as features come.
+    pub data_dir: PathBuf,
+    /// This process's name; an ingester's partition is its numeric suffix.
+    pub instance_id: String,
+    /// Require `X-Scope-OrgID` on every request (`-auth.multitenancy-enabled`).
+    pub multitenancy_enabled: bool,
+    pub server: ServerConfig,
+    pub ingest_storage: IngestStorageConfig,
+    pub distributor: DistributorConfig,
+    pub ingester: IngesterConfig,
+    pub querier: QuerierConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub http_listen_address: String,
+    pub http_listen_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestStorageConfig {
+    /// Kafka; used when `kafka.address` is set.
+    pub kafka: KafkaConfig,
+    /// The embedded log under `data_dir`, used when no Kafka address is set.
+    pub embedded: EmbeddedSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedSettings {
+    pub partitions: i32,
+    pub segment_size_bytes: u64,
+    pub fsync: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QuerierConfig {
+    /// Base URLs of the ingesters to query (`http://host:port`), one or more
+    /// per partition. Needed by `-target=querier`; `all` queries its own.
+    pub ingester_addresses: Vec<String>,
+    /// Timeout of one call to an ingester.
+    #[serde(with = "humantime_serde")]
+    pub ingester_client_timeout: Duration,
+    #[serde(flatten)]
+    pub engine: EngineOptions,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// debug, info, warn or error (or a `tracing` filter).
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            target: Target::All,
+            data_dir: PathBuf::from("./data"),
+            instance_id: default_instance_id(),
+            multitenancy_enabled: true,
+            server: ServerConfig::default(),
+            ingest_storage: IngestStorageConfig::default(),
+            distributor: DistributorConfig::default(),
+            ingester: IngesterConfig::default(),
+            querier: QuerierConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { http_listen_address: "0.0.0.0".into(), http_listen_port: 9009 }
+    }
+}
+
+impl Default for EmbeddedSettings {
+    fn default() -> Self {
+        let d = EmbeddedConfig::default();
+        EmbeddedSettings { partitions: d.partitions, segment_size_bytes: d.segment_size_bytes, fsync: d.fsync }
+    }
+}
+
+impl Default for QuerierConfig {
+    fn default() -> Self {
+        QuerierConfig {
+            ingester_addresses: Vec::new(),
+            ingester_client_timeout: Duration::from_secs(30),
+            engine: EngineOptions::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
+    }
+}
+
+fn default_instance_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tidemark".into())
+}
+
+impl Config {
+    /// Whether the ingest log is Kafka (else the embedded log).
+    pub fn uses_kafka(&self) -> bool {
+        !self.ingest_storage.kafka.address.trim().is_empty()
+    }
+
+    pub fn embedded_log(&self) -> EmbeddedConfig {
+        let e = &self.ingest_storage.embedded;
+        EmbeddedConfig {
+            dir: self.data_dir.join("ingest-log"),
+            partitions: e.partitions,
+            segment_size_bytes: e.segment_size_bytes,
+            fsync: e.fsync,
+            ..EmbeddedConfig::default()
+        }
+    }
+
+    /// The partitions an ingester of this process consumes.
+    pub fn ingester_partitions(&self, partition_count: i32) -> anyhow::Result<Vec<i32>> {
+        if self.target == Target::All && self.ingester.partition_id.is_none() {
+            return Ok((0..partition_count).collect());
+        }
+        let p = match self.ingester.partition_id {
+            Some(p) => p,
+            None => tidemark_partition_consumers::config::partition_from_instance_id(&self.instance_id)
+                .with_context(|| {
+                    format!(
+                        "cannot tell which partition to consume: set -ingester.partition-id, or an instance ID \
+                         ending in -<number> (got {:?})",
+                        self.instance_id
+                    )
+                })?,
+        };
+        if p >= partition_count {
+            bail!("ingester partition {p} does not exist: the ingest log has {partition_count} partitions");
+        }
+        Ok(vec![p])
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.target == Target::Querier && self.querier.ingester_addresses.is_empty() {
+            bail!("-target=querier needs -querier.ingester-addresses");
+        }
+        if matches!(self.target, Target::Distributor | Target::Ingester | Target::Querier) && !self.uses_kafka() {
+            bail!(
+                "-target={} runs one component of a cluster and needs Kafka (-ingest-storage.kafka.address); \
+                 use -target=all for a single process on the embedded log",
+                serde_yaml::to_string(&self.target).unwrap_or_default().trim()
+            );
+        }
+        if self.uses_kafka() {
+            self.ingest_storage.kafka.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        } else {
+            self.embedded_log().validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        self.distributor.validate().map_err(|e| anyhow::anyhow!(e))?;
+        self.ingester.validate().map_err(|e| anyhow::anyhow!(e))?;
+        for a in &self.querier.ingester_addresses {
+            if !(a.starts_with("http://") || a.starts_with("https://")) {
+                bail!("querier ingester address {a:?} must start with http:// or https://");
+            }
+        }
+        if self.querier.ingester_client_timeout.is_zero() {
+            bail!("querier.ingester_client_timeout must be positive");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as YAML, secrets redacted.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+fn parse_compression(s: &str) -> Result<KafkaCompression, String> {
+    serde_yaml::from_str(s).map_err(|_| format!("unknown compression {s:?}: use none, gzip, snappy, lz4 or zstd"))
+}
+
+/// Command line: `tidemark [flags]` runs the server; `tidemark bench` runs
+/// the load generator.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidemark",
+    version,
+    about = "Tidemark: a horizontally scalable, multi-tenant, long-term store for Prometheus metrics, built on a Kafka ingest log.",
+    long_about = None,
+    after_help = "Flags may be written with one dash, as in Mimir (-target=all), or two (--target all). \
+                  Every flag has an environment variable twin, shown in brackets."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub flags: Flags,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate realistic series and remote-write them at a server as fast as it accepts.
+    Bench(crate::bench::BenchArgs),
+}
+
+macro_rules! flag_env {
+    ($name:literal) => {
+        concat!("TIDEMARK_", $name)
+    };
+}
+
+#[derive(Debug, Default, Args)]
+pub struct Flags {
+    // --- General
+    /// Components to run: all, distributor, ingester or querier.
+    #[arg(long = "target", env = flag_env!("TARGET"), value_enum, help_heading = "General")]
+    pub target: Option<Target>,
+    /// YAML configuration file; flags and env variables override it.
+    #[arg(long = "config.file", env = flag_env!("CONFIG_FILE"), help_heading = "General")]
+    pub config_file: Option<PathBuf>,
+    /// Directory for local state (default ./data).
+    #[arg(long = "data-dir", env = flag_env!("DATA_DIR"), help_heading = "General")]
+    pub data_dir: Option<PathBuf>,
+    /// Instance ID; an ingester consumes the partition named by its numeric suffix (ingester-zone-a-3 → 3).
+    #[arg(long = "ingester.ring.instance-id", env = flag_env!("INGESTER_RING_INSTANCE_ID"), help_heading = "General")]
+    pub instance_id: Option<String>,
+    /// Require X-Scope-OrgID on every request; when off every request is tenant "anonymous" (default true).
+    #[arg(long = "auth.multitenancy-enabled", env = flag_env!("AUTH_MULTITENANCY_ENABLED"), num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, help_heading = "General")]
+    pub multitenancy_enabled: Option<bool>,
+    /// Log level: debug, info, warn, error.
+    #[arg(long = "log.level", env = flag_env!("LOG_LEVEL"), help_heading = "General")]
+    pub log_level: Option<String>,
+
+    // --- Server
+    /// HTTP listen address (default 0.0.0.0).
+    #[arg(long = "server.http-listen-address", env = flag_env!("SERVER_HTTP_LISTEN_ADDRESS"), help_heading = "Server")]
+    pub http_listen_address: Option<String>,
+    /// HTTP listen port (default 9009).
+    #[arg(long = "server.http-listen-port", env = flag_env!("SERVER_HTTP_LISTEN_PORT"), help_heading = "Server")]
+    pub http_listen_port: Option<u16>,
+
+    // --- Kafka
+    /// Kafka bootstrap brokers, comma-separated. Unset: the embedded log.
+    #[arg(long = "ingest-storage.kafka.address", env = flag_env!("INGEST_STORAGE_KAFKA_ADDRESS"), help_heading = "Ingest storage (Kafka)")]
+    pub kafka_address: Option<String>,
+    /// Kafka topic (default tidemark).
+    #[arg(long = "ingest-storage.kafka.topic", env = flag_env!("INGEST_STORAGE_KAFKA_TOPIC"), help_heading = "Ingest storage (Kafka)")]
+    pub kafka_topic: Option<String>,
+    /// Kafka client ID.
+    #[arg(long = "ingest-storage.kafka.client-id", env = flag_env!("INGEST_STORAGE_KAFKA_CLIENT_ID"), help_heading = "Ingest storage (Kafka)")]
+    pub kafka_client_id: Option<String>,
+    /// Time allowed to reach the brokers at start-up.
+    #[arg(long = "ingest-storage.kafka.dial-timeout", env = flag_env!("INGEST_STORAGE_KAFKA_DIAL_TIMEOUT"), value_parser = parse_duration, help_heading = "Ingest storage (Kafka)")]
+    pub kafka_dial_timeout: Option<Duration>,
+    /// Time allowed for a produce to be acknowledged.
+    #[arg(long = "ingest-storage.kafka.write-timeout", env = flag_env!("INGEST_STORAGE_KAFKA_WRITE_TIMEOUT"), value_parser = parse_duration, help_heading = "Ingest storage (Kafka)")]
+    pub kafka_write_timeout: Option<Duration>,
+    /// Create the topic when missing (default true).
+    #[arg(long = "ingest-storage.kafka.auto-create-topic-enabled", env = flag_env!("INGEST_STORAGE_KAFKA_AUTO_CREATE_TOPIC_ENABLED"), num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, help_heading = "Ingest storage (Kafka)")]
+    pub kafka_auto_create_topic_enabled: Option<bool>,
+    /// Partitions of an auto-created topic.
+    #[arg(long = "ingest-storage.kafka.auto-create-topic-default-partitions", env = flag_env!("INGEST_STORAGE_KAFKA_AUTO_CREATE_TOPIC_DEFAULT_PARTITIONS"), help_heading = "Ingest storage (Kafka)")]
+    pub kafka_auto_create_partitions: Option<i32>,
+    /// Largest record produced; larger batches are split.
+    #[arg(long = "ingest-storage.kafka.producer-max-record-size-bytes", env = flag_env!("INGEST_STORAGE_KAFKA_PRODUCER_MAX_RECORD_SIZE_BYTES"), help_heading = "Ingest storage (Kafka)")]
+    pub kafka_max_record_size: Option<usize>,
+    /// Most bytes buffered in the producer before produce calls fail.
+    #[arg(long = "ingest-storage.kafka.producer-max-buffered-bytes", env = flag_env!("INGEST_STORAGE_KAFKA_PRODUCER_MAX_BUFFERED_BYTES"), help_heading = "Ingest storage (Kafka)")]
+    pub kafka_max_buffered_bytes: Option<u64>,
+    /// How long the producer waits to fill a batch.
+    #[arg(long = "ingest-storage.kafka.producer-linger", env = flag_env!("INGEST_STORAGE_KAFKA_PRODUCER_LINGER"), value_parser = parse_duration, help_heading = "Ingest storage (Kafka)")]
+    pub kafka_linger: Option<Duration>,
+    /// Largest producer batch in bytes.
+    #[arg(long = "ingest-storage.kafka.producer-batch-size-bytes", env = flag_env!("INGEST_STORAGE_KAFKA_PRODUCER_BATCH_SIZE_BYTES"), help_heading = "Ingest storage (Kafka)")]
+    pub kafka_batch_size: Option<usize>,
+    /// Compression: none, gzip, snappy, lz4 (default) or zstd.
+    #[arg(long = "ingest-storage.kafka.producer-compression", env = flag_env!("INGEST_STORAGE_KAFKA_PRODUCER_COMPRESSION"), value_parser = parse_compression, help_heading = "Ingest storage (Kafka)")]
+    pub kafka_compression: Option<KafkaCompression>,
+    /// librdkafka security.protocol: plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[arg(long = "ingest-storage.kafka.security-protocol", env = flag_env!("INGEST_STORAGE_KAFKA_SECURITY_PROTOCOL"), help_heading = "Ingest storage (Kafka)")]
+    pub kafka_security_protocol: Option<String>,
+    /// SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+    #[arg(long = "ingest-storage.kafka.sasl-mechanism", env = flag_env!("INGEST_STORAGE_KAFKA_SASL_MECHANISM"), help_heading = "Ingest storage (Kafka)")]
+    pub kafka_sasl_mechanism: Option<String>,
+    /// SASL user name.
+    #[arg(long = "ingest-storage.kafka.sasl-username", env = flag_env!("INGEST_STORAGE_KAFKA_SASL_USERNAME"), help_heading = "Ingest storage (Kafka)")]
+    pub kafka_sasl_username: Option<String>,
+    /// SASL password.
+    #[arg(long = "ingest-storage.kafka.sasl-password", env = flag_env!("INGEST_STORAGE_KAFKA_SASL_PASSWORD"), hide_env_values = true, help_heading = "Ingest storage (Kafka)")]
+    pub kafka_sasl_password: Option<String>,
+    /// CA certificate file for TLS.
+    #[arg(long = "ingest-storage.kafka.tls-ca-path", env = flag_env!("INGEST_STORAGE_KAFKA_TLS_CA_PATH"), help_heading = "Ingest storage (Kafka)")]
+    pub kafka_tls_ca_path: Option<String>,
+    /// Client certificate file for TLS.
+    #[arg(long = "ingest-storage.kafka.tls-cert-path", env = flag_env!("INGEST_STORAGE_KAFKA_TLS_CERT_PATH"), help_heading = "Ingest storage (Kafka)")]
+    pub kafka_tls_cert_path: Option<String>,
+    /// Client key file for TLS.
+    #[arg(long = "ingest-storage.kafka.tls-key-path", env = flag_env!("INGEST_STORAGE_KAFKA_TLS_KEY_PATH"), help_heading = "Ingest storage (Kafka)")]
+    pub kafka_tls_key_path: Option<String>,
+
+    // --- Embedded log
+    /// Partitions of the embedded log (fixed when it is created; default 2).
+    #[arg(long = "ingest-storage.embedded.partitions", env = flag_env!("INGEST_STORAGE_EMBEDDED_PARTITIONS"), help_heading = "Ingest storage (embedded)")]
+    pub embedded_partitions: Option<i32>,
+    /// Segment file size of the embedded log.
+    #[arg(long = "ingest-storage.embedded.segment-size-bytes", env = flag_env!("INGEST_STORAGE_EMBEDDED_SEGMENT_SIZE_BYTES"), help_heading = "Ingest storage (embedded)")]
+    pub embedded_segment_size: Option<u64>,
+    /// fsync before acknowledging writes (default true; turning it off risks acknowledged data on power loss).
+    #[arg(long = "ingest-storage.embedded.fsync", env = flag_env!("INGEST_STORAGE_EMBEDDED_FSYNC"), num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, help_heading = "Ingest storage (embedded)")]
+    pub embedded_fsync: Option<bool>,
+
+    // --- Distributor
+    /// Largest push request, compressed or not (default 100 MiB).
+    #[arg(long = "distributor.max-recv-msg-size", env = flag_env!("DISTRIBUTOR_MAX_RECV_MSG_SIZE"), help_heading = "Distributor")]
+    pub max_recv_msg_size: Option<usize>,
+    /// Most labels per series (default 30).
+    #[arg(long = "validation.max-label-names-per-series", env = flag_env!("VALIDATION_MAX_LABEL_NAMES_PER_SERIES"), help_heading = "Distributor")]
+    pub max_label_names_per_series: Option<usize>,
+    /// Longest label name (default 1024).
+    #[arg(long = "validation.max-length-label-name", env = flag_env!("VALIDATION_MAX_LENGTH_LABEL_NAME"), help_heading = "Distributor")]
+    pub max_label_name_length: Option<usize>,
+    /// Longest label value (default 2048).
+    #[arg(long = "validation.max-length-label-value", env = flag_env!("VALIDATION_MAX_LENGTH_LABEL_VALUE"), help_heading = "Distributor")]
+    pub max_label_value_length: Option<usize>,
+    /// How far in the future a sample may be (default 10m).
+    #[arg(long = "validation.create-grace-period", env = flag_env!("VALIDATION_CREATE_GRACE_PERIOD"), value_parser = parse_duration, help_heading = "Distributor")]
+    pub creation_grace_period: Option<Duration>,
+
+    // --- Ingester
+    /// Partition to consume (default: the instance ID's numeric suffix; -target=all consumes every partition).
+    #[arg(long = "ingester.partition-id", env = flag_env!("INGESTER_PARTITION_ID"), help_heading = "Ingester")]
+    pub partition_id: Option<i32>,
+    /// Consumer group for committed offsets (default: the instance ID).
+    #[arg(long = "ingest-storage.kafka.consumer-group", env = flag_env!("INGEST_STORAGE_KAFKA_CONSUMER_GROUP"), help_heading = "Ingester")]
+    pub consumer_group: Option<String>,
+    /// How often consumed offsets are committed (default 1s).
+    #[arg(long = "ingester.offset-commit-interval", env = flag_env!("INGESTER_OFFSET_COMMIT_INTERVAL"), value_parser = parse_duration, help_heading = "Ingester")]
+    pub offset_commit_interval: Option<Duration>,
+    /// Recent data kept in memory and replayed at start-up (default 24h).
+    #[arg(long = "ingester.head-retention", env = flag_env!("INGESTER_HEAD_RETENTION"), value_parser = parse_duration, help_heading = "Ingester")]
+    pub head_retention: Option<Duration>,
+    /// Ready when the start-up replay is within this many records of the end (default 0).
+    #[arg(long = "ingester.max-consumer-lag-records-at-startup", env = flag_env!("INGESTER_MAX_CONSUMER_LAG_RECORDS_AT_STARTUP"), help_heading = "Ingester")]
+    pub max_lag_records: Option<i64>,
+
+    // --- Querier
+    /// Ingester base URLs for -target=querier, comma-separated (http://host:port).
+    #[arg(long = "querier.ingester-addresses", env = flag_env!("QUERIER_INGESTER_ADDRESSES"), value_delimiter = ',', help_heading = "Querier")]
+    pub ingester_addresses: Option<Vec<String>>,
+    /// Timeout of one call to an ingester (default 30s).
+    #[arg(long = "querier.ingester-client-timeout", env = flag_env!("QUERIER_INGESTER_CLIENT_TIMEOUT"), value_parser = parse_duration, help_heading = "Querier")]
+    pub ingester_client_timeout: Option<Duration>,
+    /// How far back an instant selector looks for a sample (default 5m).
+    #[arg(long = "querier.lookback-delta", env = flag_env!("QUERIER_LOOKBACK_DELTA"), value_parser = parse_duration, help_heading = "Querier")]
+    pub lookback_delta: Option<Duration>,
+    /// Most samples one query may load (default 50000000).
+    #[arg(long = "querier.max-samples", env = flag_env!("QUERIER_MAX_SAMPLES"), help_heading = "Querier")]
+    pub max_samples: Option<usize>,
+    /// Longest a query may run (default 2m).
+    #[arg(long = "querier.timeout", env = flag_env!("QUERIER_TIMEOUT"), value_parser = parse_duration, help_heading = "Querier")]
+    pub query_timeout: Option<Duration>,
+}
+
+macro_rules! set {
+    ($target:expr, $value:expr) => {
+        if let Some(v) = $value {
+            $target = v;
+        }
+    };
+}
+
+impl Flags {
+    /// Builds the effective configuration: defaults, then the YAML file,
+    /// then env variables and flags.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+                serde_yaml::from_str::<Config>(&text)
+                    .with_context(|| format!("invalid configuration file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        set!(c.target, self.target);
+        set!(c.data_dir, self.data_dir);
+        set!(c.instance_id, self.instance_id);
+        set!(c.multitenancy_enabled, self.multitenancy_enabled);
+        set!(c.log.level, self.log_level);
+        set!(c.server.http_listen_address, self.http_listen_address);
+        set!(c.server.http_listen_port, self.http_listen_port);
+        let k = &mut c.ingest_storage.kafka;
+        set!(k.address, self.kafka_address);
+        set!(k.topic, self.kafka_topic);
+        set!(k.client_id, self.kafka_client_id);
+        set!(k.dial_timeout, self.kafka_dial_timeout);
+        set!(k.write_timeout, self.kafka_write_timeout);
+        set!(k.auto_create_topic_enabled, self.kafka_auto_create_topic_enabled);
+        set!(k.auto_create_topic_default_partitions, self.kafka_auto_create_partitions);
+        set!(k.producer_max_record_size_bytes, self.kafka_max_record_size);
+        set!(k.producer_max_buffered_bytes, self.kafka_max_buffered_bytes);
+        set!(k.producer_linger, self.kafka_linger);
+        set!(k.producer_batch_size_bytes, self.kafka_batch_size);
+        set!(k.producer_compression, self.kafka_compression);
+        for (field, value) in [
+            (&mut k.security_protocol, self.kafka_security_protocol),
+            (&mut k.sasl_mechanism, self.kafka_sasl_mechanism),
+            (&mut k.sasl_username, self.kafka_sasl_username),
+            (&mut k.sasl_password, self.kafka_sasl_password),
+            (&mut k.tls_ca_path, self.kafka_tls_ca_path),
+            (&mut k.tls_cert_path, self.kafka_tls_cert_path),
+            (&mut k.tls_key_path, self.kafka_tls_key_path),
+        ] {
+            if value.is_some() {
+                *field = value;
+            }
+        }
+        let e = &mut c.ingest_storage.embedded;
+        set!(e.partitions, self.embedded_partitions);
+        set!(e.segment_size_bytes, self.embedded_segment_size);
+        set!(e.fsync, self.embedded_fsync);
+        let d = &mut c.distributor;
+        set!(d.max_recv_msg_size, self.max_recv_msg_size);
+        set!(d.limits.max_label_names_per_series, self.max_label_names_per_series);
+        set!(d.limits.max_label_name_length, self.max_label_name_length);
+        set!(d.limits.max_label_value_length, self.max_label_value_length);
+        set!(d.limits.creation_grace_period, self.creation_grace_period);
+        let i = &mut c.ingester;
+        if self.partition_id.is_some() {
+            i.partition_id = self.partition_id;
+        }
+        if self.consumer_group.is_some() {
+            i.consumer_group = self.consumer_group;
+        }
+        set!(i.offset_commit_interval, self.offset_commit_interval);
+        set!(i.head_retention, self.head_retention);
+        set!(i.max_consumer_lag_records_at_startup, self.max_lag_records);
+        let q = &mut c.querier;
+        set!(q.ingester_addresses, self.ingester_addresses);
+        set!(q.ingester_client_timeout, self.ingester_client_timeout);
+        set!(q.engine.lookback_delta, self.lookback_delta);
+        set!(q.engine.max_samples, self.max_samples);
+        set!(q.engine.timeout, self.query_timeout);
+        // The distributor splits records at the log's record size limit.
+        c.distributor.max_record_size_bytes = if c.uses_kafka() {
+            c.ingest_storage.kafka.producer_max_record_size_bytes
+        } else {
+            c.embedded_log().max_record_size_bytes
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Config> {
+        let argv = crate::flags::normalize_args(std::iter::once("tidemark".to_string()).chain(args.iter().map(|s| s.to_string())));
+        let cli = Cli::try_parse_from(argv)?;
+        cli.flags.into_config()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.target, Target::All);
+        assert_eq!(c.server.http_listen_port, 9009);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert!(c.multitenancy_enabled);
+        assert!(!c.uses_kafka());
+    }
+
+    #[test]
+    fn mimir_style_flags() {
+        let c = parse(&[
+            "-target=all",
+            "-server.http-listen-port=9100",
+            "-auth.multitenancy-enabled=false",
+            "-querier.lookback-delta",
+            "1m",
+            "-ingest-storage.kafka.address=localhost:9092",
+            "-ingest-storage.kafka.producer-compression=zstd",
+        ])
+        .unwrap();
+        assert_eq!(c.server.http_listen_port, 9100);
+        assert!(!c.multitenancy_enabled);
+        assert_eq!(c.querier.engine.lookback_delta, Duration::from_secs(60));
+        assert!(c.uses_kafka());
+        assert_eq!(c.ingest_storage.kafka.producer_compression, KafkaCompression::Zstd);
+        assert_eq!(c.distributor.max_record_size_bytes, c.ingest_storage.kafka.producer_max_record_size_bytes);
+    }
+
+    #[test]
+    fn yaml_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "server:\n  http_listen_port: 9200\nmultitenancy_enabled: false\ningester:\n  head_retention: 2h\nquerier:\n  lookback_delta: 1m\n  ingester_client_timeout: 5s\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let c = parse(&["-config.file", p]).unwrap();
+        assert_eq!(c.server.http_listen_port, 9200);
+        assert_eq!(c.ingester.head_retention, Duration::from_secs(7200));
+        assert_eq!(c.querier.engine.lookback_delta, Duration::from_secs(60));
+        assert_eq!(c.querier.ingester_client_timeout, Duration::from_secs(5));
+        let c = parse(&["-config.file", p, "-server.http-listen-port=9300"]).unwrap();
+        assert_eq!(c.server.http_listen_port, 9300);
+        std::fs::write(&path, "server:\n  http_port: 1\n").unwrap();
+        let err = parse(&["-config.file", p]).unwrap_err();
+        assert!(format!("{err:#}").contains("http_port"), "{err:#}");
+    }
+
+    #[test]
+    fn invalid_combinations_are_refused() {
+        assert!(parse(&["-target=querier"]).is_err(), "querier without Kafka");
+        assert!(parse(&["-ingest-storage.embedded.partitions=0"]).is_err());
+        assert!(parse(&["-querier.lookback-delta=abc"]).is_err());
+    }
+
+    #[test]
+    fn effective_config_redacts_secrets() {
+        let c = parse(&[
+            "-ingest-storage.kafka.address=k:9092",
+            "-ingest-storage.kafka.sasl-username=u",
+            "-ingest-storage.kafka.sasl-password=hunter2",
+        ]).unwrap();
+        let y = c.to_yaml();
+        assert!(!y.contains("hunter2"));
+        assert!(y.contains("http_listen_port: 9009"));
+        let back: Config = serde_yaml::from_str(&y.replace("<redacted>", "x")).unwrap();
+        assert_eq!(back.server, c.server);
+    }
+
+    #[test]
+    fn partition_from_instance_id() {
+        let mut c = Config { target: Target::Ingester, instance_id: "ingester-zone-a-3".into(), ..Config::default() };
+        assert_eq!(c.ingester_partitions(4).unwrap(), vec![3]);
+        assert!(c.ingester_partitions(2).is_err());
+        c.instance_id = "ingester".into();
+        assert!(c.ingester_partitions(4).is_err());
+        c.target = Target::All;
+        assert_eq!(c.ingester_partitions(2).unwrap(), vec![0, 1]);
+    }
+}

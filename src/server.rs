@@ -1,0 +1,186 @@
+//! Wires the components a target runs into one HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use parking_lot::Mutex;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tidemark_ingest_log::embedded::EmbeddedLog;
+use tidemark_ingest_log::kafka::KafkaLog;
+use tidemark_ingest_log::IngestLog;
+use tidemark_partition_consumers::metrics::IngesterMetrics;
+use tidemark_partition_consumers::Ingester;
+use tidemark_producers::http::PushState;
+use tidemark_producers::metrics::DistributorMetrics;
+use tidemark_producers::Distributor;
+use tidemark_query::{ApiState, IngesterClient};
+use tidemark_storage::Queryable;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+#[derive(Clone)]
+struct AppState {
+    registry: Arc<Mutex<Registry>>,
+    ingester: Option<Arc<Ingester>>,
+    config_yaml: Arc<String>,
+}
+
+/// Opens the ingest log the configuration names.
+async fn open_log(cfg: &Config) -> anyhow::Result<Arc<dyn IngestLog>> {
+    if cfg.uses_kafka() {
+        let kafka = &cfg.ingest_storage.kafka;
+        tracing::info!(address = %kafka.address, topic = %kafka.topic, "connecting to Kafka");
+        let log = KafkaLog::connect(kafka).await.context("cannot use the Kafka ingest log")?;
+        Ok(Arc::new(log))
+    } else {
+        let ecfg = cfg.embedded_log();
+        tracing::info!(dir = %ecfg.dir.display(), partitions = ecfg.partitions, "opening the embedded ingest log");
+        let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(ecfg))
+            .await
+            .context("embedded log start-up panicked")?
+            .context("cannot open the embedded ingest log")?;
+        Ok(Arc::new(log))
+    }
+}
+
+/// Runs the configured target until SIGINT or SIGTERM.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let addr: SocketAddr = format!("{}:{}", cfg.server.http_listen_address, cfg.server.http_listen_port)
+        .parse()
+        .with_context(|| format!("invalid listen address {}:{}", cfg.server.http_listen_address, cfg.server.http_listen_port))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+
+    let mut registry = Registry::default();
+    let build_info = prometheus_client::metrics::family::Family::<Vec<(String, String)>, Gauge>::default();
+    build_info.get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())]).set(1);
+    registry.register("tidemark_build_info", "Tidemark version", build_info);
+
+    let cancel = CancellationToken::new();
+    let log = if cfg.target.runs_distributor() || cfg.target.runs_ingester() { Some(open_log(&cfg).await?) } else { None };
+
+    let mut app = Router::new();
+    let mut tasks = Vec::new();
+    let mut ingester = None;
+
+    if let (true, Some(log)) = (cfg.target.runs_distributor(), &log) {
+        let metrics = Arc::new(DistributorMetrics::new(&mut registry));
+        let d = Distributor::new(log.clone(), cfg.distributor.clone(), metrics);
+        app = app.merge(tidemark_producers::http::router(PushState {
+            distributor: Arc::new(d),
+            multitenancy_enabled: cfg.multitenancy_enabled,
+        }));
+    }
+    if let (true, Some(log)) = (cfg.target.runs_ingester(), &log) {
+        let partitions = cfg.ingester_partitions(log.partition_count())?;
+        let group = cfg.ingester.consumer_group.clone().unwrap_or_else(|| cfg.instance_id.clone());
+        tracing::info!(?partitions, group = %group, "starting partition consumers");
+        let metrics = IngesterMetrics::new(&mut registry);
+        let (ing, handles) = Ingester::start(log.clone(), &partitions, &group, &cfg.ingester, metrics, cancel.clone());
+        tasks.extend(handles);
+        app = app.merge(tidemark_partition_consumers::api::router(ing.clone()));
+        ingester = Some(ing);
+    }
+    if cfg.target.runs_querier() {
+        let queryable: Arc<dyn Queryable> = match (&ingester, cfg.querier.ingester_addresses.is_empty()) {
+            (Some(ing), true) => ing.clone(),
+            _ => Arc::new(
+                IngesterClient::new(cfg.querier.ingester_addresses.clone(), cfg.querier.ingester_client_timeout)
+                    .map_err(|e| anyhow::anyhow!("cannot create the ingester client: {e}"))?,
+            ),
+        };
+        let state = ApiState::new(queryable, cfg.querier.engine.clone(), cfg.multitenancy_enabled, &mut registry);
+        app = app.merge(tidemark_query::router(state));
+    }
+
+    let state = AppState {
+        registry: Arc::new(Mutex::new(registry)),
+        ingester: ingester.clone(),
+        config_yaml: Arc::new(cfg.to_yaml()),
+    };
+    let status = Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/ready", get(ready))
+        .route("/config", get(config))
+        .with_state(state);
+    let app = app.merge(status);
+
+    tracing::info!(
+        %addr,
+        target = ?cfg.target,
+        log = if cfg.uses_kafka() { "kafka" } else { "embedded" },
+        multitenancy = cfg.multitenancy_enabled,
+        "Tidemark started"
+    );
+    let shutdown = cancel.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        })
+        .await
+        .context("HTTP server failed")?;
+    cancel.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+async fn index() -> &'static str {
+    "Tidemark\n\nPush: POST /api/v1/push (Prometheus remote write)\nQuery: /prometheus/api/v1/query, /api/v1/query, ...\nStatus: /ready /metrics /config\n"
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &s.registry.lock()) {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            out,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    match s.ingester.as_ref().map(|i| i.ready()) {
+        Some(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        _ => (StatusCode::OK, "ready\n").into_response(),
+    }
+}
+
+async fn config(State(s): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], s.config_yaml.as_str().to_owned()).into_response()
+}

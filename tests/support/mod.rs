@@ -1,0 +1,263 @@
+//! Helpers for end-to-end tests: start the real `tidemark` binary, push
+//! remote write, query the Prometheus API.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use serde_json::Value;
+use tidemark_schemas::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+
+pub const TENANT: &str = "e2e";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+}
+
+/// A running `tidemark` process, killed on drop.
+pub struct Tidemark {
+    pub child: Child,
+    pub port: u16,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub args: Vec<String>,
+    log_path: PathBuf,
+}
+
+impl Tidemark {
+    /// Starts `tidemark` with `args` plus a port and `-data-dir`, and waits
+    /// until `/ready` answers 200.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Tidemark {
+        let t = Self::spawn(data_dir, free_port(), args.iter().map(|s| s.to_string()).collect());
+        t.wait_ready(Duration::from_secs(60));
+        t
+    }
+
+    pub fn spawn(data_dir: &Path, port: u16, args: Vec<String>) -> Tidemark {
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        let log_path = data_dir.join(format!("tidemark-{port}.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .arg(format!("-server.http-listen-port={port}"))
+            .arg("-server.http-listen-address=127.0.0.1")
+            .arg(format!("-data-dir={}", data_dir.display()))
+            .args(&args)
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start tidemark");
+        Tidemark { child, port, url: format!("http://127.0.0.1:{port}"), data_dir: data_dir.to_path_buf(), args, log_path }
+    }
+
+    pub fn wait_ready(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let client = http::blocking_client();
+        loop {
+            if let Ok(r) = client.get(format!("{}/ready", self.url)).send() {
+                if r.status().as_u16() == 200 {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("tidemark did not become ready in {timeout:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts again on the same port, data dir and flags.
+    pub fn restart(&mut self) {
+        self.kill();
+        let next = Self::spawn(&self.data_dir, self.port, self.args.clone());
+        let old = std::mem::replace(self, next);
+        std::mem::forget(old);
+        self.wait_ready(Duration::from_secs(60));
+    }
+
+    pub fn push_url(&self) -> String {
+        format!("{}/api/v1/push", self.url)
+    }
+}
+
+impl Drop for Tidemark {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Minimal blocking HTTP client, so the tests need no async runtime.
+pub mod http {
+    use ::reqwest::{Client, Result, StatusCode};
+
+    pub fn blocking_client() -> BlockingClient {
+        BlockingClient
+    }
+
+    pub struct BlockingClient;
+
+    pub struct Response {
+        status: StatusCode,
+        body: Vec<u8>,
+    }
+
+    impl Response {
+        pub fn status(&self) -> StatusCode {
+            self.status
+        }
+        pub fn text(&self) -> String {
+            String::from_utf8_lossy(&self.body).into_owned()
+        }
+        pub fn bytes(&self) -> &[u8] {
+            &self.body
+        }
+    }
+
+    pub struct RequestBuilder {
+        inner: ::reqwest::RequestBuilder,
+    }
+
+    impl RequestBuilder {
+        pub fn header(self, k: &str, v: &str) -> Self {
+            RequestBuilder { inner: self.inner.header(k, v) }
+        }
+        pub fn body(self, b: Vec<u8>) -> Self {
+            RequestBuilder { inner: self.inner.body(b) }
+        }
+        pub fn send(self) -> Result<Response> {
+            super::runtime().block_on(async move {
+                let r = self.inner.send().await?;
+                let status = r.status();
+                let body = r.bytes().await?.to_vec();
+                Ok(Response { status, body })
+            })
+        }
+    }
+
+    impl BlockingClient {
+        fn client() -> Client {
+            Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("client")
+        }
+        pub fn get(&self, url: String) -> RequestBuilder {
+            RequestBuilder { inner: Self::client().get(url) }
+        }
+        pub fn post(&self, url: String) -> RequestBuilder {
+            RequestBuilder { inner: Self::client().post(url) }
+        }
+    }
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime"))
+}
+
+pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
+    TimeSeries {
+        labels: labels
+            .iter()
+            .map(|(n, v)| Label { name: n.as_bytes().to_vec().into(), value: v.as_bytes().to_vec().into() })
+            .collect(),
+        samples: samples.iter().map(|&(t, v)| Sample { timestamp: t, value: v }).collect(),
+        exemplars: vec![],
+    }
+}
+
+pub fn encode(req: &WriteRequest) -> Vec<u8> {
+    snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).expect("snappy")
+}
+
+/// POSTs a raw body to the push endpoint; returns status and body text.
+pub fn push_raw(url: &str, tenant: Option<&str>, body: Vec<u8>) -> (u16, String) {
+    let mut b = http::blocking_client()
+        .post(url.to_owned())
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+    if let Some(t) = tenant {
+        b = b.header("X-Scope-OrgID", t);
+    }
+    let r = b.body(body).send().expect("push");
+    (r.status().as_u16(), r.text())
+}
+
+pub fn push(url: &str, tenant: &str, series: Vec<TimeSeries>) -> (u16, String) {
+    push_raw(url, Some(tenant), encode(&WriteRequest { timeseries: series, metadata: vec![] }))
+}
+
+/// GET on the query API; returns status and parsed JSON.
+pub fn api_get(base: &str, tenant: Option<&str>, path_and_query: &str) -> (u16, Value) {
+    let mut b = http::blocking_client().get(format!("{base}{path_and_query}"));
+    if let Some(t) = tenant {
+        b = b.header("X-Scope-OrgID", t);
+    }
+    let r = b.send().expect("query");
+    let v = serde_json::from_slice(r.bytes()).unwrap_or(Value::Null);
+    (r.status().as_u16(), v)
+}
+
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Instant query; returns the result array (panics on error responses).
+pub fn instant(base: &str, tenant: &str, expr: &str, time_s: f64) -> Vec<Value> {
+    let (status, v) = api_get(base, Some(tenant), &format!("/prometheus/api/v1/query?query={}&time={time_s}", enc(expr)));
+    assert_eq!(status, 200, "query {expr}: {v}");
+    v["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+/// Polls an instant query until `pred` holds or the timeout passes.
+pub fn eventually(base: &str, tenant: &str, expr: &str, time_s: f64, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = instant(base, tenant, expr, time_s);
+        if pred(&r) {
+            return r;
+        }
+        if Instant::now() > deadline {
+            panic!("{expr} at {time_s} never satisfied the check; last result: {r:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn value_of(sample: &Value) -> f64 {
+    sample["value"][1].as_str().and_then(|s| s.parse().ok()).expect("sample value")
+}
+
+/// The Kafka broker address the test script started, or a panic saying how
+/// to get one.
+pub fn kafka_address() -> String {
+    std::env::var("TIDEMARK_TEST_KAFKA_ADDRESS").unwrap_or_else(|_| {
+        panic!("TIDEMARK_TEST_KAFKA_ADDRESS is not set: run scripts/test.sh, which starts a Kafka-protocol broker")
+    })
+}
+
+pub fn unique_topic(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), now_ms())
+}
