@@ -63,17 +63,10 @@ async fn mock_cluster_conformance() {
     conformance::unknown_partition_is_an_error(make().await).await;
 }
 
-/// librdkafka's mock broker answers every ListOffsets-by-timestamp with -1
-/// (librdkafka 2.12 `rdkafka_mock_handlers.c`, ListOffsets handler:
-/// `else /* FIXME: by timestamp */ Offset = -1;`), so this check cannot pass
-/// there; it runs against the real broker in `real_broker_conformance`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "librdkafka's mock cluster does not implement ListOffsets by timestamp; covered by real_broker_conformance"]
-async fn mock_cluster_offset_for_timestamp() {
-    init_tracing();
-    let cluster = MockCluster::new(3).expect("mock cluster");
-    conformance::offset_for_timestamp(mock_log(&cluster).await).await;
-}
+// offset_for_timestamp is not run here: librdkafka's mock broker answers
+// every ListOffsets-by-timestamp with -1 (librdkafka 2.12,
+// rdkafka_mock_handlers.c). `real_broker_conformance` runs it against a real
+// broker.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_to_closed_port_fails_fast_naming_the_address() {

@@ -261,3 +261,59 @@ pub fn kafka_address() -> String {
 pub fn unique_topic(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), now_ms())
 }
+
+/// A reverse proxy that adds `X-Scope-OrgID` to every request it forwards.
+///
+/// Debian's Prometheus 2.42 does not send a remote_write block's `headers`
+/// (prometheus/prometheus#13030, a packaging bug), so the end-to-end test
+/// puts this in front of Tidemark, as Cortex and Mimir users put an nginx
+/// that sets the tenant.
+pub struct TenantProxy {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TenantProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl TenantProxy {
+    pub fn start(upstream: &str, tenant: &str) -> TenantProxy {
+        use axum::body::Bytes;
+        use axum::http::{HeaderMap, StatusCode};
+        let upstream = upstream.to_owned();
+        let tenant = tenant.to_owned();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("proxy port");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let client = ::reqwest::Client::new();
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+            let client = client.clone();
+            let target = format!("{upstream}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+            let tenant = tenant.clone();
+            async move {
+                let mut req = client.post(target).header("X-Scope-OrgID", tenant).body(body.to_vec());
+                for name in ["content-type", "content-encoding", "x-prometheus-remote-write-version", "user-agent"] {
+                    if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                        req = req.header(name, v);
+                    }
+                }
+                match req.send().await {
+                    Ok(r) => {
+                        let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                        (status, r.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
+                    }
+                    Err(e) => (StatusCode::BAD_GATEWAY, e.to_string().into_bytes()),
+                }
+            }
+        });
+        let task = runtime().spawn(async move {
+            if let Ok(l) = tokio::net::TcpListener::from_std(listener) {
+                let _ = axum::serve(l, app).await;
+            }
+        });
+        TenantProxy { url, task }
+    }
+}
