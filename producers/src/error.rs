@@ -6,7 +6,7 @@
 use axum::http::StatusCode;
 use tidemark_ingest_log::LogError;
 
-use crate::tenant::TenantError;
+use tidemark_storage::tenant::TenantError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PushError {

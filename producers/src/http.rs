@@ -15,7 +15,7 @@ use tidemark_schemas::prometheus::WriteRequest;
 use crate::distributor::Distributor;
 use crate::error::PushError;
 use crate::metrics::StatusLabels;
-use crate::tenant::{tenant_from_header, ORG_ID_HEADER};
+use tidemark_storage::tenant::{tenant_from_header, ORG_ID_HEADER};
 
 #[derive(Clone)]
 pub struct PushState {

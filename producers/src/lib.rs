@@ -13,9 +13,9 @@ pub mod http;
 pub mod metrics;
 pub mod records;
 pub mod shard;
-pub mod tenant;
 pub mod validation;
 
 pub use config::DistributorConfig;
+pub use tidemark_storage::tenant;
 pub use distributor::{Distributor, PushOutcome};
 pub use error::PushError;

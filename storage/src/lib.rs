@@ -14,6 +14,7 @@ pub mod chunk;
 pub mod labels;
 pub mod matcher;
 pub mod queryable;
+pub mod tenant;
 pub mod wire;
 
 pub use labels::{Label, Labels};

@@ -29,16 +29,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use prometheus_client::registry::Registry;
+use tidemark_storage::tenant::{tenant_from_header, TenantError, ORG_ID_HEADER};
 use tidemark_storage::Queryable;
 
 use crate::engine::{Engine, EngineOptions};
 use metrics::ApiMetrics;
 use response::ApiError;
 
-/// Tenant used when multitenancy is disabled and no tenant is given.
-pub const ANONYMOUS_TENANT: &str = "anonymous";
-/// Longest tenant ID accepted, as Mimir.
-pub const MAX_TENANT_ID_LENGTH: usize = 150;
 
 /// What the API handlers share.
 #[derive(Clone)]
@@ -99,17 +96,11 @@ impl ApiState {
 
     /// The tenant of a request.
     fn tenant(&self, headers: &HeaderMap) -> Result<String, ApiError> {
-        let Some(value) = headers.get("x-scope-orgid") else {
-            if self.inner.multitenancy_enabled {
-                return Err(ApiError::unauthorized("no org id"));
-            }
-            return Ok(ANONYMOUS_TENANT.to_owned());
-        };
-        let id = value
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("tenant ID is not valid text"))?;
-        validate_tenant_id(id).map_err(ApiError::unauthorized)?;
-        Ok(id.to_owned())
+        let header = headers.get(ORG_ID_HEADER).and_then(|v| v.to_str().ok());
+        tenant_from_header(header, self.inner.multitenancy_enabled).map_err(|e| match e {
+            TenantError::Missing => ApiError::unauthorized(e.to_string()),
+            other => ApiError::bad_data(other.to_string()),
+        })
     }
 
     /// Awaits an endpoint, records metrics and renders its answer.
@@ -135,31 +126,6 @@ impl ApiState {
             .observe(endpoint, status.as_u16(), started.elapsed());
         (status, [(CONTENT_TYPE, "application/json")], body).into_response()
     }
-}
-
-/// Checks a tenant ID as Mimir does: at most 150 characters from
-/// `[a-zA-Z0-9!-_.*'()]`, and not `.` or `..`.
-pub fn validate_tenant_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("no org id".to_owned());
-    }
-    if id.len() > MAX_TENANT_ID_LENGTH {
-        return Err(format!(
-            "tenant ID is too long: max {MAX_TENANT_ID_LENGTH} characters"
-        ));
-    }
-    if id == "." || id == ".." {
-        return Err("tenant ID is '.' or '..'".to_owned());
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c)))
-    {
-        return Err(format!(
-            "tenant ID '{id}' contains unsupported character '{c}'"
-        ));
-    }
-    Ok(())
 }
 
 /// The API's routes, under `/api/v1` and `/prometheus/api/v1`.

@@ -383,10 +383,11 @@ async fn tenants_come_from_the_header() {
     )
     .await;
     assert_eq!(r.json()["data"]["result"], json!([]));
+    // An invalid tenant ID is bad data, as on the write path.
     let r = get_as(&app, "/api/v1/query?query=up", "a|b").await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = get_as(&app, "/api/v1/query?query=up", &"x".repeat(151)).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     // Without multitenancy a missing header means "anonymous".
     let r = get(
@@ -395,6 +396,14 @@ async fn tenants_come_from_the_header() {
     )
     .await;
     assert_eq!(r.json()["data"]["result"].as_array().unwrap().len(), 2);
+    // ... and the header is ignored, as the distributor ignores it.
+    let r = get_as(
+        &app_with(Arc::new(store()), EngineOptions::default(), false).0,
+        "/api/v1/query?query=secret&time=1700000000",
+        "team-a",
+    )
+    .await;
+    assert_eq!(r.json()["data"]["result"], json!([]));
 }
 
 #[tokio::test]

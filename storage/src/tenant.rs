@@ -1,4 +1,6 @@
-//! Tenant IDs, validated as Mimir validates them.
+//! Tenants: the `X-Scope-OrgID` header and tenant IDs, validated as Mimir
+//! validates them. Shared by the write and the read path, so that both name
+//! a request's tenant the same way.
 
 /// Tenant used for every request when multitenancy is off.
 pub const ANONYMOUS: &str = "anonymous";
