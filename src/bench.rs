@@ -1,11 +1,12 @@
 //! `tidemark bench`: a Prometheus remote-write 1.0 load generator.
 //!
-//! It generates `--series` node_exporter-like series (about 50 metric names,
-//! 106 series per host, 7 to 10 labels sorted by name, float samples that
-//! move like counters and gauges do) and pushes them as fast as the server
-//! accepts: every "scrape" sends one sample per series in snappy-compressed
-//! `WriteRequest`s of up to `--series-per-request` series, with timestamps
-//! `now - backfill + scrape * interval`.
+//! It generates `--series` node_exporter-like series of `tidemark-workload`
+//! (about 50 metric names, 106 series per host, 7 to 10 labels sorted by
+//! name, float samples that move like counters and gauges do) and pushes
+//! them as fast as the server accepts: every "scrape" sends one sample per
+//! series in snappy-compressed `WriteRequest`s of up to
+//! `--series-per-request` series, with timestamps `now - backfill + scrape *
+//! interval`.
 //!
 //! Like Prometheus' remote-write shards, a series always goes through the
 //! same worker, and a worker has one request in flight, so every series
@@ -36,6 +37,7 @@ use prost::encoding::{encode_key, encode_varint, message, WireType};
 use prost::Message;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT};
 use tidemark_schemas::prometheus::{Sample, WriteRequest};
+use tidemark_workload::SeriesSet;
 use tokio::sync::{mpsc, oneshot};
 
 /// Options of `tidemark bench`.
@@ -84,211 +86,6 @@ pub struct BenchArgs {
 const FUTURE_WARNING: Duration = Duration::from_secs(5 * 60);
 /// Prometheus compacts its head once it spans 1.5 x 2h.
 const SPAN_WARNING: Duration = Duration::from_secs(3 * 3600);
-
-/// Node-exporter-like series, as Prometheus scrapes them from many hosts.
-/// (The same generator is in `producers/benches/distributor_pipeline.rs`
-/// and `partition-consumers/benches/head_append.rs`.)
-mod series {
-    use bytes::Bytes;
-    use tidemark_schemas::prometheus::Label;
-
-    /// How a series' value moves from one scrape to the next.
-    #[derive(Debug, Clone, Copy)]
-    pub enum Model {
-        /// Counter growing by about this much per scrape.
-        Counter(f64),
-        /// Gauge that stays put.
-        Constant(f64),
-        /// Gauge moving around this level.
-        Noisy(f64),
-    }
-
-    pub struct Template {
-        pub name: &'static str,
-        pub labels: Vec<(&'static str, &'static str)>,
-        pub model: Model,
-    }
-
-    /// The series one host exposes: 106 series of 52 metric names.
-    pub fn host_templates() -> Vec<Template> {
-        use Model::*;
-        let mut out = Vec::new();
-        let mut add = |name: &'static str, labels: &[(&'static str, &'static str)], model: Model| {
-            out.push(Template { name, labels: labels.to_vec(), model });
-        };
-        let modes = [
-            ("idle", 13.1),
-            ("iowait", 0.07),
-            ("irq", 0.0),
-            ("nice", 0.01),
-            ("softirq", 0.05),
-            ("steal", 0.0),
-            ("system", 0.52),
-            ("user", 1.24),
-        ];
-        for cpu in ["0", "1", "2", "3"] {
-            for (mode, rate) in modes {
-                add("node_cpu_seconds_total", &[("cpu", cpu), ("mode", mode)], Counter(rate));
-            }
-            for mode in ["nice", "user"] {
-                add("node_cpu_guest_seconds_total", &[("cpu", cpu), ("mode", mode)], Counter(0.0));
-            }
-        }
-        for device in ["nvme0n1", "sda"] {
-            add("node_disk_read_bytes_total", &[("device", device)], Counter(40_960.0));
-            add("node_disk_written_bytes_total", &[("device", device)], Counter(1_310_720.0));
-            add("node_disk_reads_completed_total", &[("device", device)], Counter(10.0));
-            add("node_disk_writes_completed_total", &[("device", device)], Counter(320.0));
-            add("node_disk_io_time_seconds_total", &[("device", device)], Counter(0.3));
-        }
-        for device in ["eth0", "lo"] {
-            add("node_network_receive_bytes_total", &[("device", device)], Counter(2_500_000.0));
-            add("node_network_transmit_bytes_total", &[("device", device)], Counter(1_800_000.0));
-            add("node_network_receive_packets_total", &[("device", device)], Counter(3_000.0));
-            add("node_network_transmit_packets_total", &[("device", device)], Counter(2_600.0));
-            add("node_network_receive_errs_total", &[("device", device)], Counter(0.0));
-        }
-        for (device, fstype, mountpoint) in [("/dev/nvme0n1p1", "ext4", "/"), ("tmpfs", "tmpfs", "/run")] {
-            let l = [("device", device), ("fstype", fstype), ("mountpoint", mountpoint)];
-            add("node_filesystem_avail_bytes", &l, Noisy(52_000_000_000.0));
-            add("node_filesystem_free_bytes", &l, Noisy(61_000_000_000.0));
-            add("node_filesystem_size_bytes", &l, Constant(105_088_212_992.0));
-            add("node_filesystem_files", &l, Constant(6_553_600.0));
-            add("node_filesystem_files_free", &l, Noisy(6_100_000.0));
-            add("node_filesystem_readonly", &l, Constant(0.0));
-        }
-        for (name, model) in [
-            ("node_load1", Noisy(1.2)),
-            ("node_load5", Noisy(1.1)),
-            ("node_load15", Noisy(1.0)),
-            ("node_memory_MemTotal_bytes", Constant(33_396_543_488.0)),
-            ("node_memory_MemFree_bytes", Noisy(2_147_483_648.0)),
-            ("node_memory_MemAvailable_bytes", Noisy(21_474_836_480.0)),
-            ("node_memory_Buffers_bytes", Noisy(536_870_912.0)),
-            ("node_memory_Cached_bytes", Noisy(17_179_869_184.0)),
-            ("node_memory_SwapTotal_bytes", Constant(0.0)),
-            ("node_memory_SwapFree_bytes", Constant(0.0)),
-            ("node_memory_Active_bytes", Noisy(12_884_901_888.0)),
-            ("node_memory_Inactive_bytes", Noisy(10_737_418_240.0)),
-            ("node_memory_Dirty_bytes", Noisy(1_048_576.0)),
-            ("node_boot_time_seconds", Constant(1_700_000_000.0)),
-            ("node_time_seconds", Counter(15.0)),
-            ("node_context_switches_total", Counter(150_000.0)),
-            ("node_intr_total", Counter(90_000.0)),
-            ("node_forks_total", Counter(400.0)),
-            ("node_procs_running", Noisy(3.0)),
-            ("node_procs_blocked", Constant(0.0)),
-            ("node_entropy_available_bits", Constant(256.0)),
-            ("node_filefd_allocated", Noisy(9_000.0)),
-            ("node_filefd_maximum", Constant(9_223_372_036_854_775_807.0)),
-            ("node_sockstat_sockets_used", Noisy(700.0)),
-            ("node_sockstat_TCP_inuse", Noisy(40.0)),
-            ("node_netstat_Tcp_CurrEstab", Noisy(35.0)),
-            ("node_vmstat_pgfault", Counter(2_000_000.0)),
-            ("node_vmstat_pgmajfault", Counter(2.0)),
-        ] {
-            add(name, &[], model);
-        }
-        add(
-            "node_uname_info",
-            &[("machine", "x86_64"), ("release", "6.1.0-18-amd64"), ("sysname", "Linux")],
-            Constant(1.0),
-        );
-        add("up", &[], Constant(1.0));
-        add("scrape_duration_seconds", &[], Noisy(0.021));
-        add("scrape_samples_scraped", &[], Constant(1_043.0));
-        add("scrape_samples_post_metric_relabeling", &[], Constant(1_043.0));
-        add("scrape_series_added", &[], Constant(0.0));
-        out
-    }
-
-    /// Series `i` of a set laid out host after host.
-    pub struct SeriesSet {
-        templates: Vec<Template>,
-    }
-
-    impl Default for SeriesSet {
-        fn default() -> Self {
-            SeriesSet { templates: host_templates() }
-        }
-    }
-
-    impl SeriesSet {
-        pub fn series_per_host(&self) -> usize {
-            self.templates.len()
-        }
-
-        /// Labels of series `i`, sorted by name as Prometheus sends them.
-        pub fn labels(&self, i: usize) -> Vec<Label> {
-            let host = i / self.templates.len();
-            let t = &self.templates[i % self.templates.len()];
-            let (region, zones, cluster) = REGIONS[host % REGIONS.len()];
-            let zone = zones[(host / REGIONS.len()) % zones.len()];
-            let env = if host % 10 == 9 { "staging" } else { "production" };
-            let instance = Bytes::from(format!("10.0.{}.{}:9100", host / 250, host % 250 + 1));
-            let mut labels: Vec<Label> = vec![
-                label("__name__", st(t.name)),
-                label("cluster", st(cluster)),
-                label("env", st(env)),
-                label("instance", instance),
-                label("job", st("node")),
-                label("region", st(region)),
-                label("zone", st(zone)),
-            ];
-            labels.extend(t.labels.iter().map(|&(n, v)| label(n, st(v))));
-            labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-            labels
-        }
-
-        /// Value of series `i` at scrape `scrape`; counters never decrease.
-        pub fn value(&self, i: usize, scrape: u64) -> f64 {
-            let u = |s: u64| unit(mix(((i as u64) << 24) ^ s));
-            match self.templates[i % self.templates.len()].model {
-                Model::Constant(v) => v,
-                Model::Counter(rate) => {
-                    let base = rate * 86_400.0 * (1.0 + u(u64::MAX));
-                    round(base + rate * (scrape as f64 + 0.5 * u(scrape)), rate)
-                }
-                Model::Noisy(level) => round(level * (0.95 + 0.1 * u(scrape)), level),
-            }
-        }
-    }
-
-    fn label(name: &'static str, value: Bytes) -> Label {
-        Label { name: st(name), value }
-    }
-
-    fn st(s: &'static str) -> Bytes {
-        Bytes::from_static(s.as_bytes())
-    }
-
-    const REGIONS: [(&str, [&str; 3], &str); 3] = [
-        ("eu-west-1", ["eu-west-1a", "eu-west-1b", "eu-west-1c"], "prod-eu-1"),
-        ("us-east-1", ["us-east-1a", "us-east-1b", "us-east-1d"], "prod-us-1"),
-        ("ap-south-1", ["ap-south-1a", "ap-south-1b", "ap-south-1c"], "prod-ap-1"),
-    ];
-
-    /// Whole numbers for large magnitudes, two decimals for small ones, as
-    /// node_exporter reports them.
-    fn round(v: f64, magnitude: f64) -> f64 {
-        if magnitude.abs() >= 100.0 {
-            v.round()
-        } else {
-            (v * 100.0).round() / 100.0
-        }
-    }
-
-    fn mix(mut z: u64) -> u64 {
-        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn unit(x: u64) -> f64 {
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let url = check_args(&args)?;
@@ -435,7 +232,7 @@ struct Body {
 /// Builds request bodies: labels are encoded once per series, each scrape
 /// adds the sample and compresses.
 struct Generator {
-    set: series::SeriesSet,
+    set: SeriesSet,
     /// Per series, its `TimeSeries.labels` fields, encoded.
     labels: Vec<Box<[u8]>>,
     series_per_request: usize,
@@ -447,7 +244,7 @@ struct Generator {
 
 impl Generator {
     fn new(series: usize, series_per_request: usize, start_ms: i64, interval_ms: i64) -> Self {
-        let set = series::SeriesSet::default();
+        let set = SeriesSet::new();
         let labels = (0..series)
             .map(|i| {
                 let mut buf = Vec::new();

@@ -153,3 +153,34 @@ fn prometheus_remote_write_kafka() {
     let b = format!("-ingest-storage.kafka.topic={topic}");
     compare_with_prometheus(&[&a, &b]);
 }
+
+/// `promtool query` speaks to Tidemark as to Prometheus (on `/api/v1`).
+#[test]
+#[ignore = "needs promtool: run scripts/test.sh"]
+fn promtool_queries_tidemark() {
+    let promtool = Path::new(&prometheus_binary()).with_file_name("promtool");
+    assert!(promtool.exists(), "{} not found: run scripts/test.sh", promtool.display());
+    let dir = tempfile::tempdir().unwrap();
+    let tm = Tidemark::start(dir.path(), &["-auth.multitenancy-enabled=false"]);
+    let t = now_ms();
+    let s = series(&[("__name__", "promtool_e2e"), ("job", "cli")], &[(t - 1000, 41.0), (t, 42.0)]);
+    // The tenant header is ignored with multitenancy off.
+    let (status, body) = push(&tm.push_url(), "ignored", vec![s]);
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(&promtool)
+            .args(["query", "instant", &tm.url, "promtool_e2e * 2", &format!("--time={}", t / 1000 + 1)])
+            .output()
+            .expect("run promtool");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && text.contains("84") {
+            assert!(text.contains("job=\"cli\""), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "promtool: {text} {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = Command::new(&promtool).args(["query", "labels", &tm.url, "job"]).output().expect("run promtool");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cli"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -5,14 +5,16 @@ use std::time::Instant;
 
 use futures::future::try_join_all;
 use tidemark_ingest_log::{IngestLog, Record};
-use tidemark_schemas::prometheus::{MetricMetadata, TimeSeries, WriteRequest};
+use prost::Message;
+use tidemark_schemas::prometheus::{MetricMetadata, TimeSeries};
 
 use crate::config::DistributorConfig;
 use crate::error::PushError;
 use crate::metrics::{DiscardLabels, DistributorMetrics, TenantLabels};
-use crate::records::encode_records;
-use crate::shard::partition_for;
-use crate::validation::{validate_series, ValidationError};
+use crate::records::{body_budget, encode_records, field_len, record};
+use crate::scan::{put_len_field, read_series, split_request, LabelRef, SeriesView, WireError};
+use crate::shard::{partition_of, series_hash};
+use crate::validation::{check_labels, needs_normalizing, validate_series, ValidationError};
 
 /// What a successful push wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,49 +31,113 @@ pub struct Prepared {
     pub errors: Vec<ValidationError>,
 }
 
-/// Validates, shards and encodes a request (no I/O).
+/// Records of one partition being filled.
+struct PartitionBatch {
+    body: Vec<u8>,
+    done: Vec<Record>,
+}
+
+impl PartitionBatch {
+    fn push(&mut self, tenant: &str, field: u32, raw: &[u8], budget: usize) {
+        let len = field_len(raw.len());
+        if !self.body.is_empty() && self.body.len() + len > budget {
+            self.done.push(record(tenant, std::mem::take(&mut self.body)));
+        }
+        put_len_field(&mut self.body, field, raw);
+    }
+
+    fn finish(mut self, tenant: &str) -> Vec<Record> {
+        if !self.body.is_empty() {
+            self.done.push(record(tenant, self.body));
+        }
+        self.done
+    }
+}
+
+/// Validates, shards and encodes a decompressed remote-write request (no
+/// I/O). Series are read in place and copied unchanged into the record of
+/// their partition; only a series that must change (unsorted labels, empty
+/// values, samples too far in the future) or is too large for one record is
+/// decoded and encoded again.
 pub fn prepare(
     tenant: &str,
-    req: WriteRequest,
+    body: &[u8],
     partitions: i32,
     cfg: &DistributorConfig,
     now_ms: i64,
-) -> Prepared {
-    let mut by_partition: Vec<(Vec<TimeSeries>, Vec<MetricMetadata>)> =
-        (0..partitions).map(|_| (Vec::new(), Vec::new())).collect();
+) -> Result<Prepared, PushError> {
+    let bad = |e: WireError| PushError::BadProtobuf(e.0);
+    let parts = split_request(body).map_err(bad)?;
+    let budget = body_budget(tenant, cfg.max_record_size_bytes);
+    let newest_allowed = now_ms.saturating_add(cfg.limits.creation_grace_period.as_millis() as i64);
+    let mut batches: Vec<PartitionBatch> =
+        (0..partitions).map(|_| PartitionBatch { body: Vec::new(), done: Vec::new() }).collect();
     let mut prepared = Prepared::default();
-    for mut ts in req.timeseries {
+    let mut view = SeriesView::default();
+    let mut scratch = Vec::new();
+
+    for range in parts.series {
+        let raw = &body[range];
+        read_series(raw, &mut view).map_err(bad)?;
+        let fast = !needs_normalizing(&view.labels) && (view.samples == 0 || view.max_timestamp <= newest_allowed);
+        if fast {
+            if let Err(e) = check_labels(&view.labels, &cfg.limits, view.samples) {
+                prepared.errors.push(e);
+                continue;
+            }
+            if view.samples == 0 && view.exemplars == 0 {
+                continue;
+            }
+            let p = partition_of(series_hash(tenant, &view.labels, &mut scratch), partitions) as usize;
+            if field_len(raw.len()) <= budget {
+                batches[p].push(tenant, 1, raw, budget);
+            } else {
+                let ts = TimeSeries::decode(raw).map_err(|e| PushError::BadProtobuf(e.to_string()))?;
+                batches[p].done.extend(encode_records(tenant, vec![ts], vec![], cfg.max_record_size_bytes));
+            }
+            prepared.outcome.series += 1;
+            prepared.outcome.samples += view.samples;
+            continue;
+        }
+        // Slow path: decode, fix, encode.
+        let mut ts = TimeSeries::decode(raw).map_err(|e| PushError::BadProtobuf(e.to_string()))?;
         if let Err(e) = validate_series(&mut ts, &cfg.limits, now_ms) {
-            let keep = e.reason == "too_far_in_future" && !ts.samples.is_empty();
+            let partial = e.reason == "too_far_in_future" && !ts.samples.is_empty();
             prepared.errors.push(e);
-            if !keep {
+            if !partial {
                 continue;
             }
         }
         if ts.samples.is_empty() && ts.exemplars.is_empty() {
             continue;
         }
+        let labels: Vec<LabelRef<'_>> = ts.labels.iter().map(|l| LabelRef { name: &l.name, value: &l.value }).collect();
+        let p = partition_of(series_hash(tenant, &labels, &mut scratch), partitions) as usize;
+        drop(labels);
         prepared.outcome.series += 1;
         prepared.outcome.samples += ts.samples.len();
-        let p = partition_for(tenant, &ts.labels, partitions);
-        by_partition[p as usize].0.push(ts);
-    }
-    for md in req.metadata {
-        // Metadata follows its metric family name.
-        let name = tidemark_schemas::prometheus::Label {
-            name: bytes::Bytes::from_static(b"__name__"),
-            value: md.metric_family_name.clone(),
-        };
-        let p = partition_for(tenant, std::slice::from_ref(&name), partitions);
-        by_partition[p as usize].1.push(md);
-    }
-    for (p, (series, metadata)) in by_partition.into_iter().enumerate() {
-        if series.is_empty() && metadata.is_empty() {
-            continue;
+        let encoded = ts.encode_to_vec();
+        if field_len(encoded.len()) <= budget {
+            batches[p].push(tenant, 1, &encoded, budget);
+        } else {
+            batches[p].done.extend(encode_records(tenant, vec![ts], vec![], cfg.max_record_size_bytes));
         }
-        prepared.records.push((p as i32, encode_records(tenant, series, metadata, cfg.max_record_size_bytes)));
     }
-    prepared
+    for range in parts.metadata {
+        let raw = &body[range];
+        let md = MetricMetadata::decode(raw).map_err(|e| PushError::BadProtobuf(e.to_string()))?;
+        // Metadata follows its metric family name.
+        let name = [LabelRef { name: b"__name__", value: &md.metric_family_name }];
+        let p = partition_of(series_hash(tenant, &name, &mut scratch), partitions) as usize;
+        batches[p].push(tenant, 3, raw, budget);
+    }
+    for (p, batch) in batches.into_iter().enumerate() {
+        let records = batch.finish(tenant);
+        if !records.is_empty() {
+            prepared.records.push((p as i32, records));
+        }
+    }
+    Ok(prepared)
 }
 
 /// The distributor.
@@ -94,12 +160,12 @@ impl Distributor {
         &self.metrics
     }
 
-    /// Writes a request's valid series to the log and returns once all are
-    /// acknowledged. Invalid series are reported in the error after the
+    /// Writes the valid series of a decompressed remote-write request to the
+    /// log and returns once all are acknowledged. Invalid series are reported in the error after the
     /// valid ones were written.
-    pub async fn push(&self, tenant: &str, req: WriteRequest) -> Result<PushOutcome, PushError> {
+    pub async fn push(&self, tenant: &str, body: &[u8]) -> Result<PushOutcome, PushError> {
         let now = now_ms();
-        let prepared = prepare(tenant, req, self.log.partition_count(), &self.cfg, now);
+        let prepared = prepare(tenant, body, self.log.partition_count(), &self.cfg, now)?;
         let started = Instant::now();
         let records: usize = prepared.records.iter().map(|(_, r)| r.len()).sum();
         try_join_all(prepared.records.into_iter().map(|(p, recs)| self.log.produce(p, recs))).await?;
@@ -128,4 +194,116 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tidemark_schemas::prometheus::{Label, Sample, WriteRequest};
+    use tidemark_schemas::record::{decode_version, RecordBody, VERSION_HEADER};
+
+    fn ts(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
+        TimeSeries {
+            labels: labels
+                .iter()
+                .map(|(n, v)| Label { name: Bytes::copy_from_slice(n.as_bytes()), value: Bytes::copy_from_slice(v.as_bytes()) })
+                .collect(),
+            samples: samples.iter().map(|&(timestamp, value)| Sample { timestamp, value }).collect(),
+            exemplars: vec![],
+        }
+    }
+
+    fn decode(p: &Prepared) -> Vec<TimeSeries> {
+        let mut out: Vec<TimeSeries> = p
+            .records
+            .iter()
+            .flat_map(|(_, recs)| recs.iter())
+            .flat_map(|r| {
+                assert_eq!(r.key.as_ref(), b"t");
+                let v = decode_version(r.header(VERSION_HEADER)).unwrap();
+                RecordBody::decode(v, r.value.clone()).unwrap().into_timeseries()
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.iter().map(|l| &l.value).cmp(b.labels.iter().map(|l| &l.value)));
+        out
+    }
+
+    #[test]
+    fn series_travel_unchanged_and_sharded() {
+        let input: Vec<TimeSeries> =
+            (0..200).map(|i| ts(&[("__name__", "m"), ("i", &format!("{i:03}"))], &[(1000, i as f64)])).collect();
+        let body = WriteRequest { timeseries: input.clone(), metadata: vec![] }.encode_to_vec();
+        let p = prepare("t", &body, 4, &DistributorConfig::default(), 1000).unwrap();
+        assert!(p.errors.is_empty());
+        assert_eq!(p.outcome, PushOutcome { series: 200, samples: 200 });
+        assert_eq!(p.records.len(), 4, "spread over every partition");
+        assert_eq!(decode(&p), input);
+        // The same series always goes to the same partition.
+        let again = prepare("t", &body, 4, &DistributorConfig::default(), 1000).unwrap();
+        let parts = |p: &Prepared| p.records.iter().map(|(i, r)| (*i, r.len())).collect::<Vec<_>>();
+        assert_eq!(parts(&p), parts(&again));
+    }
+
+    #[test]
+    fn unsorted_labels_are_normalised_and_land_with_the_sorted_series() {
+        let sorted = ts(&[("__name__", "m"), ("a", "1"), ("b", "2")], &[(1000, 1.0)]);
+        let unsorted = ts(&[("b", "2"), ("__name__", "m"), ("z", ""), ("a", "1")], &[(2000, 2.0)]);
+        let body = WriteRequest { timeseries: vec![sorted.clone(), unsorted], metadata: vec![] }.encode_to_vec();
+        let p = prepare("t", &body, 8, &DistributorConfig::default(), 0).unwrap();
+        assert_eq!(p.records.len(), 1, "both in one partition");
+        let got = decode(&p);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].labels, sorted.labels);
+    }
+
+    #[test]
+    fn invalid_and_future_series() {
+        let now = 1_000_000;
+        let body = WriteRequest {
+            timeseries: vec![
+                ts(&[("__name__", "ok")], &[(now, 1.0)]),
+                ts(&[("__name__", "bad"), ("x-y", "1")], &[(now, 1.0)]),
+                ts(&[("__name__", "future")], &[(now, 1.0), (now + 3_600_000, 2.0)]),
+            ],
+            metadata: vec![],
+        }
+        .encode_to_vec();
+        let p = prepare("t", &body, 2, &DistributorConfig::default(), now).unwrap();
+        let reasons: Vec<_> = p.errors.iter().map(|e| e.reason).collect();
+        assert_eq!(reasons, ["label_invalid", "too_far_in_future"]);
+        assert_eq!(p.outcome, PushOutcome { series: 2, samples: 2 });
+        let got = decode(&p);
+        assert_eq!(got.iter().map(|t| t.samples.len()).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn oversized_series_split_and_metadata_kept() {
+        let big = ts(&[("__name__", "big")], &(0..20_000).map(|i| (i as i64, i as f64)).collect::<Vec<_>>());
+        let md = MetricMetadata { r#type: 1, metric_family_name: Bytes::from_static(b"big"), help: Bytes::from_static(b"h"), unit: Bytes::new() };
+        let body = WriteRequest { timeseries: vec![big.clone()], metadata: vec![md.clone()] }.encode_to_vec();
+        let cfg = DistributorConfig { max_record_size_bytes: 50_000, ..Default::default() };
+        let p = prepare("t", &body, 1, &cfg, 0).unwrap();
+        let recs = &p.records[0].1;
+        assert!(recs.len() > 2);
+        assert!(recs.iter().all(|r| r.encoded_len() <= 50_000));
+        let samples: Vec<Sample> = decode(&p).into_iter().flat_map(|t| t.samples).collect();
+        assert_eq!(samples, big.samples);
+        let metadata: Vec<MetricMetadata> = recs
+            .iter()
+            .flat_map(|r| tidemark_schemas::ingest::WriteRecordV1::decode(r.value.clone()).unwrap().metadata)
+            .collect();
+        assert_eq!(metadata, vec![md]);
+    }
+
+    #[test]
+    fn malformed_bodies_are_bad_protobuf() {
+        let body = WriteRequest { timeseries: vec![ts(&[("__name__", "m")], &[(1, 1.0)])], metadata: vec![] }.encode_to_vec();
+        for cut in 1..body.len() {
+            if let Err(e) = prepare("t", &body[..cut], 2, &DistributorConfig::default(), 0) {
+                assert!(matches!(e, PushError::BadProtobuf(_)), "{e}");
+            }
+        }
+        assert!(matches!(prepare("t", &[0xff; 20], 2, &DistributorConfig::default(), 0), Err(PushError::BadProtobuf(_))));
+    }
 }

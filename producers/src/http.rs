@@ -9,8 +9,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use prost::Message;
-use tidemark_schemas::prometheus::WriteRequest;
 
 use crate::distributor::Distributor;
 use crate::error::PushError;
@@ -78,8 +76,8 @@ async fn handle(state: &PushState, headers: &HeaderMap, body: Body) -> Result<()
     let raw = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| PushError::TooLarge { size: limit + 1, limit })?;
-    let req = decode_body(&raw, limit)?;
-    state.distributor.push(&tenant, req).await?;
+    let body = decode_body(&raw, limit)?;
+    state.distributor.push(&tenant, &body).await?;
     Ok(())
 }
 
@@ -104,9 +102,9 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), PushError> {
     }
 }
 
-/// Decompresses and decodes a remote-write body. The decompressed size is
-/// checked from snappy's header before anything is allocated.
-pub fn decode_body(raw: &[u8], limit: usize) -> Result<WriteRequest, PushError> {
+/// Decompresses a remote-write body. The decompressed size is checked from
+/// snappy's header before anything is allocated.
+pub fn decode_body(raw: &[u8], limit: usize) -> Result<Vec<u8>, PushError> {
     let len = snap::raw::decompress_len(raw).map_err(|e| PushError::BadSnappy(e.to_string()))?;
     if len > limit {
         return Err(PushError::TooLarge { size: len, limit });
@@ -116,7 +114,7 @@ pub fn decode_body(raw: &[u8], limit: usize) -> Result<WriteRequest, PushError> 
         .decompress(raw, &mut buf)
         .map_err(|e| PushError::BadSnappy(e.to_string()))?;
     buf.truncate(n);
-    WriteRequest::decode(bytes::Bytes::from(buf)).map_err(|e| PushError::BadProtobuf(e.to_string()))
+    Ok(buf)
 }
 
 #[cfg(test)]
@@ -128,7 +126,8 @@ mod tests {
     use bytes::Bytes;
     use tidemark_ingest_log::embedded::{EmbeddedConfig, EmbeddedLog};
     use tidemark_ingest_log::IngestLog;
-    use tidemark_schemas::prometheus::{Label, Sample, TimeSeries};
+    use prost::Message;
+    use tidemark_schemas::prometheus::{Label, Sample, TimeSeries, WriteRequest};
     use tower::ServiceExt;
 
     fn app(dir: &std::path::Path, multitenancy: bool) -> (Router, Arc<dyn IngestLog>) {

@@ -1,7 +1,8 @@
 //! The distributor: the write path's front door.
 //!
 //! It accepts Prometheus remote write over HTTP ([`http`]), names the tenant
-//! ([`tenant`]), validates every series ([`validation`]), shards the tenant's
+//! ([`tenant`]), reads the request in place ([`scan`]), validates every
+//! series ([`validation`]), shards the tenant's
 //! series over the ingest log's partitions ([`shard`]), encodes one record
 //! batch per partition ([`records`]) and answers only after the log
 //! acknowledged every record ([`distributor`]).
@@ -12,6 +13,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod records;
+pub mod scan;
 pub mod shard;
 pub mod validation;
 

@@ -10,6 +10,11 @@ use tidemark_schemas::record::{encode_version, CURRENT_VERSION, VERSION_HEADER};
 /// Bytes a record spends outside its body: key, header, framing.
 const RECORD_OVERHEAD: usize = 256;
 
+/// Body bytes a record of `tenant` may hold under `max_record_size`.
+pub fn body_budget(tenant: &str, max_record_size: usize) -> usize {
+    max_record_size.saturating_sub(RECORD_OVERHEAD + tenant.len()).max(1024)
+}
+
 /// Encodes series and metadata of one tenant for one partition as records of
 /// at most `max_record_size` bytes each. A series too large for one record is
 /// split by samples.
@@ -19,7 +24,7 @@ pub fn encode_records(
     metadata: Vec<MetricMetadata>,
     max_record_size: usize,
 ) -> Vec<Record> {
-    let budget = max_record_size.saturating_sub(RECORD_OVERHEAD + tenant.len()).max(1024);
+    let budget = body_budget(tenant, max_record_size);
     let mut records = Vec::new();
     let mut body = WriteRecordV1 { timeseries: Vec::new(), metadata: Vec::new() };
     let mut size = 0usize;
@@ -57,9 +62,14 @@ pub fn encode_records(
 }
 
 fn to_record(tenant: &str, body: WriteRecordV1) -> Record {
+    record(tenant, body.encode_to_vec())
+}
+
+/// A record of `tenant` with an encoded current-version body.
+pub fn record(tenant: &str, body: Vec<u8>) -> Record {
     Record {
         key: Bytes::copy_from_slice(tenant.as_bytes()),
-        value: Bytes::from(body.encode_to_vec()),
+        value: Bytes::from(body),
         headers: vec![Header {
             key: VERSION_HEADER.to_owned(),
             value: Bytes::copy_from_slice(&encode_version(CURRENT_VERSION)),
@@ -68,7 +78,7 @@ fn to_record(tenant: &str, body: WriteRecordV1) -> Record {
 }
 
 /// Length of a length-delimited field holding `len` bytes.
-fn field_len(len: usize) -> usize {
+pub fn field_len(len: usize) -> usize {
     1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 

@@ -4,44 +4,50 @@
 //! series always lands on the same partition while the partition count stays
 //! the same, and one tenant's series spread over all partitions.
 
-use tidemark_schemas::prometheus::Label;
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::xxh3_64;
 
-/// Hash of tenant and labels (labels must be sorted by name).
-pub fn series_hash(tenant: &str, labels: &[Label]) -> u64 {
-    let mut h = Xxh3::new();
-    h.update(tenant.as_bytes());
-    h.update(&[0xff]);
+use crate::scan::LabelRef;
+
+/// Hash of tenant and labels (sorted by name): xxh3 of
+/// `tenant 0xff (name 0xff value 0xff)*`, built in `scratch`.
+pub fn series_hash(tenant: &str, labels: &[LabelRef<'_>], scratch: &mut Vec<u8>) -> u64 {
+    scratch.clear();
+    scratch.extend_from_slice(tenant.as_bytes());
+    scratch.push(0xff);
     for l in labels {
-        h.update(&l.name);
-        h.update(&[0xff]);
-        h.update(&l.value);
-        h.update(&[0xff]);
+        scratch.extend_from_slice(l.name);
+        scratch.push(0xff);
+        scratch.extend_from_slice(l.value);
+        scratch.push(0xff);
     }
-    h.digest()
+    xxh3_64(scratch)
+}
+
+/// Maps a hash evenly onto `[0, partitions)` (multiply-shift).
+pub fn partition_of(hash: u64, partitions: i32) -> i32 {
+    debug_assert!(partitions > 0);
+    ((hash as u128 * partitions as u128) >> 64) as i32
 }
 
 /// Partition of a series among `partitions`.
-pub fn partition_for(tenant: &str, labels: &[Label], partitions: i32) -> i32 {
-    debug_assert!(partitions > 0);
-    // Multiply-shift maps the hash evenly onto [0, partitions).
-    ((series_hash(tenant, labels) as u128 * partitions as u128) >> 64) as i32
+pub fn partition_for(tenant: &str, labels: &[LabelRef<'_>], partitions: i32) -> i32 {
+    partition_of(series_hash(tenant, labels, &mut Vec::new()), partitions)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
-    fn labels(v: &str) -> Vec<Label> {
-        vec![Label { name: Bytes::from_static(b"__name__"), value: Bytes::copy_from_slice(v.as_bytes()) }]
+    fn labels(v: &str) -> Vec<LabelRef<'_>> {
+        vec![LabelRef { name: b"__name__", value: v.as_bytes() }]
     }
 
     #[test]
     fn stable_and_spread() {
         let mut counts = [0usize; 4];
         for i in 0..4000 {
-            let l = labels(&format!("m{i}"));
+            let name = format!("m{i}");
+            let l = labels(&name);
             let p = partition_for("t", &l, 4);
             assert_eq!(p, partition_for("t", &l, 4));
             counts[p as usize] += 1;
@@ -56,6 +62,7 @@ mod tests {
         let l = labels("m");
         let differs = (0..64).any(|i| partition_for(&format!("t{i}"), &l, 8) != partition_for("t", &l, 8));
         assert!(differs);
-        assert_ne!(series_hash("a", &l), series_hash("b", &l));
+        let mut s = Vec::new();
+        assert_ne!(series_hash("a", &l, &mut s), series_hash("b", &l, &mut s));
     }
 }

@@ -3,7 +3,9 @@
 //! A series that fails is dropped with an error naming it; the rest of the
 //! request is still written.
 
-use tidemark_schemas::prometheus::{Label, TimeSeries};
+use tidemark_schemas::prometheus::TimeSeries;
+
+use crate::scan::LabelRef;
 
 use crate::config::ValidationLimits;
 
@@ -19,106 +21,114 @@ pub struct ValidationError {
     pub discarded_samples: usize,
 }
 
-/// Validates and normalises one series in place: drops empty-valued labels,
-/// sorts labels by name and drops samples too far in the future. Returns an
-/// error when the series must be dropped as a whole, or when some of its
-/// samples were (then the series, with the rest, is still written).
-pub fn validate_series(
-    ts: &mut TimeSeries,
-    limits: &ValidationLimits,
-    now_ms: i64,
-) -> Result<(), ValidationError> {
-    ts.labels.retain(|l| !l.value.is_empty());
-    if !ts.labels.windows(2).all(|w| w[0].name <= w[1].name) {
-        ts.labels.sort_by(|a, b| a.name.cmp(&b.name));
-    }
-    let fail = |reason: &'static str, message: String, ts: &TimeSeries| ValidationError {
-        reason,
-        message,
-        discarded_samples: ts.samples.len(),
-    };
+/// Whether labels must be sorted or have empty values dropped before
+/// they can be checked and hashed.
+pub fn needs_normalizing(labels: &[LabelRef<'_>]) -> bool {
+    labels.iter().any(|l| l.value.is_empty()) || !labels.windows(2).all(|w| w[0].name <= w[1].name)
+}
 
-    let Some(name) = ts.labels.iter().find(|l| l.name.as_ref() == METRIC_NAME) else {
-        return Err(fail("missing_metric_name", "received a series without metric name".into(), ts));
+/// Checks labels sorted by name with no empty values: metric name present
+/// and valid, label names valid and unique, UTF-8 values, limits.
+/// `samples` is what the series carries, reported as discarded on error.
+pub fn check_labels(labels: &[LabelRef<'_>], limits: &ValidationLimits, samples: usize) -> Result<(), ValidationError> {
+    let fail = |reason: &'static str, message: String| ValidationError { reason, message, discarded_samples: samples };
+    let Some(name) = labels.iter().find(|l| l.name == METRIC_NAME) else {
+        return Err(fail("missing_metric_name", "received a series without metric name".into()));
     };
-    if !is_valid_metric_name(&name.value) {
-        let msg = format!(
-            "received a series with invalid metric name: '{}'",
-            String::from_utf8_lossy(&name.value)
-        );
-        return Err(fail("metric_name_invalid", msg, ts));
+    if !is_valid_metric_name(name.value) {
+        let msg = format!("received a series with invalid metric name: '{}'", String::from_utf8_lossy(name.value));
+        return Err(fail("metric_name_invalid", msg));
     }
-    if ts.labels.len() > limits.max_label_names_per_series {
+    if labels.len() > limits.max_label_names_per_series {
         let msg = format!(
             "received a series whose number of labels exceeds the limit (actual: {}, limit: {}) series: '{}'",
-            ts.labels.len(),
+            labels.len(),
             limits.max_label_names_per_series,
-            series_string(&ts.labels)
+            series_string(labels)
         );
-        return Err(fail("max_label_names_per_series", msg, ts));
+        return Err(fail("max_label_names_per_series", msg));
     }
-    for (i, l) in ts.labels.iter().enumerate() {
-        if i > 0 && ts.labels[i - 1].name == l.name {
+    for (i, l) in labels.iter().enumerate() {
+        if i > 0 && labels[i - 1].name == l.name {
             let msg = format!(
                 "received a series with duplicate label name, label: '{}' series: '{}'",
-                String::from_utf8_lossy(&l.name),
-                series_string(&ts.labels)
+                String::from_utf8_lossy(l.name),
+                series_string(labels)
             );
-            return Err(fail("duplicate_label_names", msg, ts));
+            return Err(fail("duplicate_label_names", msg));
         }
-        if !is_valid_label_name(&l.name) {
+        if !is_valid_label_name(l.name) {
             let msg = format!(
                 "received a series with an invalid label: '{}' series: '{}'",
-                String::from_utf8_lossy(&l.name),
-                series_string(&ts.labels)
+                String::from_utf8_lossy(l.name),
+                series_string(labels)
             );
-            return Err(fail("label_invalid", msg, ts));
+            return Err(fail("label_invalid", msg));
         }
         if l.name.len() > limits.max_label_name_length {
             let msg = format!(
                 "received a series whose label name length exceeds the limit (actual: {}, limit: {}), label: '{}' series: '{}'",
                 l.name.len(),
                 limits.max_label_name_length,
-                truncate(&String::from_utf8_lossy(&l.name), 200),
-                series_string(&ts.labels)
+                truncate(&String::from_utf8_lossy(l.name), 200),
+                series_string(labels)
             );
-            return Err(fail("label_name_too_long", msg, ts));
+            return Err(fail("label_name_too_long", msg));
         }
-        if std::str::from_utf8(&l.value).is_err() {
+        if std::str::from_utf8(l.value).is_err() {
             let msg = format!(
                 "received a series with a label value that is not valid UTF-8, label: '{}' series: '{}'",
-                String::from_utf8_lossy(&l.name),
-                series_string(&ts.labels)
+                String::from_utf8_lossy(l.name),
+                series_string(labels)
             );
-            return Err(fail("label_value_invalid", msg, ts));
+            return Err(fail("label_value_invalid", msg));
         }
         if l.value.len() > limits.max_label_value_length {
             let msg = format!(
                 "received a series whose label value length exceeds the limit (actual: {}, limit: {}), label name: '{}' series: '{}'",
                 l.value.len(),
                 limits.max_label_value_length,
-                String::from_utf8_lossy(&l.name),
-                series_string(&ts.labels)
+                String::from_utf8_lossy(l.name),
+                series_string(labels)
             );
-            return Err(fail("label_value_too_long", msg, ts));
+            return Err(fail("label_value_too_long", msg));
         }
     }
+    Ok(())
+}
 
-    let limit = now_ms.saturating_add(limits.creation_grace_period.as_millis() as i64);
-    let before = ts.samples.len();
-    let first_bad = ts.samples.iter().find(|s| s.timestamp > limit).map(|s| s.timestamp);
-    if let Some(bad_ts) = first_bad {
-        ts.samples.retain(|s| s.timestamp <= limit);
-        let msg = format!(
+/// The error for samples past `limit_ms` (the creation grace period).
+pub fn too_far_in_future(labels: &[LabelRef<'_>], timestamp: i64, discarded: usize) -> ValidationError {
+    ValidationError {
+        reason: "too_far_in_future",
+        message: format!(
             "received a sample whose timestamp is too far in the future, timestamp: {} series: '{}'",
-            bad_ts,
-            series_string(&ts.labels)
-        );
-        return Err(ValidationError {
-            reason: "too_far_in_future",
-            message: msg,
-            discarded_samples: before - ts.samples.len(),
-        });
+            timestamp,
+            series_string(labels)
+        ),
+        discarded_samples: discarded,
+    }
+}
+
+/// Validates and normalises a decoded series in place: drops empty-valued
+/// labels, sorts labels by name and drops samples too far in the future.
+/// Returns an error when the series must be dropped as a whole, or when some
+/// of its samples were (then the series, with the rest, is still written).
+pub fn validate_series(ts: &mut TimeSeries, limits: &ValidationLimits, now_ms: i64) -> Result<(), ValidationError> {
+    ts.labels.retain(|l| !l.value.is_empty());
+    if !ts.labels.windows(2).all(|w| w[0].name <= w[1].name) {
+        ts.labels.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    let view: Vec<LabelRef<'_>> = ts.labels.iter().map(|l| LabelRef { name: &l.name, value: &l.value }).collect();
+    check_labels(&view, limits, ts.samples.len())?;
+    let limit = now_ms.saturating_add(limits.creation_grace_period.as_millis() as i64);
+    if let Some(bad_ts) = ts.samples.iter().find(|s| s.timestamp > limit).map(|s| s.timestamp) {
+        let before = ts.samples.len();
+        let keep: Vec<_> = ts.samples.iter().filter(|s| s.timestamp <= limit).copied().collect();
+        let e = too_far_in_future(&view, bad_ts, before - keep.len());
+        drop(view);
+        ts.samples = keep;
+        return Err(e);
     }
     Ok(())
 }
@@ -146,21 +156,21 @@ pub fn is_valid_label_name(name: &[u8]) -> bool {
 }
 
 /// `name{a="b", ...}` for error messages, cut at 200 characters.
-pub fn series_string(labels: &[Label]) -> String {
+pub fn series_string(labels: &[LabelRef<'_>]) -> String {
     let mut out = String::new();
-    if let Some(n) = labels.iter().find(|l| l.name.as_ref() == METRIC_NAME) {
-        out.push_str(&String::from_utf8_lossy(&n.value));
+    if let Some(n) = labels.iter().find(|l| l.name == METRIC_NAME) {
+        out.push_str(&String::from_utf8_lossy(n.value));
     }
     out.push('{');
     let mut first = true;
-    for l in labels.iter().filter(|l| l.name.as_ref() != METRIC_NAME) {
+    for l in labels.iter().filter(|l| l.name != METRIC_NAME) {
         if !first {
             out.push_str(", ");
         }
         first = false;
-        out.push_str(&String::from_utf8_lossy(&l.name));
+        out.push_str(&String::from_utf8_lossy(l.name));
         out.push_str("=\"");
-        out.push_str(&String::from_utf8_lossy(&l.value));
+        out.push_str(&String::from_utf8_lossy(l.value));
         out.push('"');
         if out.len() > 200 {
             break;
@@ -185,7 +195,7 @@ fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use tidemark_schemas::prometheus::Sample;
+    use tidemark_schemas::prometheus::{Label, Sample};
 
     fn series(labels: &[(&str, &str)]) -> TimeSeries {
         TimeSeries {

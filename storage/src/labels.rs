@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use xxhash_rust::xxh3::Xxh3;
+use xxhash_rust::xxh3::xxh3_64;
 
 /// Name of the label that holds the metric name.
 pub const METRIC_NAME: &str = "__name__";
@@ -96,16 +96,17 @@ impl Labels {
         )
     }
 
-    /// A stable 64-bit hash of the label set.
+    /// A stable 64-bit hash of the label set: xxh3 of
+    /// `(name 0xff value 0xff)*`.
     pub fn hash64(&self) -> u64 {
-        let mut h = Xxh3::new();
+        let mut buf = Vec::with_capacity(self.0.iter().map(|l| l.name.len() + l.value.len() + 2).sum());
         for l in &self.0 {
-            h.update(l.name.as_bytes());
-            h.update(&[0xff]);
-            h.update(l.value.as_bytes());
-            h.update(&[0xff]);
+            buf.extend_from_slice(l.name.as_bytes());
+            buf.push(0xff);
+            buf.extend_from_slice(l.value.as_bytes());
+            buf.push(0xff);
         }
-        h.digest()
+        xxh3_64(&buf)
     }
 }
 

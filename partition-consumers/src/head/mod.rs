@@ -58,9 +58,9 @@ pub struct HeadOptions {
 struct TenantHead {
     series: Vec<Option<MemSeries>>,
     free: Vec<u32>,
-    by_hash: HashMap<u64, u32>,
+    by_hash: PrehashedMap<u32>,
     /// Hashes shared by more than one series (rare).
-    collisions: HashMap<u64, Vec<u32>>,
+    collisions: PrehashedMap<Vec<u32>>,
     postings: Postings,
     max_t: i64,
     live: usize,
@@ -179,8 +179,9 @@ impl Head {
         let mut stats = AppendStats::default();
         let th = self.tenant_or_create(tenant);
         let mut th = th.write();
+        let mut scratch = Vec::with_capacity(256);
         for ts in batch {
-            let id = match normalized_hash(ts) {
+            let id = match normalized_hash(ts, &mut scratch) {
                 Some(hash) => match th.lookup(hash, |l| labels_eq(l, ts)) {
                     Some(id) => id,
                     None => match labels_from_proto(ts) {
@@ -336,10 +337,10 @@ impl Head {
 
 /// The labels' hash when they are already sorted by name with no empty
 /// values (what the distributor writes); `None` otherwise.
-fn normalized_hash(ts: &TimeSeries) -> Option<u64> {
+fn normalized_hash(ts: &TimeSeries, scratch: &mut Vec<u8>) -> Option<u64> {
     let ok = ts.labels.iter().all(|l| !l.value.is_empty())
         && ts.labels.windows(2).all(|w| w[0].name < w[1].name);
-    ok.then(|| hash_proto_labels(&ts.labels))
+    ok.then(|| hash_proto_labels(&ts.labels, scratch))
 }
 
 fn labels_eq(labels: &Labels, ts: &TimeSeries) -> bool {
@@ -364,20 +365,40 @@ fn labels_from_proto(ts: &TimeSeries) -> Option<Labels> {
 
 mod xxhash {
     use tidemark_schemas::prometheus::Label;
-    use xxhash_rust::xxh3::Xxh3;
 
-    /// Same bytes as `Labels::hash64`, straight from the wire labels.
-    pub fn hash_proto_labels(labels: &[Label]) -> u64 {
-        let mut h = Xxh3::new();
+    /// Same bytes as `Labels::hash64`, straight from the wire labels, built
+    /// in `scratch`.
+    pub fn hash_proto_labels(labels: &[Label], scratch: &mut Vec<u8>) -> u64 {
+        scratch.clear();
         for l in labels {
-            h.update(&l.name);
-            h.update(&[0xff]);
-            h.update(&l.value);
-            h.update(&[0xff]);
+            scratch.extend_from_slice(&l.name);
+            scratch.push(0xff);
+            scratch.extend_from_slice(&l.value);
+            scratch.push(0xff);
         }
-        h.digest()
+        xxhash_rust::xxh3::xxh3_64(scratch)
     }
 }
+
+/// Hasher for keys that are already hashes.
+#[derive(Default, Clone, Copy)]
+struct PrehashedHasher(u64);
+
+impl std::hash::Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type PrehashedMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<PrehashedHasher>>;
 
 #[cfg(test)]
 mod tests {
@@ -405,7 +426,7 @@ mod tests {
     #[test]
     fn proto_hash_matches_labels_hash() {
         let t = ts(&[("__name__", "up"), ("job", "a")], &[]);
-        assert_eq!(hash_proto_labels(&t.labels), Labels::from_pairs([("__name__", "up"), ("job", "a")]).hash64());
+        assert_eq!(hash_proto_labels(&t.labels, &mut Vec::new()), Labels::from_pairs([("__name__", "up"), ("job", "a")]).hash64());
     }
 
     #[test]

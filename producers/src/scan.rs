@@ -1,0 +1,280 @@
+//! Reading a remote-write request in place.
+//!
+//! The distributor does not decode a request into structs and encode it
+//! again: it walks the protobuf wire format of the decompressed body, checks
+//! every field it forwards, and copies each series' bytes unchanged into the
+//! record of its partition. Every byte it forwards is checked to decode as
+//! the consumers will decode it.
+
+use std::ops::Range;
+
+/// A wire-format error, with what was being read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct WireError(pub String);
+
+fn err<T>(what: &str) -> Result<T, WireError> {
+    Err(WireError(what.to_owned()))
+}
+
+/// Protobuf wire types.
+pub const VARINT: u8 = 0;
+pub const FIXED64: u8 = 1;
+pub const LEN: u8 = 2;
+pub const FIXED32: u8 = 5;
+
+/// One field of a message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Len(&'a [u8]),
+    Fixed32(u32),
+}
+
+/// Iterates the fields of one message: `(field number, value, byte range of
+/// the whole field within the message)`.
+pub struct Fields<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Fields { buf, pos: 0 }
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut out = 0u64;
+        for i in 0..10 {
+            let Some(&b) = self.buf.get(self.pos) else { return err("truncated varint") };
+            self.pos += 1;
+            if i == 9 && b > 1 {
+                return err("varint overflows 64 bits");
+            }
+            out |= ((b & 0x7f) as u64) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(out);
+            }
+        }
+        err("varint too long")
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
+        let Some(end) = end else { return err("field extends past the end of its message") };
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u32, Value<'a>, Range<usize>), WireError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.buf.len() {
+            return None;
+        }
+        let start = self.pos;
+        let r = (|| {
+            let key = self.varint()?;
+            let field = key >> 3;
+            if field == 0 || field > u32::MAX as u64 >> 3 {
+                return err("invalid field number");
+            }
+            let v = match (key & 7) as u8 {
+                VARINT => Value::Varint(self.varint()?),
+                FIXED64 => {
+                    let b = self.take(8)?;
+                    Value::Fixed64(u64::from_le_bytes(b.try_into().map_err(|_| WireError("fixed64".into()))?))
+                }
+                LEN => {
+                    let n = self.varint()?;
+                    let n = usize::try_from(n).map_err(|_| WireError("length too large".into()))?;
+                    Value::Len(self.take(n)?)
+                }
+                FIXED32 => {
+                    let b = self.take(4)?;
+                    Value::Fixed32(u32::from_le_bytes(b.try_into().map_err(|_| WireError("fixed32".into()))?))
+                }
+                _ => return err("unsupported wire type"),
+            };
+            Ok((field as u32, v, start..self.pos))
+        })();
+        if r.is_err() {
+            self.pos = self.buf.len();
+        }
+        Some(r)
+    }
+}
+
+/// A label as it stands in the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LabelRef<'a> {
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+}
+
+/// What the distributor needs of one series, read in place.
+#[derive(Debug, Default)]
+pub struct SeriesView<'a> {
+    pub labels: Vec<LabelRef<'a>>,
+    pub samples: usize,
+    /// Largest sample timestamp.
+    pub max_timestamp: i64,
+    pub exemplars: usize,
+}
+
+/// Reads a `prometheus.TimeSeries` into `view` (reusing its buffers),
+/// checking every label, sample and exemplar decodes.
+pub fn read_series<'a>(buf: &'a [u8], view: &mut SeriesView<'a>) -> Result<(), WireError> {
+    view.labels.clear();
+    view.samples = 0;
+    view.max_timestamp = i64::MIN;
+    view.exemplars = 0;
+    for f in Fields::new(buf) {
+        match f? {
+            (1, Value::Len(l), _) => view.labels.push(read_label(l)?),
+            (2, Value::Len(s), _) => {
+                let t = read_sample(s)?;
+                view.samples += 1;
+                view.max_timestamp = view.max_timestamp.max(t);
+            }
+            (3, Value::Len(e), _) => {
+                <tidemark_schemas::prometheus::Exemplar as prost::Message>::decode(e)
+                    .map_err(|e| WireError(format!("bad exemplar: {e}")))?;
+                view.exemplars += 1;
+            }
+            (1..=3, _, _) => return err("series field has the wrong wire type"),
+            // Other fields (native histograms, ...) pass through unread.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn read_label(buf: &[u8]) -> Result<LabelRef<'_>, WireError> {
+    let mut l = LabelRef { name: &[], value: &[] };
+    for f in Fields::new(buf) {
+        match f? {
+            (1, Value::Len(n), _) => l.name = n,
+            (2, Value::Len(v), _) => l.value = v,
+            (1 | 2, _, _) => return err("label field has the wrong wire type"),
+            _ => {}
+        }
+    }
+    Ok(l)
+}
+
+/// A sample's timestamp (its value needs no check: any 64 bits are a float).
+fn read_sample(buf: &[u8]) -> Result<i64, WireError> {
+    let mut t = 0i64;
+    for f in Fields::new(buf) {
+        match f? {
+            (1, Value::Fixed64(_), _) => {}
+            (2, Value::Varint(v), _) => t = v as i64,
+            (1 | 2, _, _) => return err("sample field has the wrong wire type"),
+            _ => {}
+        }
+    }
+    Ok(t)
+}
+
+/// Top-level parts of a `prometheus.WriteRequest`: byte ranges of each
+/// series and each metadata entry (the message bodies, without field
+/// headers).
+#[derive(Debug, Default)]
+pub struct RequestParts {
+    pub series: Vec<Range<usize>>,
+    pub metadata: Vec<Range<usize>>,
+}
+
+pub fn split_request(buf: &[u8]) -> Result<RequestParts, WireError> {
+    let mut parts = RequestParts::default();
+    for f in Fields::new(buf) {
+        let (field, value, range) = f?;
+        match (field, value) {
+            (1 | 3, Value::Len(body)) => {
+                let start = range.end - body.len();
+                let r = start..range.end;
+                if field == 1 {
+                    parts.series.push(r);
+                } else {
+                    parts.metadata.push(r);
+                }
+            }
+            (1 | 3, _) => return err("request field has the wrong wire type"),
+            _ => {}
+        }
+    }
+    Ok(parts)
+}
+
+/// Appends a length-delimited field to `out`.
+pub fn put_len_field(out: &mut Vec<u8>, field: u32, body: &[u8]) {
+    prost::encoding::encode_key(field, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(body.len() as u64, out);
+    out.extend_from_slice(body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use prost::Message;
+    use tidemark_schemas::prometheus::{Exemplar, Label, Sample, TimeSeries, WriteRequest};
+
+    fn req() -> WriteRequest {
+        WriteRequest {
+            timeseries: vec![
+                TimeSeries {
+                    labels: vec![
+                        Label { name: Bytes::from_static(b"__name__"), value: Bytes::from_static(b"up") },
+                        Label { name: Bytes::from_static(b"job"), value: Bytes::from_static(b"a") },
+                    ],
+                    samples: vec![Sample { value: 1.0, timestamp: 10 }, Sample { value: 2.0, timestamp: -5 }],
+                    exemplars: vec![Exemplar { labels: vec![], value: 1.0, timestamp: 3 }],
+                },
+                TimeSeries::default(),
+            ],
+            metadata: vec![Default::default()],
+        }
+    }
+
+    #[test]
+    fn reads_what_prost_wrote() {
+        let buf = req().encode_to_vec();
+        let parts = split_request(&buf).unwrap();
+        assert_eq!(parts.series.len(), 2);
+        assert_eq!(parts.metadata.len(), 1);
+        let mut view = SeriesView::default();
+        read_series(&buf[parts.series[0].clone()], &mut view).unwrap();
+        assert_eq!(view.labels.len(), 2);
+        assert_eq!(view.labels[1], LabelRef { name: b"job", value: b"a" });
+        assert_eq!((view.samples, view.max_timestamp, view.exemplars), (2, 10, 1));
+        // Copying a series' bytes gives back the same message.
+        let mut out = Vec::new();
+        put_len_field(&mut out, 1, &buf[parts.series[0].clone()]);
+        assert_eq!(WriteRequest::decode(out.as_slice()).unwrap().timeseries[0], req().timeseries[0]);
+    }
+
+    #[test]
+    fn malformed_input_is_an_error_never_a_panic() {
+        let buf = req().encode_to_vec();
+        for cut in 0..buf.len() {
+            let r = split_request(&buf[..cut]).and_then(|p| {
+                let mut v = SeriesView::default();
+                p.series.iter().try_for_each(|s| read_series(&buf[s.clone()], &mut v))
+            });
+            // Cuts at message boundaries are valid shorter requests; others
+            // must agree with prost.
+            assert_eq!(r.is_ok(), WriteRequest::decode(&buf[..cut]).is_ok(), "cut at {cut}");
+        }
+        assert!(split_request(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err());
+        assert!(split_request(&[0x08]).is_err());
+        assert!(split_request(&[0x0b]).is_err(), "group wire type");
+        let mut v = SeriesView::default();
+        assert!(read_series(&[0x08, 0x01], &mut v).is_err(), "labels with varint wire type");
+    }
+}
