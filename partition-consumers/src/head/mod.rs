@@ -3,18 +3,19 @@
 
 mod postings;
 mod series;
+mod series_labels;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 use tidemark_schemas::prometheus::TimeSeries;
-use tidemark_storage::matcher::matches_all;
 use tidemark_storage::{Label, Labels, Matcher};
 use xxhash::hash_proto_labels;
 
 pub use postings::Postings;
 pub use series::{AppendResult, ClosedChunk, MemSeries};
+pub use series_labels::SeriesLabels;
 
 /// What appending a batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +68,7 @@ struct TenantHead {
 }
 
 impl TenantHead {
-    fn lookup(&self, hash: u64, eq: impl Fn(&Labels) -> bool) -> Option<u32> {
+    fn lookup(&self, hash: u64, eq: impl Fn(&SeriesLabels) -> bool) -> Option<u32> {
         let first = *self.by_hash.get(&hash)?;
         if self.series[first as usize].as_ref().is_some_and(|s| eq(&s.labels)) {
             return Some(first);
@@ -88,7 +89,7 @@ impl TenantHead {
             }
         };
         self.postings.add(id, &labels);
-        self.series[id as usize] = Some(MemSeries::new(labels, hash));
+        self.series[id as usize] = Some(MemSeries::new(SeriesLabels::new(&labels), hash));
         if let Some(prev) = self.by_hash.insert(hash, id) {
             // Keep the first in by_hash, the others in collisions.
             self.by_hash.insert(hash, prev);
@@ -100,7 +101,7 @@ impl TenantHead {
 
     fn remove(&mut self, id: u32) {
         let Some(s) = self.series[id as usize].take() else { return };
-        self.postings.remove(id, &s.labels);
+        self.postings.remove(id, &s.labels.to_labels());
         if self.by_hash.get(&s.hash) == Some(&id) {
             self.by_hash.remove(&s.hash);
             if let Some(others) = self.collisions.get_mut(&s.hash) {
@@ -135,14 +136,14 @@ impl TenantHead {
             Some(c) => Box::new(c.into_iter()),
             None => Box::new(0..self.series.len() as u32),
         };
-        let mut out: Vec<(&Labels, SeriesRef)> = ids
+        let mut out: Vec<(Labels, SeriesRef)> = ids
             .filter_map(|id| {
                 let s = self.series[id as usize].as_ref()?;
-                (s.overlaps(mint, maxt) && matches_all(matchers, &s.labels))
-                    .then_some((&s.labels, SeriesRef { id, hash: s.hash }))
+                (s.overlaps(mint, maxt) && s.labels.matches(matchers))
+                    .then(|| (s.labels.to_labels(), SeriesRef { id, hash: s.hash }))
             })
             .collect();
-        out.sort_by(|a, b| a.0.cmp(b.0));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         out.into_iter().map(|(_, r)| r).collect()
     }
 
@@ -182,7 +183,7 @@ impl Head {
         let mut scratch = Vec::with_capacity(256);
         for ts in batch {
             let id = match normalized_hash(ts, &mut scratch) {
-                Some(hash) => match th.lookup(hash, |l| labels_eq(l, ts)) {
+                Some(hash) => match th.lookup(hash, |l| l.eq_proto(&ts.labels)) {
                     Some(id) => id,
                     None => match labels_from_proto(ts) {
                         Some(labels) => {
@@ -199,7 +200,8 @@ impl Head {
                 None => match labels_from_proto(ts) {
                     Some(labels) => {
                         let hash = labels.hash64();
-                        match th.lookup(hash, |l| *l == labels) {
+                        let flat = SeriesLabels::new(&labels);
+                        match th.lookup(hash, |l| *l == flat) {
                             Some(id) => id,
                             None => {
                                 stats.new_series += 1;
@@ -248,7 +250,7 @@ impl Head {
         let th = th.read();
         refs.iter()
             .filter_map(|&r| th.get(r))
-            .map(|s| (s.labels.clone(), if labels_only { Vec::new() } else { s.chunks_in(mint, maxt) }))
+                            .map(|s| (s.labels.to_labels(), if labels_only { Vec::new() } else { s.chunks_in(mint, maxt) }))
             .collect()
     }
 
@@ -261,7 +263,7 @@ impl Head {
             let mut set = std::collections::BTreeSet::new();
             for r in th.select(matchers, mint, maxt) {
                 if let Some(s) = th.get(r) {
-                    set.extend(s.labels.iter().map(|l| l.name.clone()));
+                    set.extend(s.labels.pairs().map(|(n, _)| n.to_owned()));
                 }
             }
             set.into_iter().collect()
@@ -341,14 +343,6 @@ fn normalized_hash(ts: &TimeSeries, scratch: &mut Vec<u8>) -> Option<u64> {
     let ok = ts.labels.iter().all(|l| !l.value.is_empty())
         && ts.labels.windows(2).all(|w| w[0].name < w[1].name);
     ok.then(|| hash_proto_labels(&ts.labels, scratch))
-}
-
-fn labels_eq(labels: &Labels, ts: &TimeSeries) -> bool {
-    labels.len() == ts.labels.len()
-        && labels
-            .iter()
-            .zip(&ts.labels)
-            .all(|(a, b)| a.name.as_bytes() == b.name.as_ref() && a.value.as_bytes() == b.value.as_ref())
 }
 
 fn labels_from_proto(ts: &TimeSeries) -> Option<Labels> {

@@ -1,7 +1,8 @@
 //! One in-memory series: closed chunks and the chunk being appended to.
 
 use tidemark_storage::chunk::XorAppender;
-use tidemark_storage::Labels;
+
+use super::series_labels::SeriesLabels;
 
 /// A closed, immutable chunk.
 #[derive(Debug, Clone)]
@@ -25,7 +26,7 @@ pub enum AppendResult {
 
 #[derive(Debug)]
 pub struct MemSeries {
-    pub labels: Labels,
+    pub labels: SeriesLabels,
     pub hash: u64,
     pub closed: Vec<ClosedChunk>,
     head: XorAppender,
@@ -35,7 +36,7 @@ pub struct MemSeries {
 }
 
 impl MemSeries {
-    pub fn new(labels: Labels, hash: u64) -> Self {
+    pub fn new(labels: SeriesLabels, hash: u64) -> Self {
         MemSeries {
             labels,
             hash,
@@ -126,7 +127,7 @@ impl MemSeries {
 
     /// Approximate heap bytes held, for accounting.
     pub fn heap_bytes(&self) -> usize {
-        let labels: usize = self.labels.iter().map(|l| l.name.capacity() + l.value.capacity() + 48).sum();
+        let labels = self.labels.heap_bytes();
         let chunks: usize = self.closed.iter().map(|c| c.data.len() + 32).sum();
         labels + chunks + self.head.bytes().len() + std::mem::size_of::<Self>()
     }
@@ -139,7 +140,7 @@ mod tests {
 
     #[test]
     fn append_rules() {
-        let mut s = MemSeries::new(Labels::from_pairs([("__name__", "m")]), 1);
+        let mut s = MemSeries::new(SeriesLabels::new(&tidemark_storage::Labels::from_pairs([("__name__", "m")])), 1);
         assert_eq!(s.append(10, 1.0, 120), AppendResult::Appended);
         assert_eq!(s.append(10, 1.0, 120), AppendResult::Duplicate);
         assert_eq!(s.append(10, 2.0, 120), AppendResult::DuplicateTimestamp);
@@ -150,7 +151,7 @@ mod tests {
 
     #[test]
     fn cuts_chunks_and_truncates() {
-        let mut s = MemSeries::new(Labels::default(), 1);
+        let mut s = MemSeries::new(SeriesLabels::new(&tidemark_storage::Labels::default()), 1);
         for t in 0..300 {
             assert_eq!(s.append(t * 10, t as f64, 120), AppendResult::Appended);
         }
