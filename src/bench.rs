@@ -35,7 +35,9 @@ use bytes::Bytes;
 use clap::Args;
 use prost::encoding::{encode_key, encode_varint, message, WireType};
 use prost::Message;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE, USER_AGENT,
+};
 use tidemark_schemas::prometheus::{Sample, WriteRequest};
 use tidemark_workload::SeriesSet;
 use tokio::sync::{mpsc, oneshot};
@@ -44,7 +46,11 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Remote-write URL to push to (Prometheus: http://HOST:9090/api/v1/write).
-    #[arg(long, env = "TIDEMARK_BENCH_URL", default_value = "http://127.0.0.1:9009/api/v1/push")]
+    #[arg(
+        long,
+        env = "TIDEMARK_BENCH_URL",
+        default_value = "http://127.0.0.1:9009/api/v1/push"
+    )]
     pub url: String,
     /// Tenant sent as X-Scope-OrgID; empty sends no header.
     #[arg(long, env = "TIDEMARK_BENCH_TENANT", default_value = "bench")]
@@ -57,7 +63,11 @@ pub struct BenchArgs {
     #[arg(long, env = "TIDEMARK_BENCH_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
     /// Series per request (Prometheus' max_samples_per_send).
-    #[arg(long, env = "TIDEMARK_BENCH_SERIES_PER_REQUEST", default_value_t = 2_000)]
+    #[arg(
+        long,
+        env = "TIDEMARK_BENCH_SERIES_PER_REQUEST",
+        default_value_t = 2_000
+    )]
     pub series_per_request: usize,
     /// How long to measure, after the warm-up.
     #[arg(long, env = "TIDEMARK_BENCH_DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -121,7 +131,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     let gen_stats = Arc::new(GeneratorStats::default());
-    let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel::<Body>(per_worker)).unzip();
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| mpsc::channel::<Body>(per_worker))
+        .unzip();
     let (ready_tx, ready_rx) = oneshot::channel();
     let generator_thread = {
         let stats = gen_stats.clone();
@@ -149,9 +161,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         prebuild_started.elapsed().as_secs_f64(),
     );
 
-    let clients = (0..workers).map(|_| client(&args)).collect::<anyhow::Result<Vec<_>>>()?;
+    let clients = (0..workers)
+        .map(|_| client(&args))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let start = Instant::now();
-    let window = Window { start: start + args.warmup, end: start + args.warmup + args.duration };
+    let window = Window {
+        start: start + args.warmup,
+        end: start + args.warmup + args.duration,
+    };
     println!(
         "pushing with {workers} workers: warm-up {}, then measuring {}",
         humantime::format_duration(args.warmup),
@@ -171,10 +188,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // The workers are gone, so the generator's next send fails and it stops.
     join_generator(generator_thread).await?;
 
-    report(&args, workers, &stats, &usage, window, start_ms, interval_ms);
+    report(
+        &args,
+        workers,
+        &stats,
+        &usage,
+        window,
+        start_ms,
+        interval_ms,
+    );
     if stats.total_ok == 0 {
         if stats.total_requests == 0 {
-            bail!("no request completed within {}", humantime::format_duration(args.warmup + args.duration));
+            bail!(
+                "no request completed within {}",
+                humantime::format_duration(args.warmup + args.duration)
+            );
         }
         bail!("every request failed ({} requests)", stats.total_requests);
     }
@@ -201,11 +229,21 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<reqwest::Url> {
 fn client(args: &BenchArgs) -> anyhow::Result<reqwest::Client> {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_ENCODING, HeaderValue::from_static("snappy"));
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
-    headers.insert(USER_AGENT, HeaderValue::from_static(concat!("tidemark-bench/", env!("CARGO_PKG_VERSION"))));
-    headers.insert(HeaderName::from_static("x-prometheus-remote-write-version"), HeaderValue::from_static("0.1.0"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-protobuf"),
+    );
+    headers.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("tidemark-bench/", env!("CARGO_PKG_VERSION"))),
+    );
+    headers.insert(
+        HeaderName::from_static("x-prometheus-remote-write-version"),
+        HeaderValue::from_static("0.1.0"),
+    );
     if !args.tenant.is_empty() {
-        let v = HeaderValue::from_str(&args.tenant).context("--tenant is not a valid header value")?;
+        let v =
+            HeaderValue::from_str(&args.tenant).context("--tenant is not a valid header value")?;
         headers.insert(HeaderName::from_static("x-scope-orgid"), v);
     }
     reqwest::Client::builder()
@@ -219,7 +257,10 @@ fn client(args: &BenchArgs) -> anyhow::Result<reqwest::Client> {
 }
 
 fn unix_ms() -> anyhow::Result<i64> {
-    Ok(SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?.as_millis() as i64)
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_millis() as i64)
 }
 
 /// One request body.
@@ -285,27 +326,46 @@ impl Generator {
         let timestamp = self.timestamp(scrape);
         self.raw.clear();
         for i in first..end {
-            let sample = Sample { value: self.set.value(i, scrape), timestamp };
+            let sample = Sample {
+                value: self.set.value(i, scrape),
+                timestamp,
+            };
             let labels = &self.labels[i];
             // WriteRequest.timeseries (field 1) holding labels, then the sample.
             encode_key(1, WireType::LengthDelimited, &mut self.raw);
-            encode_varint((labels.len() + message::encoded_len(2, &sample)) as u64, &mut self.raw);
+            encode_varint(
+                (labels.len() + message::encoded_len(2, &sample)) as u64,
+                &mut self.raw,
+            );
             self.raw.extend_from_slice(labels);
             message::encode(2, &sample, &mut self.raw);
         }
-        let data = self.encoder.compress_vec(&self.raw).context("snappy compression")?;
-        Ok(Body { data: Bytes::from(data), samples: (end - first) as u64, scrape })
+        let data = self
+            .encoder
+            .compress_vec(&self.raw)
+            .context("snappy compression")?;
+        Ok(Body {
+            data: Bytes::from(data),
+            samples: (end - first) as u64,
+            scrape,
+        })
     }
 
     /// Decodes a body back and compares it with what was meant.
     fn verify(&self, body: &Body) -> anyhow::Result<()> {
-        let raw = snap::raw::Decoder::new().decompress_vec(&body.data).context("decompressing a generated body")?;
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&body.data)
+            .context("decompressing a generated body")?;
         let req = WriteRequest::decode(raw.as_slice()).context("decoding a generated body")?;
         let n = self.series_per_request.min(self.labels.len());
         let ok = req.timeseries.len() == n
             && req.timeseries.iter().enumerate().all(|(i, ts)| {
                 ts.labels == self.set.labels(i)
-                    && ts.samples == [Sample { value: self.set.value(i, body.scrape), timestamp: self.timestamp(body.scrape) }]
+                    && ts.samples
+                        == [Sample {
+                            value: self.set.value(i, body.scrape),
+                            timestamp: self.timestamp(body.scrape),
+                        }]
             });
         if !ok {
             bail!("generated request does not decode to the series it was built from");
@@ -347,9 +407,13 @@ fn generate(
         for r in 0..requests {
             let started = Instant::now();
             let body = generator.build(scrape, r)?;
-            stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            stats
+                .busy_ns
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             stats.samples.fetch_add(body.samples, Ordering::Relaxed);
-            stats.bytes.fetch_add(body.data.len() as u64, Ordering::Relaxed);
+            stats
+                .bytes
+                .fetch_add(body.data.len() as u64, Ordering::Relaxed);
             if txs[r % txs.len()].blocking_send(body).is_err() {
                 return Ok(());
             }
@@ -386,7 +450,8 @@ impl Window {
 
     /// Part of `[from, to]` inside the window.
     fn overlap(&self, from: Instant, to: Instant) -> Duration {
-        to.min(self.end).saturating_duration_since(from.max(self.start))
+        to.min(self.end)
+            .saturating_duration_since(from.max(self.start))
     }
 
     fn len(&self) -> Duration {
@@ -460,14 +525,17 @@ impl WorkerStats {
                 self.acked_requests += 1;
                 self.acked_samples += body.samples;
                 self.acked_bytes += body.data.len() as u64;
-                self.latencies_us.push(latency.as_micros().min(u32::MAX as u128) as u32);
+                self.latencies_us
+                    .push(latency.as_micros().min(u32::MAX as u128) as u32);
                 return;
             }
             Outcome::Status(code, text) => (format!("HTTP {code}"), text),
             Outcome::Transport(kind, text) => (kind.to_owned(), text),
         };
         *self.errors.entry(key.clone()).or_default() += 1;
-        self.error_examples.entry(key).or_insert_with(|| one_line(&message, 160));
+        self.error_examples
+            .entry(key)
+            .or_insert_with(|| one_line(&message, 160));
     }
 
     fn merge(&mut self, o: WorkerStats) {
@@ -490,7 +558,12 @@ impl WorkerStats {
 
 /// Sends its queue's bodies one at a time until the window ends; a request
 /// still in flight then is abandoned and not counted.
-async fn worker(client: reqwest::Client, url: reqwest::Url, mut rx: mpsc::Receiver<Body>, window: Window) -> WorkerStats {
+async fn worker(
+    client: reqwest::Client,
+    url: reqwest::Url,
+    mut rx: mpsc::Receiver<Body>,
+    window: Window,
+) -> WorkerStats {
     let mut stats = WorkerStats::default();
     let end = tokio::time::Instant::from_std(window.end);
     loop {
@@ -546,7 +619,15 @@ fn process_cpu() -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 10))
 }
 
-fn report(args: &BenchArgs, workers: usize, s: &WorkerStats, usage: &Usage, window: Window, start_ms: i64, interval_ms: i64) {
+fn report(
+    args: &BenchArgs,
+    workers: usize,
+    s: &WorkerStats,
+    usage: &Usage,
+    window: Window,
+    start_ms: i64,
+    interval_ms: i64,
+) {
     let secs = window.len().as_secs_f64();
     let samples_per_sec = s.acked_samples as f64 / secs;
     let requests_per_sec = s.acked_requests as f64 / secs;
@@ -569,7 +650,9 @@ fn report(args: &BenchArgs, workers: usize, s: &WorkerStats, usage: &Usage, wind
         requests_per_sec,
         mib((s.acked_bytes as f64 / secs) as u64),
     );
-    println!("  latency of acknowledged requests: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
+    println!(
+        "  latency of acknowledged requests: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
+    );
     if s.errors.is_empty() {
         println!("  errors: none");
     } else {
@@ -611,7 +694,14 @@ fn report(args: &BenchArgs, workers: usize, s: &WorkerStats, usage: &Usage, wind
             last,
             humantime::format_duration(span),
             humantime::format_duration(args.backfill),
-            if ahead.is_zero() { String::new() } else { format!(", up to {} ahead of the clock", humantime::format_duration(ahead)) },
+            if ahead.is_zero() {
+                String::new()
+            } else {
+                format!(
+                    ", up to {} ahead of the clock",
+                    humantime::format_duration(ahead)
+                )
+            },
         );
         if ahead > FUTURE_WARNING {
             println!(

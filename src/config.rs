@@ -121,14 +121,21 @@ impl Default for Config {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { http_listen_address: "0.0.0.0".into(), http_listen_port: 9009 }
+        ServerConfig {
+            http_listen_address: "0.0.0.0".into(),
+            http_listen_port: 9009,
+        }
     }
 }
 
 impl Default for EmbeddedSettings {
     fn default() -> Self {
         let d = EmbeddedConfig::default();
-        EmbeddedSettings { partitions: d.partitions, segment_size_bytes: d.segment_size_bytes, fsync: d.fsync }
+        EmbeddedSettings {
+            partitions: d.partitions,
+            segment_size_bytes: d.segment_size_bytes,
+            fsync: d.fsync,
+        }
     }
 }
 
@@ -144,7 +151,9 @@ impl Default for QuerierConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into() }
+        LogConfig {
+            level: "info".into(),
+        }
     }
 }
 
@@ -152,7 +161,11 @@ fn default_instance_id() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "tidemark".into())
 }
@@ -200,7 +213,11 @@ impl Config {
         if self.target == Target::Querier && self.querier.ingester_addresses.is_empty() {
             bail!("-target=querier needs -querier.ingester-addresses");
         }
-        if matches!(self.target, Target::Distributor | Target::Ingester | Target::Querier) && !self.uses_kafka() {
+        if matches!(
+            self.target,
+            Target::Distributor | Target::Ingester | Target::Querier
+        ) && !self.uses_kafka()
+        {
             bail!(
                 "-target={} runs one component of a cluster and needs Kafka (-ingest-storage.kafka.address); \
                  use -target=all for a single process on the embedded log",
@@ -208,11 +225,18 @@ impl Config {
             );
         }
         if self.uses_kafka() {
-            self.ingest_storage.kafka.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+            self.ingest_storage
+                .kafka
+                .validate()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         } else {
-            self.embedded_log().validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+            self.embedded_log()
+                .validate()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        self.distributor.validate().map_err(|e| anyhow::anyhow!(e))?;
+        self.distributor
+            .validate()
+            .map_err(|e| anyhow::anyhow!(e))?;
         self.ingester.validate().map_err(|e| anyhow::anyhow!(e))?;
         for a in &self.querier.ingester_addresses {
             if !(a.starts_with("http://") || a.starts_with("https://")) {
@@ -227,7 +251,8 @@ impl Config {
 
     /// The effective configuration as YAML, secrets redacted.
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+        serde_yaml::to_string(self)
+            .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
     }
 }
 
@@ -236,7 +261,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_compression(s: &str) -> Result<KafkaCompression, String> {
-    serde_yaml::from_str(s).map_err(|_| format!("unknown compression {s:?}: use none, gzip, snappy, lz4 or zstd"))
+    serde_yaml::from_str(s)
+        .map_err(|_| format!("unknown compression {s:?}: use none, gzip, snappy, lz4 or zstd"))
 }
 
 /// Command line: `tidemark [flags]` runs the server; `tidemark bench` runs
@@ -435,8 +461,9 @@ impl Flags {
     pub fn into_config(self) -> anyhow::Result<Config> {
         let mut c = match &self.config_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the configuration file {}", path.display())
+                })?;
                 serde_yaml::from_str::<Config>(&text)
                     .with_context(|| format!("invalid configuration file {}", path.display()))?
             }
@@ -455,8 +482,14 @@ impl Flags {
         set!(k.client_id, self.kafka_client_id);
         set!(k.dial_timeout, self.kafka_dial_timeout);
         set!(k.write_timeout, self.kafka_write_timeout);
-        set!(k.auto_create_topic_enabled, self.kafka_auto_create_topic_enabled);
-        set!(k.auto_create_topic_default_partitions, self.kafka_auto_create_partitions);
+        set!(
+            k.auto_create_topic_enabled,
+            self.kafka_auto_create_topic_enabled
+        );
+        set!(
+            k.auto_create_topic_default_partitions,
+            self.kafka_auto_create_partitions
+        );
         set!(k.producer_max_record_size_bytes, self.kafka_max_record_size);
         set!(k.producer_max_buffered_bytes, self.kafka_max_buffered_bytes);
         set!(k.producer_linger, self.kafka_linger);
@@ -481,7 +514,10 @@ impl Flags {
         set!(e.fsync, self.embedded_fsync);
         let d = &mut c.distributor;
         set!(d.max_recv_msg_size, self.max_recv_msg_size);
-        set!(d.limits.max_label_names_per_series, self.max_label_names_per_series);
+        set!(
+            d.limits.max_label_names_per_series,
+            self.max_label_names_per_series
+        );
         set!(d.limits.max_label_name_length, self.max_label_name_length);
         set!(d.limits.max_label_value_length, self.max_label_value_length);
         set!(d.limits.creation_grace_period, self.creation_grace_period);
@@ -517,7 +553,9 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> anyhow::Result<Config> {
-        let argv = crate::flags::normalize_args(std::iter::once("tidemark".to_string()).chain(args.iter().map(|s| s.to_string())));
+        let argv = crate::flags::normalize_args(
+            std::iter::once("tidemark".to_string()).chain(args.iter().map(|s| s.to_string())),
+        );
         let cli = Cli::try_parse_from(argv)?;
         cli.flags.into_config()
     }
@@ -548,8 +586,14 @@ mod tests {
         assert!(!c.multitenancy_enabled);
         assert_eq!(c.querier.engine.lookback_delta, Duration::from_secs(60));
         assert!(c.uses_kafka());
-        assert_eq!(c.ingest_storage.kafka.producer_compression, KafkaCompression::Zstd);
-        assert_eq!(c.distributor.max_record_size_bytes, c.ingest_storage.kafka.producer_max_record_size_bytes);
+        assert_eq!(
+            c.ingest_storage.kafka.producer_compression,
+            KafkaCompression::Zstd
+        );
+        assert_eq!(
+            c.distributor.max_record_size_bytes,
+            c.ingest_storage.kafka.producer_max_record_size_bytes
+        );
     }
 
     #[test]
@@ -576,7 +620,10 @@ mod tests {
 
     #[test]
     fn invalid_combinations_are_refused() {
-        assert!(parse(&["-target=querier"]).is_err(), "querier without Kafka");
+        assert!(
+            parse(&["-target=querier"]).is_err(),
+            "querier without Kafka"
+        );
         assert!(parse(&["-ingest-storage.embedded.partitions=0"]).is_err());
         assert!(parse(&["-querier.lookback-delta=abc"]).is_err());
     }
@@ -587,7 +634,8 @@ mod tests {
             "-ingest-storage.kafka.address=k:9092",
             "-ingest-storage.kafka.sasl-username=u",
             "-ingest-storage.kafka.sasl-password=hunter2",
-        ]).unwrap();
+        ])
+        .unwrap();
         let y = c.to_yaml();
         assert!(!y.contains("hunter2"));
         assert!(y.contains("http_listen_port: 9009"));
@@ -597,7 +645,11 @@ mod tests {
 
     #[test]
     fn partition_from_instance_id() {
-        let mut c = Config { target: Target::Ingester, instance_id: "ingester-zone-a-3".into(), ..Config::default() };
+        let mut c = Config {
+            target: Target::Ingester,
+            instance_id: "ingester-zone-a-3".into(),
+            ..Config::default()
+        };
         assert_eq!(c.ingester_partitions(4).unwrap(), vec![3]);
         assert!(c.ingester_partitions(2).is_err());
         c.instance_id = "ingester".into();

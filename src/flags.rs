@@ -20,7 +20,11 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
             && !a.starts_with("--")
             && a.len() > 2
             && a.as_bytes()[1].is_ascii_alphabetic()
-            && (a.contains('=') || a.contains('.') || a[1..].chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            && (a.contains('=')
+                || a.contains('.')
+                || a[1..]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-'))
             && !a[1..].starts_with(|c: char| c.is_ascii_digit());
         if is_single_dash_long {
             out.push(format!("-{a}"));
@@ -41,11 +45,26 @@ mod tests {
 
     #[test]
     fn rewrites_single_dash_long_flags() {
-        assert_eq!(n(&["tidemark", "-target=all"]), ["tidemark", "--target=all"]);
-        assert_eq!(n(&["tidemark", "-config.file", "x.yaml"]), ["tidemark", "--config.file", "x.yaml"]);
-        assert_eq!(n(&["tidemark", "--target", "all"]), ["tidemark", "--target", "all"]);
+        assert_eq!(
+            n(&["tidemark", "-target=all"]),
+            ["tidemark", "--target=all"]
+        );
+        assert_eq!(
+            n(&["tidemark", "-config.file", "x.yaml"]),
+            ["tidemark", "--config.file", "x.yaml"]
+        );
+        assert_eq!(
+            n(&["tidemark", "--target", "all"]),
+            ["tidemark", "--target", "all"]
+        );
         assert_eq!(n(&["tidemark", "-h"]), ["tidemark", "-h"]);
-        assert_eq!(n(&["tidemark", "-querier.lookback-delta", "-5m"]), ["tidemark", "--querier.lookback-delta", "-5m"]);
-        assert_eq!(n(&["tidemark", "--", "-target"]), ["tidemark", "--", "-target"]);
+        assert_eq!(
+            n(&["tidemark", "-querier.lookback-delta", "-5m"]),
+            ["tidemark", "--querier.lookback-delta", "-5m"]
+        );
+        assert_eq!(
+            n(&["tidemark", "--", "-target"]),
+            ["tidemark", "--", "-target"]
+        );
     }
 }

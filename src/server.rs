@@ -38,7 +38,9 @@ async fn open_log(cfg: &Config) -> anyhow::Result<Arc<dyn IngestLog>> {
     if cfg.uses_kafka() {
         let kafka = &cfg.ingest_storage.kafka;
         tracing::info!(address = %kafka.address, topic = %kafka.topic, "connecting to Kafka");
-        let log = KafkaLog::connect(kafka).await.context("cannot use the Kafka ingest log")?;
+        let log = KafkaLog::connect(kafka)
+            .await
+            .context("cannot use the Kafka ingest log")?;
         Ok(Arc::new(log))
     } else {
         let ecfg = cfg.embedded_log();
@@ -53,18 +55,35 @@ async fn open_log(cfg: &Config) -> anyhow::Result<Arc<dyn IngestLog>> {
 
 /// Runs the configured target until SIGINT or SIGTERM.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let addr: SocketAddr = format!("{}:{}", cfg.server.http_listen_address, cfg.server.http_listen_port)
-        .parse()
-        .with_context(|| format!("invalid listen address {}:{}", cfg.server.http_listen_address, cfg.server.http_listen_port))?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let addr: SocketAddr = format!(
+        "{}:{}",
+        cfg.server.http_listen_address, cfg.server.http_listen_port
+    )
+    .parse()
+    .with_context(|| {
+        format!(
+            "invalid listen address {}:{}",
+            cfg.server.http_listen_address, cfg.server.http_listen_port
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
 
     let mut registry = Registry::default();
-    let build_info = prometheus_client::metrics::family::Family::<Vec<(String, String)>, Gauge>::default();
-    build_info.get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())]).set(1);
+    let build_info =
+        prometheus_client::metrics::family::Family::<Vec<(String, String)>, Gauge>::default();
+    build_info
+        .get_or_create(&vec![("version".into(), env!("CARGO_PKG_VERSION").into())])
+        .set(1);
     registry.register("tidemark_build_info", "Tidemark version", build_info);
 
     let cancel = CancellationToken::new();
-    let log = if cfg.target.runs_distributor() || cfg.target.runs_ingester() { Some(open_log(&cfg).await?) } else { None };
+    let log = if cfg.target.runs_distributor() || cfg.target.runs_ingester() {
+        Some(open_log(&cfg).await?)
+    } else {
+        None
+    };
 
     let mut app = Router::new();
     let mut tasks = Vec::new();
@@ -80,23 +99,43 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     if let (true, Some(log)) = (cfg.target.runs_ingester(), &log) {
         let partitions = cfg.ingester_partitions(log.partition_count())?;
-        let group = cfg.ingester.consumer_group.clone().unwrap_or_else(|| cfg.instance_id.clone());
+        let group = cfg
+            .ingester
+            .consumer_group
+            .clone()
+            .unwrap_or_else(|| cfg.instance_id.clone());
         tracing::info!(?partitions, group = %group, "starting partition consumers");
         let metrics = IngesterMetrics::new(&mut registry);
-        let (ing, handles) = Ingester::start(log.clone(), &partitions, &group, &cfg.ingester, metrics, cancel.clone());
+        let (ing, handles) = Ingester::start(
+            log.clone(),
+            &partitions,
+            &group,
+            &cfg.ingester,
+            metrics,
+            cancel.clone(),
+        );
         tasks.extend(handles);
         app = app.merge(tidemark_partition_consumers::api::router(ing.clone()));
         ingester = Some(ing);
     }
     if cfg.target.runs_querier() {
-        let queryable: Arc<dyn Queryable> = match (&ingester, cfg.querier.ingester_addresses.is_empty()) {
-            (Some(ing), true) => ing.clone(),
-            _ => Arc::new(
-                IngesterClient::new(cfg.querier.ingester_addresses.clone(), cfg.querier.ingester_client_timeout)
+        let queryable: Arc<dyn Queryable> =
+            match (&ingester, cfg.querier.ingester_addresses.is_empty()) {
+                (Some(ing), true) => ing.clone(),
+                _ => Arc::new(
+                    IngesterClient::new(
+                        cfg.querier.ingester_addresses.clone(),
+                        cfg.querier.ingester_client_timeout,
+                    )
                     .map_err(|e| anyhow::anyhow!("cannot create the ingester client: {e}"))?,
-            ),
-        };
-        let state = ApiState::new(queryable, cfg.querier.engine.clone(), cfg.multitenancy_enabled, &mut registry);
+                ),
+            };
+        let state = ApiState::new(
+            queryable,
+            cfg.querier.engine.clone(),
+            cfg.multitenancy_enabled,
+            &mut registry,
+        );
         app = app.merge(tidemark_query::router(state));
     }
 
@@ -166,7 +205,10 @@ async fn metrics(State(s): State<AppState>) -> Response {
     let mut out = String::new();
     match prometheus_client::encoding::text::encode(&mut out, &s.registry.lock()) {
         Ok(()) => (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             out,
         )
             .into_response(),
@@ -176,11 +218,19 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 async fn ready(State(s): State<AppState>) -> Response {
     match s.ingester.as_ref().map(|i| i.ready()) {
-        Some(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")).into_response(),
+        Some(Err(why)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
         _ => (StatusCode::OK, "ready\n").into_response(),
     }
 }
 
 async fn config(State(s): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], s.config_yaml.as_str().to_owned()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/yaml; charset=utf-8")],
+        s.config_yaml.as_str().to_owned(),
+    )
+        .into_response()
 }

@@ -15,64 +15,125 @@ fn push_then_query_through_the_prometheus_api() {
     let t0 = (now_ms() / 1000 - 600) * 1000;
     // Two counters scraped every 15s for 10 minutes, one gauge.
     let counter = |job: &str, per_scrape: f64| {
-        let samples: Vec<(i64, f64)> = (0..40).map(|i| (t0 + i * 15_000, i as f64 * per_scrape)).collect();
-        series(&[("__name__", "http_requests_total"), ("job", job), ("instance", "a:80")], &samples)
+        let samples: Vec<(i64, f64)> = (0..40)
+            .map(|i| (t0 + i * 15_000, i as f64 * per_scrape))
+            .collect();
+        series(
+            &[
+                ("__name__", "http_requests_total"),
+                ("job", job),
+                ("instance", "a:80"),
+            ],
+            &samples,
+        )
     };
-    let gauge = series(&[("__name__", "temperature"), ("room", "lab")], &[(t0, 21.5), (t0 + 15_000, 22.0)]);
-    let (s, body) = push(&tm.push_url(), TENANT, vec![counter("api", 15.0), counter("web", 30.0), gauge]);
+    let gauge = series(
+        &[("__name__", "temperature"), ("room", "lab")],
+        &[(t0, 21.5), (t0 + 15_000, 22.0)],
+    );
+    let (s, body) = push(
+        &tm.push_url(),
+        TENANT,
+        vec![counter("api", 15.0), counter("web", 30.0), gauge],
+    );
     assert_eq!(s, 200, "{body}");
 
     let end_s = (t0 + 39 * 15_000) as f64 / 1000.0;
-    let r = eventually(&tm.url, TENANT, "http_requests_total", end_s, |r| r.len() == 2);
+    let r = eventually(&tm.url, TENANT, "http_requests_total", end_s, |r| {
+        r.len() == 2
+    });
     assert_eq!(r[0]["metric"]["__name__"], "http_requests_total");
 
     // rate over a counter growing 1/s (api) and 2/s (web).
-    let r = instant(&tm.url, TENANT, "sum by (job) (rate(http_requests_total[5m]))", end_s);
-    let mut rates: Vec<(String, f64)> =
-        r.iter().map(|s| (s["metric"]["job"].as_str().unwrap().to_owned(), value_of(s))).collect();
+    let r = instant(
+        &tm.url,
+        TENANT,
+        "sum by (job) (rate(http_requests_total[5m]))",
+        end_s,
+    );
+    let mut rates: Vec<(String, f64)> = r
+        .iter()
+        .map(|s| (s["metric"]["job"].as_str().unwrap().to_owned(), value_of(s)))
+        .collect();
     rates.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(rates.len(), 2);
     assert!((rates[0].1 - 1.0).abs() < 1e-9, "{rates:?}");
     assert!((rates[1].1 - 2.0).abs() < 1e-9, "{rates:?}");
     assert!(rates.iter().all(|(_, _)| true));
 
-    let r = instant(&tm.url, TENANT, "temperature * 2", (t0 + 15_000) as f64 / 1000.0);
+    let r = instant(
+        &tm.url,
+        TENANT,
+        "temperature * 2",
+        (t0 + 15_000) as f64 / 1000.0,
+    );
     assert_eq!(value_of(&r[0]), 44.0);
-    assert!(r[0]["metric"].get("__name__").is_none(), "arithmetic drops the name");
+    assert!(
+        r[0]["metric"].get("__name__").is_none(),
+        "arithmetic drops the name"
+    );
 
     // Range query, over the legacy /api/v1 prefix too.
     let (s, v) = api_get(
         &tm.url,
         Some(TENANT),
-        &format!("/api/v1/query_range?query=temperature&start={}&end={}&step=15", t0 / 1000, t0 / 1000 + 60),
+        &format!(
+            "/api/v1/query_range?query=temperature&start={}&end={}&step=15",
+            t0 / 1000,
+            t0 / 1000 + 60
+        ),
     );
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"]["resultType"], "matrix");
     let values = v["data"]["result"][0]["values"].as_array().unwrap();
-    assert_eq!(values.len(), 5, "lookback carries the last sample forward: {values:?}");
+    assert_eq!(
+        values.len(),
+        5,
+        "lookback carries the last sample forward: {values:?}"
+    );
 
     // Labels, values and series.
     let (_, v) = api_get(&tm.url, Some(TENANT), "/prometheus/api/v1/labels");
-    let labels: Vec<&str> = v["data"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    let labels: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
     assert_eq!(labels, ["__name__", "instance", "job", "room"]);
     let (_, v) = api_get(&tm.url, Some(TENANT), "/prometheus/api/v1/label/job/values");
     assert_eq!(v["data"], serde_json::json!(["api", "web"]));
     let (_, v) = api_get(
         &tm.url,
         Some(TENANT),
-        &format!("/prometheus/api/v1/series?match[]={}", enc("{job=~\"a.*\"}")),
+        &format!(
+            "/prometheus/api/v1/series?match[]={}",
+            enc("{job=~\"a.*\"}")
+        ),
     );
     assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
 
     // Tenants are isolated.
     assert!(instant(&tm.url, "someone-else", "http_requests_total", end_s).is_empty());
     // Effective config and metrics.
-    let r = http::blocking_client().get(format!("{}/config", tm.url)).send().unwrap();
+    let r = http::blocking_client()
+        .get(format!("{}/config", tm.url))
+        .send()
+        .unwrap();
     assert!(r.text().contains("http_listen_port"));
-    let r = http::blocking_client().get(format!("{}/metrics", tm.url)).send().unwrap();
+    let r = http::blocking_client()
+        .get(format!("{}/metrics", tm.url))
+        .send()
+        .unwrap();
     let metrics = r.text();
-    assert!(metrics.contains("tidemark_distributor_received_samples_total"), "{metrics}");
-    assert!(metrics.contains("tidemark_query_requests_total"), "{metrics}");
+    assert!(
+        metrics.contains("tidemark_distributor_received_samples_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tidemark_query_requests_total"),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -89,21 +150,43 @@ fn bad_input_gets_its_status_and_accepted_data_stays() {
     let (s, m) = push_raw(&url, Some(TENANT), b"this is not snappy".to_vec());
     assert_eq!(s, 400, "bad snappy: {m}");
     assert!(m.contains("snappy"), "{m}");
-    let garbage = snap::raw::Encoder::new().compress_vec(&[0xffu8; 100]).unwrap();
+    let garbage = snap::raw::Encoder::new()
+        .compress_vec(&[0xffu8; 100])
+        .unwrap();
     let (s, m) = push_raw(&url, Some(TENANT), garbage);
     assert_eq!(s, 400, "garbage protobuf: {m}");
-    let big = snap::raw::Encoder::new().compress_vec(&vec![0u8; 1 << 20]).unwrap();
+    let big = snap::raw::Encoder::new()
+        .compress_vec(&vec![0u8; 1 << 20])
+        .unwrap();
     let (s, m) = push_raw(&url, Some(TENANT), big);
     assert_eq!(s, 413, "oversize: {m}");
     let (s, m) = push_raw(&url, Some(TENANT), vec![1u8; 100_000]);
     assert_eq!(s, 413, "oversize body: {m}");
-    let (s, m) = push(&url, TENANT, vec![series(&[("__name__", "bad"), ("bad-label", "x")], &[(t, 1.0)])]);
+    let (s, m) = push(
+        &url,
+        TENANT,
+        vec![series(
+            &[("__name__", "bad"), ("bad-label", "x")],
+            &[(t, 1.0)],
+        )],
+    );
     assert_eq!(s, 400);
-    assert!(m.contains("bad-label") && m.contains("bad{"), "message names the series: {m}");
-    let (s, m) = push(&url, TENANT, vec![series(&[("job", "no-name")], &[(t, 1.0)])]);
+    assert!(
+        m.contains("bad-label") && m.contains("bad{"),
+        "message names the series: {m}"
+    );
+    let (s, m) = push(
+        &url,
+        TENANT,
+        vec![series(&[("job", "no-name")], &[(t, 1.0)])],
+    );
     assert_eq!(s, 400);
     assert!(m.contains("metric name"), "{m}");
-    let (s, _) = push(&url, "bad/tenant", vec![series(&[("__name__", "x")], &[(t, 1.0)])]);
+    let (s, _) = push(
+        &url,
+        "bad/tenant",
+        vec![series(&[("__name__", "x")], &[(t, 1.0)])],
+    );
     assert_eq!(s, 400, "invalid tenant ID");
 
     let (s, v) = api_get(&tm.url, None, "/prometheus/api/v1/query?query=kept");
@@ -125,7 +208,10 @@ fn kill_dash_nine_after_ack_loses_nothing() {
     for round in 0..3 {
         for i in 0..20 {
             let n = round * 20 + i;
-            let s = series(&[("__name__", "crash_test"), ("n", &n.to_string())], &[(base + n as i64, n as f64)]);
+            let s = series(
+                &[("__name__", "crash_test"), ("n", &n.to_string())],
+                &[(base + n as i64, n as f64)],
+            );
             let (status, body) = push(&tm.push_url(), TENANT, vec![s]);
             assert_eq!(status, 200, "{body}");
             expected += 1;
@@ -133,15 +219,30 @@ fn kill_dash_nine_after_ack_loses_nothing() {
         // Right after the last 2xx.
         tm.kill();
         tm.restart();
-        let r = eventually(&tm.url, TENANT, "crash_test", (base + 100) as f64 / 1000.0, |r| r.len() >= expected);
-        assert_eq!(r.len(), expected, "every acknowledged sample survives kill -9");
+        let r = eventually(
+            &tm.url,
+            TENANT,
+            "crash_test",
+            (base + 100) as f64 / 1000.0,
+            |r| r.len() >= expected,
+        );
+        assert_eq!(
+            r.len(),
+            expected,
+            "every acknowledged sample survives kill -9"
+        );
         let mut values: Vec<f64> = r.iter().map(value_of).collect();
         values.sort_by(f64::total_cmp);
         let want: Vec<f64> = (0..expected).map(|n| n as f64).collect();
         assert_eq!(values, want);
     }
     // And the restart reports its replay through metrics.
-    let r = http::blocking_client().get(format!("{}/metrics", tm.url)).send().unwrap();
-    assert!(r.text().contains("tidemark_ingester_samples_appended_total"));
+    let r = http::blocking_client()
+        .get(format!("{}/metrics", tm.url))
+        .send()
+        .unwrap();
+    assert!(r
+        .text()
+        .contains("tidemark_ingester_samples_appended_total"));
     std::thread::sleep(Duration::from_millis(10));
 }

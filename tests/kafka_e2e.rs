@@ -23,17 +23,30 @@ fn all_in_one_on_kafka() {
     let mut tm = Tidemark::start(dir.path(), &args);
     let t = now_ms();
     let batch: Vec<_> = (0..50)
-        .map(|i| series(&[("__name__", "kafka_e2e"), ("i", &i.to_string())], &[(t - 1000, i as f64), (t, i as f64 * 2.0)]))
+        .map(|i| {
+            series(
+                &[("__name__", "kafka_e2e"), ("i", &i.to_string())],
+                &[(t - 1000, i as f64), (t, i as f64 * 2.0)],
+            )
+        })
         .collect();
     let (s, body) = push(&tm.push_url(), TENANT, batch);
     assert_eq!(s, 200, "{body}");
-    let r = eventually(&tm.url, TENANT, "sum(kafka_e2e)", t as f64 / 1000.0, |r| r.len() == 1 && value_of(&r[0]) == 2450.0);
+    let r = eventually(&tm.url, TENANT, "sum(kafka_e2e)", t as f64 / 1000.0, |r| {
+        r.len() == 1 && value_of(&r[0]) == 2450.0
+    });
     assert_eq!(value_of(&r[0]), 2450.0);
 
     // A restart rebuilds the head from Kafka.
     tm.kill();
     tm.restart();
-    let r = eventually(&tm.url, TENANT, "count(kafka_e2e)", t as f64 / 1000.0, |r| r.len() == 1 && value_of(&r[0]) == 50.0);
+    let r = eventually(
+        &tm.url,
+        TENANT,
+        "count(kafka_e2e)",
+        t as f64 / 1000.0,
+        |r| r.len() == 1 && value_of(&r[0]) == 50.0,
+    );
     assert_eq!(value_of(&r[0]), 50.0);
 }
 
@@ -58,33 +71,74 @@ fn separate_roles_over_kafka() {
         Tidemark::start(&dir.path().join(name), &args)
     };
     let distributor = start("distributor", &["-target=distributor".into()]);
-    let ing0 = start("ingester-0", &["-target=ingester".into(), "-ingester.ring.instance-id=ingester-zone-a-0".into()]);
-    let ing1 = start("ingester-1", &["-target=ingester".into(), "-ingester.partition-id=1".into()]);
+    let ing0 = start(
+        "ingester-0",
+        &[
+            "-target=ingester".into(),
+            "-ingester.ring.instance-id=ingester-zone-a-0".into(),
+        ],
+    );
+    let ing1 = start(
+        "ingester-1",
+        &["-target=ingester".into(), "-ingester.partition-id=1".into()],
+    );
     let querier = start(
         "querier",
-        &["-target=querier".into(), format!("-querier.ingester-addresses={},{}", ing0.url, ing1.url)],
+        &[
+            "-target=querier".into(),
+            format!("-querier.ingester-addresses={},{}", ing0.url, ing1.url),
+        ],
     );
 
     let t = now_ms();
     let batch: Vec<_> = (0..40)
-        .map(|i| series(&[("__name__", "roles_e2e"), ("i", &format!("{i:02}")), ("job", if i % 2 == 0 { "even" } else { "odd" })], &[(t, 1.0)]))
+        .map(|i| {
+            series(
+                &[
+                    ("__name__", "roles_e2e"),
+                    ("i", &format!("{i:02}")),
+                    ("job", if i % 2 == 0 { "even" } else { "odd" }),
+                ],
+                &[(t, 1.0)],
+            )
+        })
         .collect();
     let (s, body) = push(&distributor.push_url(), TENANT, batch);
     assert_eq!(s, 200, "{body}");
 
-    let r = eventually(&querier.url, TENANT, "count by (job) (roles_e2e)", t as f64 / 1000.0, |r| {
-        r.len() == 2 && r.iter().all(|s| value_of(s) == 20.0)
-    });
+    let r = eventually(
+        &querier.url,
+        TENANT,
+        "count by (job) (roles_e2e)",
+        t as f64 / 1000.0,
+        |r| r.len() == 2 && r.iter().all(|s| value_of(s) == 20.0),
+    );
     assert_eq!(r.len(), 2);
     // Both partitions hold some of the series: the querier merged them.
     for ing in [&ing0, &ing1] {
-        let r = http::blocking_client().get(format!("{}/metrics", ing.url)).send().unwrap();
-        assert!(r.text().contains("tidemark_ingester_samples_appended_total"), "{}", r.text());
+        let r = http::blocking_client()
+            .get(format!("{}/metrics", ing.url))
+            .send()
+            .unwrap();
+        assert!(
+            r.text()
+                .contains("tidemark_ingester_samples_appended_total"),
+            "{}",
+            r.text()
+        );
     }
-    let (s, v) = api_get(&querier.url, Some(TENANT), "/prometheus/api/v1/label/i/values");
+    let (s, v) = api_get(
+        &querier.url,
+        Some(TENANT),
+        "/prometheus/api/v1/label/i/values",
+    );
     assert_eq!(s, 200);
     assert_eq!(v["data"].as_array().unwrap().len(), 40);
     // The querier does not take writes.
-    let (s, _) = push(&format!("{}/api/v1/push", querier.url), TENANT, vec![series(&[("__name__", "x")], &[(t, 1.0)])]);
+    let (s, _) = push(
+        &format!("{}/api/v1/push", querier.url),
+        TENANT,
+        vec![series(&[("__name__", "x")], &[(t, 1.0)])],
+    );
     assert_eq!(s, 404);
 }

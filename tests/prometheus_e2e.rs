@@ -38,8 +38,12 @@ impl Drop for Prometheus {
 }
 
 fn prometheus_binary() -> String {
-    let bin = std::env::var("TIDEMARK_TEST_PROMETHEUS").unwrap_or_else(|_| "/usr/bin/prometheus".into());
-    assert!(Path::new(&bin).exists(), "{bin} not found: run scripts/test.sh, which installs Debian's prometheus package");
+    let bin =
+        std::env::var("TIDEMARK_TEST_PROMETHEUS").unwrap_or_else(|_| "/usr/bin/prometheus".into());
+    assert!(
+        Path::new(&bin).exists(),
+        "{bin} not found: run scripts/test.sh, which installs Debian's prometheus package"
+    );
     bin
 }
 
@@ -69,18 +73,28 @@ remote_write:
     let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
     let child = Command::new(prometheus_binary())
         .arg(format!("--config.file={}", config_path.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
         .expect("start prometheus");
-    Prometheus { child, url: format!("http://127.0.0.1:{port}") }
+    Prometheus {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    }
 }
 
 /// `labels → value` of an instant query, the name included.
 fn vector(base: &str, tenant: Option<&str>, expr: &str, time_s: f64) -> BTreeMap<String, f64> {
-    let (status, v) = api_get(base, tenant, &format!("/api/v1/query?query={}&time={time_s}", enc(expr)));
+    let (status, v) = api_get(
+        base,
+        tenant,
+        &format!("/api/v1/query?query={}&time={time_s}", enc(expr)),
+    );
     assert_eq!(status, 200, "{base}: {expr}: {v}");
     let result = v["data"]["result"].as_array().cloned().unwrap_or_default();
     result
@@ -95,7 +109,10 @@ fn vector(base: &str, tenant: Option<&str>, expr: &str, time_s: f64) -> BTreeMap
 fn same(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|((ka, va), (kb, vb))| {
-            ka == kb && (va == vb || (va.is_nan() && vb.is_nan()) || ((va - vb).abs() <= 1e-9 * va.abs().max(vb.abs())))
+            ka == kb
+                && (va == vb
+                    || (va.is_nan() && vb.is_nan())
+                    || ((va - vb).abs() <= 1e-9 * va.abs().max(vb.abs())))
         })
 }
 
@@ -105,7 +122,10 @@ fn compare_with_prometheus(tidemark_args: &[&str]) {
     // The remote_write block sets X-Scope-OrgID; Debian's Prometheus 2.42
     // drops it, so a proxy sets it too (see TenantProxy).
     let proxy = TenantProxy::start(&tm.url, TENANT);
-    let prom = start_prometheus(&dir.path().join("prometheus"), &format!("{}/api/v1/push", proxy.url));
+    let prom = start_prometheus(
+        &dir.path().join("prometheus"),
+        &format!("{}/api/v1/push", proxy.url),
+    );
 
     // Wait for data to flow and for 1m-windows to fill enough to be interesting.
     let first = Instant::now();
@@ -114,7 +134,10 @@ fn compare_with_prometheus(tidemark_args: &[&str]) {
         if !got.is_empty() {
             break;
         }
-        assert!(first.elapsed() < Duration::from_secs(60), "no data from Prometheus reached Tidemark");
+        assert!(
+            first.elapsed() < Duration::from_secs(60),
+            "no data from Prometheus reached Tidemark"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     std::thread::sleep(Duration::from_secs(8));
@@ -159,18 +182,31 @@ fn prometheus_remote_write_kafka() {
 #[ignore = "needs promtool: run scripts/test.sh"]
 fn promtool_queries_tidemark() {
     let promtool = Path::new(&prometheus_binary()).with_file_name("promtool");
-    assert!(promtool.exists(), "{} not found: run scripts/test.sh", promtool.display());
+    assert!(
+        promtool.exists(),
+        "{} not found: run scripts/test.sh",
+        promtool.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let tm = Tidemark::start(dir.path(), &["-auth.multitenancy-enabled=false"]);
     let t = now_ms();
-    let s = series(&[("__name__", "promtool_e2e"), ("job", "cli")], &[(t - 1000, 41.0), (t, 42.0)]);
+    let s = series(
+        &[("__name__", "promtool_e2e"), ("job", "cli")],
+        &[(t - 1000, 41.0), (t, 42.0)],
+    );
     // The tenant header is ignored with multitenancy off.
     let (status, body) = push(&tm.push_url(), "ignored", vec![s]);
     assert_eq!(status, 200, "{body}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = Command::new(&promtool)
-            .args(["query", "instant", &tm.url, "promtool_e2e * 2", &format!("--time={}", t / 1000 + 1)])
+            .args([
+                "query",
+                "instant",
+                &tm.url,
+                "promtool_e2e * 2",
+                &format!("--time={}", t / 1000 + 1),
+            ])
             .output()
             .expect("run promtool");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -178,9 +214,20 @@ fn promtool_queries_tidemark() {
             assert!(text.contains("job=\"cli\""), "{text}");
             break;
         }
-        assert!(Instant::now() < deadline, "promtool: {text} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            Instant::now() < deadline,
+            "promtool: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let out = Command::new(&promtool).args(["query", "labels", &tm.url, "job"]).output().expect("run promtool");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("cli"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&promtool)
+        .args(["query", "labels", &tm.url, "job"])
+        .output()
+        .expect("run promtool");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cli"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

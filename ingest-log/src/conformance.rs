@@ -17,12 +17,20 @@ pub fn record(key: &str, value: &str) -> Record {
     Record {
         key: Bytes::copy_from_slice(key.as_bytes()),
         value: Bytes::copy_from_slice(value.as_bytes()),
-        headers: vec![Header { key: "Version".into(), value: Bytes::from_static(&[0, 0, 0, 1]) }],
+        headers: vec![Header {
+            key: "Version".into(),
+            value: Bytes::from_static(&[0, 0, 0, 1]),
+        }],
     }
 }
 
 /// Reads from `offset` until `n` records arrived or the wait ran out.
-pub async fn read_n(log: &dyn IngestLog, partition: i32, offset: i64, n: usize) -> Vec<ConsumedRecord> {
+pub async fn read_n(
+    log: &dyn IngestLog,
+    partition: i32,
+    offset: i64,
+    n: usize,
+) -> Vec<ConsumedRecord> {
     let mut reader = log.reader(partition, offset).await.expect("reader");
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut out = Vec::new();
@@ -50,7 +58,9 @@ where
 }
 
 pub async fn produce_then_read_in_order(log: Arc<dyn IngestLog>) {
-    let recs: Vec<Record> = (0..10).map(|i| record("tenant-a", &format!("v{i}"))).collect();
+    let recs: Vec<Record> = (0..10)
+        .map(|i| record("tenant-a", &format!("v{i}")))
+        .collect();
     log.produce(0, recs[..4].to_vec()).await.expect("produce");
     log.produce(0, recs[4..].to_vec()).await.expect("produce");
     let got = read_n(log.as_ref(), 0, 0, 10).await;
@@ -69,8 +79,12 @@ pub async fn produce_then_read_in_order(log: Arc<dyn IngestLog>) {
 
 pub async fn partitions_are_independent(log: Arc<dyn IngestLog>) {
     assert!(log.partition_count() >= 2);
-    log.produce(0, vec![record("t", "p0")]).await.expect("produce");
-    log.produce(1, vec![record("t", "p1a"), record("t", "p1b")]).await.expect("produce");
+    log.produce(0, vec![record("t", "p0")])
+        .await
+        .expect("produce");
+    log.produce(1, vec![record("t", "p1a"), record("t", "p1b")])
+        .await
+        .expect("produce");
     let p1 = read_n(log.as_ref(), 1, 0, 2).await;
     assert_eq!(p1.len(), 2);
     assert_eq!(p1[0].record.value, Bytes::from_static(b"p1a"));
@@ -82,14 +96,18 @@ pub async fn partitions_are_independent(log: Arc<dyn IngestLog>) {
 pub async fn offsets_and_watermarks(log: Arc<dyn IngestLog>) {
     assert_eq!(log.earliest_offset(0).await.unwrap(), 0);
     assert_eq!(log.latest_offset(0).await.unwrap(), 0, "empty partition");
-    log.produce(0, (0..5).map(|i| record("t", &i.to_string())).collect()).await.unwrap();
+    log.produce(0, (0..5).map(|i| record("t", &i.to_string())).collect())
+        .await
+        .unwrap();
     assert_eq!(log.earliest_offset(0).await.unwrap(), 0);
     assert_eq!(log.latest_offset(0).await.unwrap(), 5);
 }
 
 pub async fn committed_offsets_per_group(log: Arc<dyn IngestLog>) {
     assert_eq!(log.committed_offset("g1", 0).await.unwrap(), None);
-    log.produce(0, (0..5).map(|i| record("t", &i.to_string())).collect()).await.unwrap();
+    log.produce(0, (0..5).map(|i| record("t", &i.to_string())).collect())
+        .await
+        .unwrap();
     log.commit_offset("g1", 0, 3).await.unwrap();
     log.commit_offset("g2", 0, 1).await.unwrap();
     log.commit_offset("g1", 1, 0).await.unwrap();
@@ -102,7 +120,9 @@ pub async fn committed_offsets_per_group(log: Arc<dyn IngestLog>) {
 
 pub async fn offset_for_timestamp(log: Arc<dyn IngestLog>) {
     let before = crate::now_ms() - 1;
-    log.produce(0, vec![record("t", "a"), record("t", "b")]).await.unwrap();
+    log.produce(0, vec![record("t", "a"), record("t", "b")])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let middle = crate::now_ms();
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -113,7 +133,10 @@ pub async fn offset_for_timestamp(log: Arc<dyn IngestLog>) {
     assert_eq!(log.offset_for_timestamp(0, middle).await.unwrap(), Some(2));
     let last_ts = all[2].timestamp_ms;
     assert_eq!(log.offset_for_timestamp(0, last_ts).await.unwrap(), Some(2));
-    assert_eq!(log.offset_for_timestamp(0, last_ts + 60_000).await.unwrap(), None);
+    assert_eq!(
+        log.offset_for_timestamp(0, last_ts + 60_000).await.unwrap(),
+        None
+    );
 }
 
 pub async fn reader_waits_for_new_records(log: Arc<dyn IngestLog>) {
@@ -143,7 +166,9 @@ pub async fn concurrent_producers_all_acknowledged(log: Arc<dyn IngestLog>) {
         let log = log.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..10 {
-                log.produce(1, vec![record("t", &format!("{w}-{i}"))]).await.unwrap();
+                log.produce(1, vec![record("t", &format!("{w}-{i}"))])
+                    .await
+                    .unwrap();
             }
         }));
     }

@@ -65,13 +65,20 @@ impl Default for EmbeddedConfig {
 impl EmbeddedConfig {
     pub fn validate(&self) -> Result<(), LogError> {
         if self.partitions < 1 {
-            return Err(LogError::Config(format!("partitions must be at least 1, got {}", self.partitions)));
+            return Err(LogError::Config(format!(
+                "partitions must be at least 1, got {}",
+                self.partitions
+            )));
         }
         if self.segment_size_bytes < 1 << 20 {
-            return Err(LogError::Config("segment size must be at least 1 MiB".into()));
+            return Err(LogError::Config(
+                "segment size must be at least 1 MiB".into(),
+            ));
         }
         if self.max_record_size_bytes < 1024 {
-            return Err(LogError::Config("max record size must be at least 1 KiB".into()));
+            return Err(LogError::Config(
+                "max record size must be at least 1 KiB".into(),
+            ));
         }
         Ok(())
     }
@@ -139,10 +146,9 @@ impl EmbeddedLog {
         let meta_path = cfg.dir.join("partitions");
         match fs::read_to_string(&meta_path) {
             Ok(s) => {
-                let existing: i32 = s
-                    .trim()
-                    .parse()
-                    .map_err(|_| LogError::Corrupt(format!("{} does not hold a number", meta_path.display())))?;
+                let existing: i32 = s.trim().parse().map_err(|_| {
+                    LogError::Corrupt(format!("{} does not hold a number", meta_path.display()))
+                })?;
                 if existing != cfg.partitions {
                     return Err(LogError::Config(format!(
                         "the embedded log at {} has {existing} partitions but {} are configured",
@@ -171,7 +177,13 @@ impl EmbeddedLog {
             );
             let (durable, _) = watch::channel(state.next_offset);
             let (tx, rx) = mpsc::channel(1024);
-            let p = Arc::new(Partition { id, dir, state: Mutex::new(state), durable, writer: tx });
+            let p = Arc::new(Partition {
+                id,
+                dir,
+                state: Mutex::new(state),
+                durable,
+                writer: tx,
+            });
             let writer_part = p.clone();
             let c = cfg.clone();
             std::thread::Builder::new()
@@ -179,20 +191,30 @@ impl EmbeddedLog {
                 .spawn(move || writer_loop(writer_part, rx, c))?;
             partitions.push(p);
         }
-        Ok(EmbeddedLog { cfg, partitions, offsets_dir, commit_lock: tokio::sync::Mutex::new(()) })
+        Ok(EmbeddedLog {
+            cfg,
+            partitions,
+            offsets_dir,
+            commit_lock: tokio::sync::Mutex::new(()),
+        })
     }
 
     fn partition(&self, partition: i32) -> Result<&Arc<Partition>, LogError> {
         usize::try_from(partition)
             .ok()
             .and_then(|i| self.partitions.get(i))
-            .ok_or(LogError::NoSuchPartition { partition, count: self.cfg.partitions })
+            .ok_or(LogError::NoSuchPartition {
+                partition,
+                count: self.cfg.partitions,
+            })
     }
 
     fn offset_path(&self, group: &str, partition: i32) -> Result<PathBuf, LogError> {
         let ok = !group.is_empty()
             && group.len() <= 200
-            && group.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && group
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             && group != "."
             && group != "..";
         if !ok {
@@ -215,7 +237,10 @@ impl IngestLog for EmbeddedLog {
         for r in &records {
             let size = r.encoded_len();
             if size > self.cfg.max_record_size_bytes {
-                return Err(LogError::RecordTooLarge { size, limit: self.cfg.max_record_size_bytes });
+                return Err(LogError::RecordTooLarge {
+                    size,
+                    limit: self.cfg.max_record_size_bytes,
+                });
             }
         }
         if records.is_empty() {
@@ -225,19 +250,37 @@ impl IngestLog for EmbeddedLog {
         p.writer
             .send(ProduceRequest { records, done })
             .await
-            .map_err(|_| LogError::Unavailable(format!("partition {partition} writer has stopped")))?;
-        wait.await
-            .map_err(|_| LogError::Unavailable(format!("partition {partition} writer has stopped")))?
+            .map_err(|_| {
+                LogError::Unavailable(format!("partition {partition} writer has stopped"))
+            })?;
+        wait.await.map_err(|_| {
+            LogError::Unavailable(format!("partition {partition} writer has stopped"))
+        })?
     }
 
-    async fn reader(&self, partition: i32, offset: i64) -> Result<Box<dyn PartitionReader>, LogError> {
+    async fn reader(
+        &self,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Box<dyn PartitionReader>, LogError> {
         let p = self.partition(partition)?.clone();
         let (earliest, latest) = {
             let st = p.state.lock();
-            (st.segments.first().map(|s| s.base_offset).unwrap_or(st.next_offset), st.next_offset)
+            (
+                st.segments
+                    .first()
+                    .map(|s| s.base_offset)
+                    .unwrap_or(st.next_offset),
+                st.next_offset,
+            )
         };
         if offset > latest {
-            return Err(LogError::OffsetOutOfRange { partition, offset, earliest, latest });
+            return Err(LogError::OffsetOutOfRange {
+                partition,
+                offset,
+                earliest,
+                latest,
+            });
         }
         Ok(Box::new(EmbeddedReader {
             durable: p.durable.subscribe(),
@@ -251,17 +294,20 @@ impl IngestLog for EmbeddedLog {
         self.partition(partition)?;
         let path = self.offset_path(group, partition)?;
         match tokio::fs::read_to_string(&path).await {
-            Ok(s) => s
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| LogError::Corrupt(format!("{} does not hold an offset", path.display()))),
+            Ok(s) => s.trim().parse().map(Some).map_err(|_| {
+                LogError::Corrupt(format!("{} does not hold an offset", path.display()))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn commit_offset(&self, group: &str, partition: i32, offset: i64) -> Result<(), LogError> {
+    async fn commit_offset(
+        &self,
+        group: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), LogError> {
         self.partition(partition)?;
         let path = self.offset_path(group, partition)?;
         let _guard = self.commit_lock.lock().await;
@@ -279,14 +325,22 @@ impl IngestLog for EmbeddedLog {
     async fn earliest_offset(&self, partition: i32) -> Result<i64, LogError> {
         let p = self.partition(partition)?;
         let st = p.state.lock();
-        Ok(st.segments.first().map(|s| s.base_offset).unwrap_or(st.next_offset))
+        Ok(st
+            .segments
+            .first()
+            .map(|s| s.base_offset)
+            .unwrap_or(st.next_offset))
     }
 
     async fn latest_offset(&self, partition: i32) -> Result<i64, LogError> {
         Ok(*self.partition(partition)?.durable.borrow())
     }
 
-    async fn offset_for_timestamp(&self, partition: i32, timestamp_ms: i64) -> Result<Option<i64>, LogError> {
+    async fn offset_for_timestamp(
+        &self,
+        partition: i32,
+        timestamp_ms: i64,
+    ) -> Result<Option<i64>, LogError> {
         let p = self.partition(partition)?.clone();
         let end = *p.durable.borrow();
         // The last index entry older than the target; records' timestamps
@@ -305,7 +359,12 @@ impl IngestLog for EmbeddedLog {
             match start {
                 Some(s) => s,
                 None => {
-                    return Ok(st.segments.first().and_then(|s| s.index.first()).map(|e| e.offset).filter(|&o| o < end))
+                    return Ok(st
+                        .segments
+                        .first()
+                        .and_then(|s| s.index.first())
+                        .map(|e| e.offset)
+                        .filter(|&o| o < end))
                 }
             }
         };
@@ -361,7 +420,10 @@ fn writer_loop(p: Arc<Partition>, mut rx: mpsc::Receiver<ProduceRequest>, cfg: E
         for req in batch {
             let r = match &result {
                 Ok(()) => Ok(()),
-                Err(e) => Err(LogError::Unavailable(format!("write to partition {} failed: {e}", p.id))),
+                Err(e) => Err(LogError::Unavailable(format!(
+                    "write to partition {} failed: {e}",
+                    p.id
+                ))),
             };
             let _ = req.done.send(r);
         }
@@ -399,26 +461,44 @@ fn write_batch(
         let path = p.dir.join(format!("{base:020}.seg"));
         let f = OpenOptions::new().create(true).append(true).open(&path)?;
         sync_dir(&p.dir)?;
-        st.segments.push(Segment { base_offset: base, path, size: 0, index: Vec::new(), last_timestamp_ms: 0 });
+        st.segments.push(Segment {
+            base_offset: base,
+            path,
+            size: 0,
+            index: Vec::new(),
+            last_timestamp_ms: 0,
+        });
         *file = Some(f);
     }
     if file.is_none() {
-        let seg = st.segments.last().ok_or_else(|| LogError::Other("no active segment".into()))?;
+        let seg = st
+            .segments
+            .last()
+            .ok_or_else(|| LogError::Other("no active segment".into()))?;
         *file = Some(OpenOptions::new().append(true).open(&seg.path)?);
     }
-    let f = file.as_mut().ok_or_else(|| LogError::Other("no segment file".into()))?;
+    let f = file
+        .as_mut()
+        .ok_or_else(|| LogError::Other("no segment file".into()))?;
 
     let now = crate::now_ms().max(st.last_timestamp_ms);
     let mut buf = Vec::new();
     let mut offset = st.next_offset;
     let seg_size = st.segments.last().map(|s| s.size).unwrap_or(0);
     let mut new_index = Vec::new();
-    let mut last_indexed = st.segments.last().and_then(|s| s.index.last().map(|e| e.pos));
+    let mut last_indexed = st
+        .segments
+        .last()
+        .and_then(|s| s.index.last().map(|e| e.pos));
     for req in batch {
         for r in &req.records {
             let pos = seg_size + buf.len() as u64;
             if last_indexed.is_none_or(|lp| pos - lp >= INDEX_EVERY_BYTES) {
-                new_index.push(IndexEntry { offset, pos, timestamp_ms: now });
+                new_index.push(IndexEntry {
+                    offset,
+                    pos,
+                    timestamp_ms: now,
+                });
                 last_indexed = Some(pos);
             }
             encode_frame(&mut buf, offset, now, r);
@@ -429,7 +509,10 @@ fn write_batch(
     if cfg.fsync {
         f.sync_data()?;
     }
-    let seg = st.segments.last_mut().ok_or_else(|| LogError::Other("no active segment".into()))?;
+    let seg = st
+        .segments
+        .last_mut()
+        .ok_or_else(|| LogError::Other("no active segment".into()))?;
     seg.size += buf.len() as u64;
     seg.index.extend(new_index);
     seg.last_timestamp_ms = now;
@@ -508,7 +591,11 @@ fn decode_frame(body: &[u8]) -> Result<(i64, i64, Record), FrameError> {
     Ok((
         offset,
         ts,
-        Record { key: Bytes::copy_from_slice(key), value: Bytes::copy_from_slice(value), headers },
+        Record {
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+            headers,
+        },
     ))
 }
 
@@ -527,7 +614,9 @@ fn take_u32(b: &mut &[u8]) -> Option<u32> {
     take_bytes(b, 4).map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 fn take_i64(b: &mut &[u8]) -> Option<i64> {
-    take_bytes(b, 8).and_then(|s| s.try_into().ok()).map(i64::from_be_bytes)
+    take_bytes(b, 8)
+        .and_then(|s| s.try_into().ok())
+        .map(i64::from_be_bytes)
 }
 
 /// Sequential frame reader over one segment file.
@@ -540,7 +629,10 @@ impl Cursor {
     fn open(path: &Path, pos: u64) -> Result<Self, std::io::Error> {
         let mut f = File::open(path)?;
         f.seek(SeekFrom::Start(pos))?;
-        Ok(Cursor { r: BufReader::with_capacity(256 << 10, f), pos })
+        Ok(Cursor {
+            r: BufReader::with_capacity(256 << 10, f),
+            pos,
+        })
     }
 
     /// The next frame; `None` at a clean end of file.
@@ -561,7 +653,7 @@ impl Cursor {
             _ => return Err(FrameError::Torn),
         }
         let len = u32::from_be_bytes(len) as usize;
-        if len < FRAME_FIXED || len > 1 << 30 {
+        if !(FRAME_FIXED..=1 << 30).contains(&len) {
             return Err(FrameError::Bad(format!("frame length {len} out of range")));
         }
         let mut body = vec![0u8; len];
@@ -571,7 +663,12 @@ impl Cursor {
         let (offset, timestamp_ms, record) = decode_frame(&body)?;
         let size = 4 + len as u64;
         self.pos += size;
-        Ok(Some(Frame { offset, timestamp_ms, record, size }))
+        Ok(Some(Frame {
+            offset,
+            timestamp_ms,
+            record,
+            size,
+        }))
     }
 }
 
@@ -592,8 +689,13 @@ fn recover_partition(dir: &Path) -> Result<PartitionState, LogError> {
     let mut paths: Vec<(i64, PathBuf)> = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        if let Some(base) = name.strip_suffix(".seg").and_then(|b| b.parse::<i64>().ok()) {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(base) = name
+            .strip_suffix(".seg")
+            .and_then(|b| b.parse::<i64>().ok())
+        {
             paths.push((base, path));
         }
     }
@@ -626,7 +728,11 @@ fn recover_partition(dir: &Path) -> Result<PartitionState, LogError> {
                         )));
                     }
                     if last_indexed.is_none_or(|lp| pos - lp >= INDEX_EVERY_BYTES) {
-                        index.push(IndexEntry { offset: frame.offset, pos, timestamp_ms: frame.timestamp_ms });
+                        index.push(IndexEntry {
+                            offset: frame.offset,
+                            pos,
+                            timestamp_ms: frame.timestamp_ms,
+                        });
                         last_indexed = Some(pos);
                     }
                     next_offset += 1;
@@ -650,14 +756,27 @@ fn recover_partition(dir: &Path) -> Result<PartitionState, LogError> {
                     break;
                 }
                 Err(e) => {
-                    return Err(LogError::Corrupt(format!("{} at byte {pos}: {e}", path.display())));
+                    return Err(LogError::Corrupt(format!(
+                        "{} at byte {pos}: {e}",
+                        path.display()
+                    )));
                 }
             }
         }
         last_ts = last_ts.max(seg_last_ts);
-        segments.push(Segment { base_offset: base, path, size: pos, index, last_timestamp_ms: seg_last_ts });
+        segments.push(Segment {
+            base_offset: base,
+            path,
+            size: pos,
+            index,
+            last_timestamp_ms: seg_last_ts,
+        });
     }
-    Ok(PartitionState { segments, next_offset, last_timestamp_ms: last_ts })
+    Ok(PartitionState {
+        segments,
+        next_offset,
+        last_timestamp_ms: last_ts,
+    })
 }
 
 fn write_atomically(path: &Path, data: &[u8]) -> Result<(), std::io::Error> {
@@ -678,6 +797,9 @@ fn sync_dir(dir: &Path) -> Result<(), std::io::Error> {
     File::open(dir)?.sync_all()
 }
 
+/// Records read, the cursor to keep, and the next offset.
+type ReadOutcome = (Vec<ConsumedRecord>, Option<(Cursor, i64)>, i64);
+
 struct EmbeddedReader {
     partition: Arc<Partition>,
     durable: watch::Receiver<i64>,
@@ -693,7 +815,7 @@ impl EmbeddedReader {
         mut cursor: Option<(Cursor, i64)>,
         mut next: i64,
         end: i64,
-    ) -> Result<(Vec<ConsumedRecord>, Option<(Cursor, i64)>, i64), LogError> {
+    ) -> Result<ReadOutcome, LogError> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         while next < end && out.len() < MAX_POLL_RECORDS && bytes < MAX_POLL_BYTES {
@@ -702,7 +824,9 @@ impl EmbeddedReader {
             if !reuse {
                 cursor = Some(Self::seek(partition, next)?);
             }
-            let Some((c, at)) = cursor.as_mut() else { break };
+            let Some((c, at)) = cursor.as_mut() else {
+                break;
+            };
             match c.next_frame()? {
                 Some(frame) => {
                     *at = frame.offset + 1;
@@ -746,7 +870,11 @@ impl EmbeddedReader {
                 .rev()
                 .find(|e| e.offset <= offset)
                 .copied()
-                .unwrap_or(IndexEntry { offset: seg.base_offset, pos: 0, timestamp_ms: 0 });
+                .unwrap_or(IndexEntry {
+                    offset: seg.base_offset,
+                    pos: 0,
+                    timestamp_ms: 0,
+                });
             (seg.path.clone(), entry)
         };
         Ok((Cursor::open(&path, entry.pos)?, entry.offset))
@@ -782,10 +910,11 @@ impl PartitionReader for EmbeddedReader {
         let partition = self.partition.clone();
         let cursor = self.cursor.take();
         let next = self.next;
-        let (records, cursor, next) =
-            tokio::task::spawn_blocking(move || Self::read_available(&partition, cursor, next, end))
-                .await
-                .map_err(|e| LogError::Other(e.to_string()))??;
+        let (records, cursor, next) = tokio::task::spawn_blocking(move || {
+            Self::read_available(&partition, cursor, next, end)
+        })
+        .await
+        .map_err(|e| LogError::Other(e.to_string()))??;
         self.cursor = cursor;
         self.next = next;
         Ok(records)
@@ -798,7 +927,11 @@ mod tests {
     use crate::conformance;
 
     fn cfg(dir: &Path) -> EmbeddedConfig {
-        EmbeddedConfig { dir: dir.to_path_buf(), partitions: 2, ..Default::default() }
+        EmbeddedConfig {
+            dir: dir.to_path_buf(),
+            partitions: 2,
+            ..Default::default()
+        }
     }
 
     #[tokio::test]
@@ -806,7 +939,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let n = std::sync::atomic::AtomicUsize::new(0);
         conformance::run_all(|| {
-            let dir = root.path().join(n.fetch_add(1, std::sync::atomic::Ordering::SeqCst).to_string());
+            let dir = root.path().join(
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    .to_string(),
+            );
             async move { Arc::new(EmbeddedLog::open(cfg(&dir)).unwrap()) as Arc<dyn IngestLog> }
         })
         .await;
@@ -817,13 +953,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let log = EmbeddedLog::open(cfg(dir.path())).unwrap();
-            log.produce(0, vec![conformance::record("t", "a"), conformance::record("t", "b")]).await.unwrap();
+            log.produce(
+                0,
+                vec![conformance::record("t", "a"), conformance::record("t", "b")],
+            )
+            .await
+            .unwrap();
             log.commit_offset("ingester", 0, 1).await.unwrap();
         }
         let log = EmbeddedLog::open(cfg(dir.path())).unwrap();
         assert_eq!(log.latest_offset(0).await.unwrap(), 2);
         assert_eq!(log.committed_offset("ingester", 0).await.unwrap(), Some(1));
-        log.produce(0, vec![conformance::record("t", "c")]).await.unwrap();
+        log.produce(0, vec![conformance::record("t", "c")])
+            .await
+            .unwrap();
         let got = conformance::read_n(&log, 0, 0, 3).await;
         let values: Vec<&[u8]> = got.iter().map(|c| c.record.value.as_ref()).collect();
         assert_eq!(values, [b"a".as_ref(), b"b", b"c"]);
@@ -834,11 +977,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let log = EmbeddedLog::open(cfg(dir.path())).unwrap();
-            log.produce(0, vec![conformance::record("t", "keep1"), conformance::record("t", "keep2")])
-                .await
-                .unwrap();
+            log.produce(
+                0,
+                vec![
+                    conformance::record("t", "keep1"),
+                    conformance::record("t", "keep2"),
+                ],
+            )
+            .await
+            .unwrap();
         }
-        let seg = dir.path().join("partition-0000").join(format!("{:020}.seg", 0));
+        let seg = dir
+            .path()
+            .join("partition-0000")
+            .join(format!("{:020}.seg", 0));
         let len = fs::metadata(&seg).unwrap().len();
         // Simulate a crash in the middle of a write: half a frame at the end.
         let mut extra = Vec::new();
@@ -849,7 +1001,9 @@ mod tests {
         let log = EmbeddedLog::open(cfg(dir.path())).unwrap();
         assert_eq!(fs::metadata(&seg).unwrap().len(), len);
         assert_eq!(log.latest_offset(0).await.unwrap(), 2);
-        log.produce(0, vec![conformance::record("t", "after")]).await.unwrap();
+        log.produce(0, vec![conformance::record("t", "after")])
+            .await
+            .unwrap();
         let got = conformance::read_n(&log, 0, 0, 3).await;
         let values: Vec<&[u8]> = got.iter().map(|c| c.record.value.as_ref()).collect();
         assert_eq!(values, [b"keep1".as_ref(), b"keep2", b"after"]);
@@ -858,16 +1012,24 @@ mod tests {
     #[tokio::test]
     async fn corrupt_middle_segment_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let small = EmbeddedConfig { segment_size_bytes: 1 << 20, ..cfg(dir.path()) };
+        let small = EmbeddedConfig {
+            segment_size_bytes: 1 << 20,
+            ..cfg(dir.path())
+        };
         {
             let log = EmbeddedLog::open(small.clone()).unwrap();
             let big = "x".repeat(600 << 10);
             for _ in 0..4 {
-                log.produce(0, vec![conformance::record("t", &big)]).await.unwrap();
+                log.produce(0, vec![conformance::record("t", &big)])
+                    .await
+                    .unwrap();
             }
         }
         let pdir = dir.path().join("partition-0000");
-        let mut segs: Vec<_> = fs::read_dir(&pdir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut segs: Vec<_> = fs::read_dir(&pdir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         segs.sort();
         assert!(segs.len() >= 2, "segments rolled: {segs:?}");
         let mut bytes = fs::read(&segs[0]).unwrap();
@@ -880,11 +1042,16 @@ mod tests {
     #[tokio::test]
     async fn reads_across_segments_and_seeks_by_index() {
         let dir = tempfile::tempdir().unwrap();
-        let small = EmbeddedConfig { segment_size_bytes: 1 << 20, ..cfg(dir.path()) };
+        let small = EmbeddedConfig {
+            segment_size_bytes: 1 << 20,
+            ..cfg(dir.path())
+        };
         let log = EmbeddedLog::open(small.clone()).unwrap();
         let payload = "y".repeat(10_000);
         for i in 0..300 {
-            log.produce(1, vec![conformance::record("t", &format!("{i}:{payload}"))]).await.unwrap();
+            log.produce(1, vec![conformance::record("t", &format!("{i}:{payload}"))])
+                .await
+                .unwrap();
         }
         let got = conformance::read_n(&log, 1, 0, 300).await;
         assert_eq!(got.len(), 300);
@@ -903,7 +1070,12 @@ mod tests {
     async fn partition_count_is_fixed() {
         let dir = tempfile::tempdir().unwrap();
         drop(EmbeddedLog::open(cfg(dir.path())).unwrap());
-        let err = EmbeddedLog::open(EmbeddedConfig { partitions: 3, ..cfg(dir.path()) }).err().unwrap();
+        let err = EmbeddedLog::open(EmbeddedConfig {
+            partitions: 3,
+            ..cfg(dir.path())
+        })
+        .err()
+        .unwrap();
         assert!(matches!(err, LogError::Config(_)));
     }
 }

@@ -193,7 +193,16 @@ impl fmt::Debug for KafkaConfig {
         let extra: BTreeMap<&str, &str> = self
             .extra
             .iter()
-            .map(|(k, v)| (k.as_str(), if is_secret_key(k) { "<redacted>" } else { v.as_str() }))
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    if is_secret_key(k) {
+                        "<redacted>"
+                    } else {
+                        v.as_str()
+                    },
+                )
+            })
             .collect();
         f.debug_struct("KafkaConfig")
             .field("address", &self.address)
@@ -202,9 +211,18 @@ impl fmt::Debug for KafkaConfig {
             .field("dial_timeout", &self.dial_timeout)
             .field("write_timeout", &self.write_timeout)
             .field("auto_create_topic_enabled", &self.auto_create_topic_enabled)
-            .field("auto_create_topic_default_partitions", &self.auto_create_topic_default_partitions)
-            .field("producer_max_record_size_bytes", &self.producer_max_record_size_bytes)
-            .field("producer_max_buffered_bytes", &self.producer_max_buffered_bytes)
+            .field(
+                "auto_create_topic_default_partitions",
+                &self.auto_create_topic_default_partitions,
+            )
+            .field(
+                "producer_max_record_size_bytes",
+                &self.producer_max_record_size_bytes,
+            )
+            .field(
+                "producer_max_buffered_bytes",
+                &self.producer_max_buffered_bytes,
+            )
             .field("producer_linger", &self.producer_linger)
             .field("producer_batch_size_bytes", &self.producer_batch_size_bytes)
             .field("producer_compression", &self.producer_compression)
@@ -212,7 +230,10 @@ impl fmt::Debug for KafkaConfig {
             .field("security_protocol", &self.security_protocol)
             .field("sasl_mechanism", &self.sasl_mechanism)
             .field("sasl_username", &self.sasl_username)
-            .field("sasl_password", &self.sasl_password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "sasl_password",
+                &self.sasl_password.as_ref().map(|_| "<redacted>"),
+            )
             .field("tls_ca_path", &self.tls_ca_path)
             .field("tls_cert_path", &self.tls_cert_path)
             .field("tls_key_path", &self.tls_key_path)
@@ -233,9 +254,16 @@ impl KafkaConfig {
     /// Checks the settings without contacting Kafka.
     pub fn validate(&self) -> Result<(), LogError> {
         if self.address.trim().is_empty() {
-            return Err(config_err("kafka address is empty: set at least one broker host:port"));
+            return Err(config_err(
+                "kafka address is empty: set at least one broker host:port",
+            ));
         }
-        if let Some(bad) = self.address.split(',').map(str::trim).find(|a| a.is_empty() || !a.contains(':')) {
+        if let Some(bad) = self
+            .address
+            .split(',')
+            .map(str::trim)
+            .find(|a| a.is_empty() || !a.contains(':'))
+        {
             return Err(config_err(format!(
                 "kafka address {:?} has an invalid broker entry {bad:?} (want host:port, comma-separated)",
                 self.address
@@ -245,7 +273,10 @@ impl KafkaConfig {
             || self.topic.len() > 249
             || self.topic == "."
             || self.topic == ".."
-            || !self.topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            || !self
+                .topic
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
             return Err(config_err(format!(
                 "kafka topic {:?} is invalid (1-249 characters of [a-zA-Z0-9._-])",
@@ -274,7 +305,9 @@ impl KafkaConfig {
             )));
         }
         if self.producer_max_record_size_bytes + MESSAGE_OVERHEAD_BYTES > 1_000_000_000 {
-            return Err(config_err("kafka producer_max_record_size_bytes is larger than librdkafka allows"));
+            return Err(config_err(
+                "kafka producer_max_record_size_bytes is larger than librdkafka allows",
+            ));
         }
         if self.producer_max_buffered_bytes < self.producer_max_record_size_bytes as u64 {
             return Err(config_err(format!(
@@ -283,10 +316,15 @@ impl KafkaConfig {
             )));
         }
         if self.producer_max_buffered_bytes / 1024 > i32::MAX as u64 {
-            return Err(config_err("kafka producer_max_buffered_bytes is larger than librdkafka allows (2 TiB)"));
+            return Err(config_err(
+                "kafka producer_max_buffered_bytes is larger than librdkafka allows (2 TiB)",
+            ));
         }
-        if self.producer_batch_size_bytes == 0 || self.producer_batch_size_bytes > i32::MAX as usize {
-            return Err(config_err("kafka producer_batch_size_bytes must be between 1 and 2^31-1"));
+        if self.producer_batch_size_bytes == 0 || self.producer_batch_size_bytes > i32::MAX as usize
+        {
+            return Err(config_err(
+                "kafka producer_batch_size_bytes must be between 1 and 2^31-1",
+            ));
         }
         if self.producer_linger > Duration::from_secs(900) {
             return Err(config_err("kafka producer_linger must be at most 15m"));
@@ -295,17 +333,24 @@ impl KafkaConfig {
             return Err(config_err("kafka fetch_max_wait must be at most 5m"));
         }
         if let Some(p) = &self.security_protocol {
-            if !matches!(p.to_ascii_lowercase().as_str(), "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl") {
+            if !matches!(
+                p.to_ascii_lowercase().as_str(),
+                "plaintext" | "ssl" | "sasl_plaintext" | "sasl_ssl"
+            ) {
                 return Err(config_err(format!(
                     "kafka security_protocol {p:?} is invalid (plaintext, ssl, sasl_plaintext or sasl_ssl)"
                 )));
             }
         }
         if self.sasl_username.is_some() != self.sasl_password.is_some() {
-            return Err(config_err("kafka sasl_username and sasl_password must be set together"));
+            return Err(config_err(
+                "kafka sasl_username and sasl_password must be set together",
+            ));
         }
         if self.tls_key_path.is_some() && self.tls_cert_path.is_none() {
-            return Err(config_err("kafka tls_key_path is set without tls_cert_path"));
+            return Err(config_err(
+                "kafka tls_key_path is set without tls_cert_path",
+            ));
         }
         Ok(())
     }
@@ -315,7 +360,10 @@ impl KafkaConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.address)
             .set("client.id", &self.client_id)
-            .set("socket.connection.setup.timeout.ms", millis(self.dial_timeout).max(1000).to_string())
+            .set(
+                "socket.connection.setup.timeout.ms",
+                millis(self.dial_timeout).max(1000).to_string(),
+            )
             // Topics are created explicitly (admin API), never as a side
             // effect of a metadata request.
             .set("allow.auto.create.topics", "false");
@@ -356,15 +404,24 @@ impl KafkaConfig {
             .min(1_000_000_000);
         c.set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", format!("{}", self.producer_linger.as_secs_f64() * 1000.0))
+            .set(
+                "linger.ms",
+                format!("{}", self.producer_linger.as_secs_f64() * 1000.0),
+            )
             .set("batch.size", self.producer_batch_size_bytes.to_string())
             .set("compression.codec", self.producer_compression.as_str())
-            .set("queue.buffering.max.kbytes", (self.producer_max_buffered_bytes / 1024).max(1).to_string())
+            .set(
+                "queue.buffering.max.kbytes",
+                (self.producer_max_buffered_bytes / 1024).max(1).to_string(),
+            )
             // Bounded by bytes (above), not by record count.
             .set("queue.buffering.max.messages", i32::MAX.to_string())
             .set("message.max.bytes", message_max.to_string())
             .set("message.timeout.ms", millis(self.write_timeout).to_string())
-            .set("request.timeout.ms", millis(self.write_timeout).clamp(1, 900_000).to_string());
+            .set(
+                "request.timeout.ms",
+                millis(self.write_timeout).clamp(1, 900_000).to_string(),
+            );
         self.apply_extra(&mut c);
         c
     }
@@ -399,13 +456,24 @@ struct TracingContext;
 impl ClientContext for TracingContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "librdkafka", facility = fac, "{message}")
             }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{message}"),
-            RDKafkaLogLevel::Notice => tracing::info!(target: "librdkafka", facility = fac, "{message}"),
-            RDKafkaLogLevel::Info => tracing::debug!(target: "librdkafka", facility = fac, "{message}"),
-            RDKafkaLogLevel::Debug => tracing::trace!(target: "librdkafka", facility = fac, "{message}"),
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Notice => {
+                tracing::info!(target: "librdkafka", facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Info => {
+                tracing::debug!(target: "librdkafka", facility = fac, "{message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::trace!(target: "librdkafka", facility = fac, "{message}")
+            }
         }
     }
 
@@ -460,7 +528,9 @@ fn map_err(what: &str, err: &KafkaError) -> LogError {
         KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => {
             LogError::Config(format!("{what}: {err}"))
         }
-        KafkaError::Canceled => LogError::Unavailable(format!("{what}: the Kafka client shut down")),
+        KafkaError::Canceled => {
+            LogError::Unavailable(format!("{what}: the Kafka client shut down"))
+        }
         _ => match err.rdkafka_error_code() {
             Some(code) if is_transient(code) => LogError::Unavailable(format!("{what}: {err}")),
             _ => LogError::Other(format!("{what}: {err}")),
@@ -509,7 +579,11 @@ enum TopicState {
 }
 
 /// Looks the topic up in the cluster metadata.
-fn topic_state(producer: &KProducer, topic: &str, timeout: Duration) -> Result<TopicState, KafkaError> {
+fn topic_state(
+    producer: &KProducer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<TopicState, KafkaError> {
     let metadata = producer.client().fetch_metadata(Some(topic), timeout)?;
     let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
         return Ok(TopicState::Missing);
@@ -517,7 +591,9 @@ fn topic_state(producer: &KProducer, topic: &str, timeout: Duration) -> Result<T
     if let Some(err) = t.error() {
         let code = RDKafkaErrorCode::from(err);
         return Ok(match code {
-            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => TopicState::Missing,
+            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
+                TopicState::Missing
+            }
             other => TopicState::NotReady(other.to_string()),
         });
     }
@@ -621,7 +697,10 @@ impl KafkaLog {
                 )))
             }
             TopicState::NotReady(why) => {
-                return Err(LogError::Unavailable(format!("Kafka topic {:?} is not ready: {why}", cfg.topic)))
+                return Err(LogError::Unavailable(format!(
+                    "Kafka topic {:?} is not ready: {why}",
+                    cfg.topic
+                )))
             }
         };
 
@@ -640,23 +719,36 @@ impl KafkaLog {
 
         tracing::info!(address = %cfg.address, topic = %cfg.topic, partitions, "connected to Kafka");
         Ok(KafkaLog {
-            inner: Some(Arc::new(Inner { cfg, partitions, producer, meta, groups: Mutex::new(HashMap::new()) })),
+            inner: Some(Arc::new(Inner {
+                cfg,
+                partitions,
+                producer,
+                meta,
+                groups: Mutex::new(HashMap::new()),
+            })),
         })
     }
 
     /// The topic this log writes to.
     pub fn topic(&self) -> &str {
-        self.inner().map(|i| i.cfg.topic.as_str()).unwrap_or_default()
+        self.inner()
+            .map(|i| i.cfg.topic.as_str())
+            .unwrap_or_default()
     }
 
     fn inner(&self) -> Result<&Arc<Inner>, LogError> {
-        self.inner.as_ref().ok_or_else(|| LogError::Unavailable("the Kafka log is closed".into()))
+        self.inner
+            .as_ref()
+            .ok_or_else(|| LogError::Unavailable("the Kafka log is closed".into()))
     }
 
     fn check_partition(&self, partition: i32) -> Result<&Arc<Inner>, LogError> {
         let inner = self.inner()?;
         if partition < 0 || partition >= inner.partitions {
-            return Err(LogError::NoSuchPartition { partition, count: inner.partitions });
+            return Err(LogError::NoSuchPartition {
+                partition,
+                count: inner.partitions,
+            });
         }
         Ok(inner)
     }
@@ -667,11 +759,15 @@ struct DropGuard<T: Send + 'static>(Option<T>);
 
 impl<T: Send + 'static> DropGuard<T> {
     fn get(&self) -> Result<&T, LogError> {
-        self.0.as_ref().ok_or_else(|| LogError::Other("client already taken".into()))
+        self.0
+            .as_ref()
+            .ok_or_else(|| LogError::Other("client already taken".into()))
     }
 
     fn take(mut self) -> Result<T, LogError> {
-        self.0.take().ok_or_else(|| LogError::Other("client already taken".into()))
+        self.0
+            .take()
+            .ok_or_else(|| LogError::Other("client already taken".into()))
     }
 }
 
@@ -784,7 +880,12 @@ impl Inner {
             .cfg
             .consumer_config(Some(group))
             .create_with_context(TracingContext)
-            .map_err(|e| map_err(&format!("cannot create a Kafka consumer for group {group:?}"), &e))?;
+            .map_err(|e| {
+                map_err(
+                    &format!("cannot create a Kafka consumer for group {group:?}"),
+                    &e,
+                )
+            })?;
         let c = Arc::new(c);
         groups.insert(group.to_string(), c.clone());
         Ok(c)
@@ -802,7 +903,12 @@ impl Inner {
         self.producer
             .client()
             .fetch_watermarks(&self.cfg.topic, partition, self.cfg.write_timeout)
-            .map_err(|e| map_err(&format!("cannot read watermarks of partition {partition}"), &e))
+            .map_err(|e| {
+                map_err(
+                    &format!("cannot read watermarks of partition {partition}"),
+                    &e,
+                )
+            })
     }
 
     /// The deadline of a blocking call, plus slack for the blocking pool.
@@ -830,11 +936,20 @@ where
     }
 }
 
-fn produce_err(err: &KafkaError, partition: i32, count: i32, record: &Record, limit: usize) -> LogError {
+fn produce_err(
+    err: &KafkaError,
+    partition: i32,
+    count: i32,
+    record: &Record,
+    limit: usize,
+) -> LogError {
     use RDKafkaErrorCode as C;
     match err.rdkafka_error_code() {
         Some(C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize) => {
-            LogError::RecordTooLarge { size: record.encoded_len(), limit }
+            LogError::RecordTooLarge {
+                size: record.encoded_len(),
+                limit,
+            }
         }
         Some(C::UnknownPartition) => LogError::NoSuchPartition { partition, count },
         _ => map_err(&format!("producing to partition {partition} failed"), err),
@@ -851,7 +966,10 @@ impl IngestLog for KafkaLog {
         let inner = self.check_partition(partition)?;
         let limit = inner.cfg.producer_max_record_size_bytes;
         if let Some(r) = records.iter().find(|r| r.encoded_len() > limit) {
-            return Err(LogError::RecordTooLarge { size: r.encoded_len(), limit });
+            return Err(LogError::RecordTooLarge {
+                size: r.encoded_len(),
+                limit,
+            });
         }
         let count = inner.partitions;
         let deadline = tokio::time::Instant::now() + inner.cfg.write_timeout;
@@ -862,7 +980,10 @@ impl IngestLog for KafkaLog {
         for r in &records {
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
             for h in &r.headers {
-                headers = headers.insert(KafkaHeader { key: &h.key, value: Some(h.value.as_ref()) });
+                headers = headers.insert(KafkaHeader {
+                    key: &h.key,
+                    value: Some(h.value.as_ref()),
+                });
             }
             let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&inner.cfg.topic)
                 .partition(partition)
@@ -875,7 +996,9 @@ impl IngestLog for KafkaLog {
                         deliveries.push(delivery);
                         break;
                     }
-                    Err((e, back)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) => {
+                    Err((e, back))
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                    {
                         if tokio::time::Instant::now() >= deadline {
                             return Err(LogError::Unavailable(format!(
                                 "Kafka producer buffer is full ({} bytes buffered): {e}",
@@ -892,7 +1015,8 @@ impl IngestLog for KafkaLog {
 
         // librdkafka fails each message after message.timeout.ms; the outer
         // timeout is a safety net.
-        let wait = deadline.saturating_duration_since(tokio::time::Instant::now()) + Duration::from_secs(5);
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now())
+            + Duration::from_secs(5);
         let results = tokio::time::timeout(wait, futures::future::join_all(deliveries))
             .await
             .map_err(|_| {
@@ -911,7 +1035,11 @@ impl IngestLog for KafkaLog {
         Ok(())
     }
 
-    async fn reader(&self, partition: i32, offset: i64) -> Result<Box<dyn PartitionReader>, LogError> {
+    async fn reader(
+        &self,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Box<dyn PartitionReader>, LogError> {
         let inner = self.check_partition(partition)?;
         let group_id = reader_group_id(&inner.cfg.client_id);
         let consumer = with_inner(inner, "opening a Kafka partition reader", move |inner| {
@@ -932,7 +1060,10 @@ impl IngestLog for KafkaLog {
             Ok(consumer)
         })
         .await?;
-        Ok(Box::new(KafkaPartitionReader { consumer: Some(consumer), partition }))
+        Ok(Box::new(KafkaPartitionReader {
+            consumer: Some(consumer),
+            partition,
+        }))
     }
 
     async fn committed_offset(&self, group: &str, partition: i32) -> Result<Option<i64>, LogError> {
@@ -940,16 +1071,27 @@ impl IngestLog for KafkaLog {
         let group = group.to_string();
         with_inner(inner, "reading a committed offset", move |inner| {
             let consumer = inner.group_consumer(&group)?;
-            let result = consumer.committed_offsets(inner.tpl(partition, Offset::Invalid)?, inner.cfg.write_timeout);
+            let result = consumer.committed_offsets(
+                inner.tpl(partition, Offset::Invalid)?,
+                inner.cfg.write_timeout,
+            );
             drain_events(&consumer);
             let tpl = result.map_err(|e| {
-                map_err(&format!("cannot read the offset of group {group:?} for partition {partition}"), &e)
+                map_err(
+                    &format!("cannot read the offset of group {group:?} for partition {partition}"),
+                    &e,
+                )
             })?;
             let elem = tpl
                 .find_partition(&inner.cfg.topic, partition)
-                .ok_or_else(|| LogError::Other("Kafka returned no committed offset for the partition".into()))?;
+                .ok_or_else(|| {
+                    LogError::Other("Kafka returned no committed offset for the partition".into())
+                })?;
             elem.error().map_err(|e| {
-                map_err(&format!("cannot read the offset of group {group:?} for partition {partition}"), &e)
+                map_err(
+                    &format!("cannot read the offset of group {group:?} for partition {partition}"),
+                    &e,
+                )
             })?;
             Ok(match elem.offset() {
                 Offset::Offset(o) if o >= 0 => Some(o),
@@ -959,10 +1101,17 @@ impl IngestLog for KafkaLog {
         .await
     }
 
-    async fn commit_offset(&self, group: &str, partition: i32, offset: i64) -> Result<(), LogError> {
+    async fn commit_offset(
+        &self,
+        group: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), LogError> {
         let inner = self.check_partition(partition)?;
         if offset < 0 {
-            return Err(LogError::Other(format!("cannot commit negative offset {offset}")));
+            return Err(LogError::Other(format!(
+                "cannot commit negative offset {offset}"
+            )));
         }
         let group = group.to_string();
         with_inner(inner, "committing an offset", move |inner| {
@@ -978,21 +1127,34 @@ impl IngestLog for KafkaLog {
 
     async fn earliest_offset(&self, partition: i32) -> Result<i64, LogError> {
         let inner = self.check_partition(partition)?;
-        with_inner(inner, "reading the earliest offset", move |inner| Ok(inner.watermarks(partition)?.0)).await
+        with_inner(inner, "reading the earliest offset", move |inner| {
+            Ok(inner.watermarks(partition)?.0)
+        })
+        .await
     }
 
     async fn latest_offset(&self, partition: i32) -> Result<i64, LogError> {
         let inner = self.check_partition(partition)?;
-        with_inner(inner, "reading the latest offset", move |inner| Ok(inner.watermarks(partition)?.1)).await
+        with_inner(inner, "reading the latest offset", move |inner| {
+            Ok(inner.watermarks(partition)?.1)
+        })
+        .await
     }
 
-    async fn offset_for_timestamp(&self, partition: i32, timestamp_ms: i64) -> Result<Option<i64>, LogError> {
+    async fn offset_for_timestamp(
+        &self,
+        partition: i32,
+        timestamp_ms: i64,
+    ) -> Result<Option<i64>, LogError> {
         let inner = self.check_partition(partition)?;
         // Negative timestamps are Kafka's special "earliest"/"latest" values.
         let ts = timestamp_ms.max(0);
         let answer = with_inner(inner, "looking up an offset by timestamp", move |inner| {
             let what = format!("cannot look up the offset of partition {partition} at {ts}ms");
-            let result = inner.meta.offsets_for_times(inner.tpl(partition, Offset::Offset(ts))?, inner.cfg.write_timeout);
+            let result = inner.meta.offsets_for_times(
+                inner.tpl(partition, Offset::Offset(ts))?,
+                inner.cfg.write_timeout,
+            );
             drain_events(&inner.meta);
             let tpl = result.map_err(|e| map_err(&what, &e))?;
             let elem = tpl
@@ -1030,7 +1192,11 @@ impl IngestLog for KafkaLog {
 impl KafkaLog {
     /// The first record at or after `offset` (clamped to the earliest), which
     /// must exist.
-    async fn first_record_from(&self, partition: i32, offset: i64) -> Result<ConsumedRecord, LogError> {
+    async fn first_record_from(
+        &self,
+        partition: i32,
+        offset: i64,
+    ) -> Result<ConsumedRecord, LogError> {
         let wait = self.inner()?.cfg.write_timeout;
         let deadline = tokio::time::Instant::now() + wait;
         let mut reader = self.reader(partition, offset).await?;
@@ -1104,15 +1270,22 @@ fn to_consumed(m: &BorrowedMessage<'_>) -> ConsumedRecord {
 impl PartitionReader for KafkaPartitionReader {
     async fn poll(&mut self, max_wait: Duration) -> Result<Vec<ConsumedRecord>, LogError> {
         let partition = self.partition;
-        let consumer =
-            self.consumer.as_ref().ok_or_else(|| LogError::Unavailable("the Kafka reader is closed".into()))?;
+        let consumer = self
+            .consumer
+            .as_ref()
+            .ok_or_else(|| LogError::Unavailable("the Kafka reader is closed".into()))?;
         let first = tokio::time::timeout(max_wait, async {
             consumer.recv().await.map(|m| to_consumed(&m))
         })
         .await;
         let first = match first {
             Err(_) => return Ok(Vec::new()),
-            Ok(Err(e)) => return Err(map_err(&format!("reading partition {partition} failed"), &e)),
+            Ok(Err(e)) => {
+                return Err(map_err(
+                    &format!("reading partition {partition} failed"),
+                    &e,
+                ))
+            }
             Ok(Ok(r)) => r,
         };
         let mut out = vec![first];

@@ -45,12 +45,19 @@ impl Record {
     pub fn encoded_len(&self) -> usize {
         self.key.len()
             + self.value.len()
-            + self.headers.iter().map(|h| h.key.len() + h.value.len() + 8).sum::<usize>()
+            + self
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.len() + 8)
+                .sum::<usize>()
             + 32
     }
 
     pub fn header(&self, key: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|h| h.key == key).map(|h| h.value.as_ref())
+        self.headers
+            .iter()
+            .find(|h| h.key == key)
+            .map(|h| h.value.as_ref())
     }
 }
 
@@ -74,7 +81,12 @@ pub enum LogError {
     #[error("record of {size} bytes exceeds the log's limit of {limit} bytes")]
     RecordTooLarge { size: usize, limit: usize },
     #[error("offset {offset} is out of range for partition {partition} (earliest {earliest}, latest {latest})")]
-    OffsetOutOfRange { partition: i32, offset: i64, earliest: i64, latest: i64 },
+    OffsetOutOfRange {
+        partition: i32,
+        offset: i64,
+        earliest: i64,
+        latest: i64,
+    },
     #[error("ingest log I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("ingest log data is corrupt: {0}")]
@@ -88,7 +100,10 @@ pub enum LogError {
 impl LogError {
     /// Whether the same call may succeed later (the client should retry).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LogError::Unavailable(_) | LogError::Io(_) | LogError::Other(_))
+        matches!(
+            self,
+            LogError::Unavailable(_) | LogError::Io(_) | LogError::Other(_)
+        )
     }
 }
 
@@ -104,14 +119,19 @@ pub trait IngestLog: Send + Sync + 'static {
 
     /// A reader of one partition starting at `offset` (clamped to the
     /// earliest offset still in the log).
-    async fn reader(&self, partition: i32, offset: i64) -> Result<Box<dyn PartitionReader>, LogError>;
+    async fn reader(
+        &self,
+        partition: i32,
+        offset: i64,
+    ) -> Result<Box<dyn PartitionReader>, LogError>;
 
     /// The offset `group` committed for the partition, if any.
     async fn committed_offset(&self, group: &str, partition: i32) -> Result<Option<i64>, LogError>;
 
     /// Stores `offset` (the next offset to read) for `group`. Durable when it
     /// returns.
-    async fn commit_offset(&self, group: &str, partition: i32, offset: i64) -> Result<(), LogError>;
+    async fn commit_offset(&self, group: &str, partition: i32, offset: i64)
+        -> Result<(), LogError>;
 
     /// The first offset still in the partition.
     async fn earliest_offset(&self, partition: i32) -> Result<i64, LogError>;
@@ -121,7 +141,11 @@ pub trait IngestLog: Send + Sync + 'static {
 
     /// The first offset whose record timestamp is at or after `timestamp_ms`,
     /// or `None` when every record is older.
-    async fn offset_for_timestamp(&self, partition: i32, timestamp_ms: i64) -> Result<Option<i64>, LogError>;
+    async fn offset_for_timestamp(
+        &self,
+        partition: i32,
+        timestamp_ms: i64,
+    ) -> Result<Option<i64>, LogError>;
 }
 
 #[async_trait]

@@ -28,11 +28,19 @@ fn unique_topic(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{prefix}-{}-{nanos:x}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{nanos:x}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn config(address: &str, topic: &str) -> KafkaConfig {
-    KafkaConfig { address: address.into(), topic: topic.into(), ..KafkaConfig::default() }
+    KafkaConfig {
+        address: address.into(),
+        topic: topic.into(),
+        ..KafkaConfig::default()
+    }
 }
 
 /// A fresh 2-partition topic on the mock cluster and a log connected to it.
@@ -40,8 +48,12 @@ fn config(address: &str, topic: &str) -> KafkaConfig {
 /// mock's own API.
 async fn mock_log(cluster: &Mock) -> Arc<dyn IngestLog> {
     let topic = unique_topic("conformance");
-    cluster.create_topic(&topic, 2, 3).expect("create mock topic");
-    let log = KafkaLog::connect(&config(&cluster.bootstrap_servers(), &topic)).await.expect("connect");
+    cluster
+        .create_topic(&topic, 2, 3)
+        .expect("create mock topic");
+    let log = KafkaLog::connect(&config(&cluster.bootstrap_servers(), &topic))
+        .await
+        .expect("connect");
     assert_eq!(log.partition_count(), 2);
     Arc::new(log)
 }
@@ -72,13 +84,18 @@ async fn mock_cluster_conformance() {
 async fn connect_to_closed_port_fails_fast_naming_the_address() {
     init_tracing();
     let started = Instant::now();
-    let err = KafkaLog::connect(&config("127.0.0.1:1", "tidemark")).await.expect_err("nothing listens on port 1");
+    let err = KafkaLog::connect(&config("127.0.0.1:1", "tidemark"))
+        .await
+        .expect_err("nothing listens on port 1");
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "connect took {took:?}");
     assert!(matches!(err, LogError::Unavailable(_)), "{err:?}");
     assert!(err.is_retryable());
     let msg = err.to_string();
-    assert!(msg.contains("cannot reach Kafka brokers at 127.0.0.1:1"), "{msg}");
+    assert!(
+        msg.contains("cannot reach Kafka brokers at 127.0.0.1:1"),
+        "{msg}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +115,9 @@ async fn oversized_record_and_offset_past_the_end_are_typed_errors() {
     init_tracing();
     let cluster = MockCluster::new(3).expect("mock cluster");
     let topic = unique_topic("limits");
-    cluster.create_topic(&topic, 2, 3).expect("create mock topic");
+    cluster
+        .create_topic(&topic, 2, 3)
+        .expect("create mock topic");
     let cfg = KafkaConfig {
         producer_max_record_size_bytes: 4096,
         producer_compression: KafkaCompression::Zstd,
@@ -108,16 +127,43 @@ async fn oversized_record_and_offset_past_the_end_are_typed_errors() {
 
     let mut big = record("t", "");
     big.value = vec![7u8; 5000].into();
-    let err = log.produce(0, vec![record("t", "ok"), big]).await.expect_err("too large");
-    assert!(matches!(err, LogError::RecordTooLarge { limit: 4096, .. }), "{err:?}");
-    assert_eq!(log.latest_offset(0).await.expect("latest"), 0, "nothing of the rejected call was written");
+    let err = log
+        .produce(0, vec![record("t", "ok"), big])
+        .await
+        .expect_err("too large");
+    assert!(
+        matches!(err, LogError::RecordTooLarge { limit: 4096, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        log.latest_offset(0).await.expect("latest"),
+        0,
+        "nothing of the rejected call was written"
+    );
 
-    log.produce(0, vec![record("t", "a"), record("t", "b")]).await.expect("produce");
+    log.produce(0, vec![record("t", "a"), record("t", "b")])
+        .await
+        .expect("produce");
     let err = log.reader(0, 3).await.err().expect("offset past the end");
-    assert!(matches!(err, LogError::OffsetOutOfRange { offset: 3, earliest: 0, latest: 2, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            LogError::OffsetOutOfRange {
+                offset: 3,
+                earliest: 0,
+                latest: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // At the end is fine: the reader waits for the next record.
     let mut reader = log.reader(0, 2).await.expect("reader at the end");
-    assert!(reader.poll(Duration::from_millis(100)).await.expect("poll").is_empty());
+    assert!(reader
+        .poll(Duration::from_millis(100))
+        .await
+        .expect("poll")
+        .is_empty());
     // Before the beginning is clamped.
     let got = conformance::read_n(&log, 0, -5, 2).await;
     assert_eq!(got.iter().map(|c| c.offset).collect::<Vec<_>>(), [0, 1]);
@@ -143,10 +189,19 @@ fn config_defaults_serde_and_redaction() {
     assert!(json.contains(r#""dial_timeout":"2s""#), "{json}");
     assert!(!format!("{cfg:?}").contains("hunter2"));
 
-    assert!(matches!(KafkaConfig::default().validate(), Err(LogError::Config(_))), "empty address");
-    let bad = KafkaConfig { auto_create_topic_default_partitions: 0, ..config("k:9092", "t") };
+    assert!(
+        matches!(KafkaConfig::default().validate(), Err(LogError::Config(_))),
+        "empty address"
+    );
+    let bad = KafkaConfig {
+        auto_create_topic_default_partitions: 0,
+        ..config("k:9092", "t")
+    };
     assert!(matches!(bad.validate(), Err(LogError::Config(_))));
-    let bad = KafkaConfig { producer_max_record_size_bytes: 100, ..config("k:9092", "t") };
+    let bad = KafkaConfig {
+        producer_max_record_size_bytes: 100,
+        ..config("k:9092", "t")
+    };
     assert!(matches!(bad.validate(), Err(LogError::Config(_))));
 }
 
@@ -165,7 +220,9 @@ async fn real_broker_conformance() {
     let make = || {
         let cfg = config(&address, &unique_topic("conformance"));
         async move {
-            let log = KafkaLog::connect(&cfg).await.expect("connect to the test broker");
+            let log = KafkaLog::connect(&cfg)
+                .await
+                .expect("connect to the test broker");
             assert_eq!(log.partition_count(), 2);
             Arc::new(log) as Arc<dyn IngestLog>
         }

@@ -46,7 +46,10 @@ const GOAL_BYTES_PER_SERIES: f64 = 2048.0;
 const MEM_CHILD_ENV: &str = "TIDEMARK_BENCH_HEAD_MEMORY";
 
 fn head_options() -> HeadOptions {
-    HeadOptions { samples_per_chunk: SAMPLES_PER_CHUNK, retention_ms: 24 * 3_600_000 }
+    HeadOptions {
+        samples_per_chunk: SAMPLES_PER_CHUNK,
+        retention_ms: 24 * 3_600_000,
+    }
 }
 
 /// Sizes of a run: full under `cargo bench`, small as a smoke test.
@@ -100,7 +103,11 @@ impl Scrapes {
                     .timeseries
             })
             .collect();
-        Scrapes { set, records, next: 0 }
+        Scrapes {
+            set,
+            records,
+            next: 0,
+        }
     }
 
     fn series(&self) -> usize {
@@ -115,14 +122,22 @@ impl Scrapes {
         self.next += 1;
         let first = r * SERIES_PER_RECORD;
         for (k, ts) in self.records[r].iter_mut().enumerate() {
-            ts.samples[0] = Sample { value: self.set.value(first + k, scrape), timestamp: T0_MS + scrape as i64 * INTERVAL_MS };
+            ts.samples[0] = Sample {
+                value: self.set.value(first + k, scrape),
+                timestamp: T0_MS + scrape as i64 * INTERVAL_MS,
+            };
         }
         r
     }
 
     /// Raw label bytes (names and values) of every series.
     fn label_bytes(&self) -> usize {
-        self.records.iter().flatten().flat_map(|ts| &ts.labels).map(|l| l.name.len() + l.value.len()).sum()
+        self.records
+            .iter()
+            .flatten()
+            .flat_map(|ts| &ts.labels)
+            .map(|l| l.name.len() + l.value.len())
+            .sum()
     }
 }
 
@@ -209,7 +224,10 @@ fn timed_first_scrape<T: Target>(new: impl Fn() -> T, scrapes: &mut Scrapes) -> 
 
 fn bench_steady(c: &mut Criterion) {
     let sizes = Sizes::for_mode(RunMode::from_args());
-    let mut g = c.benchmark_group(format!("head_append_steady_{}k_series", sizes.steady_series / 1000));
+    let mut g = c.benchmark_group(format!(
+        "head_append_steady_{}k_series",
+        sizes.steady_series / 1000
+    ));
     g.throughput(Throughput::Elements(SERIES_PER_RECORD as u64));
     {
         let mut scrapes = Scrapes::new(sizes.steady_series);
@@ -223,7 +241,9 @@ fn bench_steady(c: &mut Criterion) {
         let mut scrapes = Scrapes::new(sizes.steady_series);
         let mut head = Head::new(head_options());
         populate(&mut head, &mut scrapes);
-        g.bench_function("head_append", |b| b.iter_custom(|iters| timed_appends(&mut head, &mut scrapes, iters)));
+        g.bench_function("head_append", |b| {
+            b.iter_custom(|iters| timed_appends(&mut head, &mut scrapes, iters))
+        });
     }
     g.finish();
 }
@@ -231,15 +251,26 @@ fn bench_steady(c: &mut Criterion) {
 fn bench_first_scrape(c: &mut Criterion) {
     let sizes = Sizes::for_mode(RunMode::from_args());
     let mut scrapes = Scrapes::new(sizes.steady_series);
-    let mut g = c.benchmark_group(format!("head_append_first_scrape_{}k_new_series", sizes.steady_series / 1000));
+    let mut g = c.benchmark_group(format!(
+        "head_append_first_scrape_{}k_new_series",
+        sizes.steady_series / 1000
+    ));
     g.throughput(Throughput::Elements(scrapes.series() as u64));
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(10));
     g.bench_function("baseline_new_bare_xor_appenders", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| timed_first_scrape(Bare::default, &mut scrapes)).sum())
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| timed_first_scrape(Bare::default, &mut scrapes))
+                .sum()
+        })
     });
     g.bench_function("head_append_new_series", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| timed_first_scrape(|| Head::new(head_options()), &mut scrapes)).sum())
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| timed_first_scrape(|| Head::new(head_options()), &mut scrapes))
+                .sum()
+        })
     });
     g.finish();
 }
@@ -322,7 +353,10 @@ fn summary_append(sizes: Sizes) {
     let mut scrapes = head_scrapes;
     let (mut head_t, mut bare_t) = (Vec::new(), Vec::new());
     for _ in 0..sizes.summary_rounds.div_ceil(2) {
-        head_t.push(timed_first_scrape(|| Head::new(head_options()), &mut scrapes));
+        head_t.push(timed_first_scrape(
+            || Head::new(head_options()),
+            &mut scrapes,
+        ));
         bare_t.push(timed_first_scrape(Bare::default, &mut scrapes));
     }
     let head_rate = series as f64 / median(&mut head_t).as_secs_f64();
@@ -347,28 +381,41 @@ fn memory_in_child(series: usize, samples: u64) {
             return;
         }
     };
-    match std::process::Command::new(exe).env(MEM_CHILD_ENV, format!("{series}x{samples}")).output() {
+    match std::process::Command::new(exe)
+        .env(MEM_CHILD_ENV, format!("{series}x{samples}"))
+        .output()
+    {
         Ok(out) if out.status.success() => print!("{}", String::from_utf8_lossy(&out.stdout)),
         Ok(out) => println!(
             "head memory {series} series x {samples} samples: measurement failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         ),
-        Err(e) => println!("head memory {series} series x {samples} samples: cannot start the measurement ({e})"),
+        Err(e) => println!(
+            "head memory {series} series x {samples} samples: cannot start the measurement ({e})"
+        ),
     }
 }
 
 /// In the child: builds every record first, then measures RSS around
 /// appending `samples` scrapes of them.
 fn memory_child(spec: &str) {
-    let parsed = spec.split_once('x').and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<u64>().ok()?)));
+    let parsed = spec
+        .split_once('x')
+        .and_then(|(a, b)| Some((a.parse::<usize>().ok()?, b.parse::<u64>().ok()?)));
     let Some((series, samples)) = parsed else {
         eprintln!("{MEM_CHILD_ENV} must be <series>x<samples>, got {spec:?}");
         std::process::exit(2);
     };
     let mut scrapes = Scrapes::new(series);
     let label_bytes = scrapes.label_bytes() as f64 / series as f64;
-    let labels = scrapes.records.iter().flatten().map(|ts| ts.labels.len()).sum::<usize>() as f64 / series as f64;
+    let labels = scrapes
+        .records
+        .iter()
+        .flatten()
+        .map(|ts| ts.labels.len())
+        .sum::<usize>() as f64
+        / series as f64;
     let records = scrapes.records.len() as u64;
     let head = Head::new(head_options());
     let rss_before = rss_bytes();
@@ -405,7 +452,13 @@ fn memory_child(spec: &str) {
 fn rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kb: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     Some(kb * 1024)
 }
 

@@ -16,8 +16,8 @@ use axum::Router;
 use futures::StreamExt;
 use prost::Message;
 use tidemark_schemas::ingester::{
-    chunk, Chunk, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, SeriesBatch,
-    SeriesRequest, StreamSeries,
+    chunk, Chunk, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
+    SeriesBatch, SeriesRequest, StreamSeries,
 };
 use tidemark_schemas::stream::encode_frame;
 use tidemark_storage::queryable::{merge_sorted_strings, Queryable};
@@ -35,8 +35,14 @@ const ORG_ID_HEADER: &str = "X-Scope-OrgID";
 pub fn router(ingester: Arc<Ingester>) -> Router {
     Router::new()
         .route(&format!("{INGESTER_API_PREFIX}/series"), post(series))
-        .route(&format!("{INGESTER_API_PREFIX}/label_names"), post(label_names))
-        .route(&format!("{INGESTER_API_PREFIX}/label_values"), post(label_values))
+        .route(
+            &format!("{INGESTER_API_PREFIX}/label_names"),
+            post(label_names),
+        )
+        .route(
+            &format!("{INGESTER_API_PREFIX}/label_values"),
+            post(label_values),
+        )
         .with_state(ingester)
 }
 
@@ -44,7 +50,12 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.1).into_response()
+        (
+            self.0,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            self.1,
+        )
+            .into_response()
     }
 }
 
@@ -70,21 +81,37 @@ fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
 
 fn decode<M: Message + Default>(body: &Bytes) -> Result<M, ApiError> {
     if body.len() > MAX_REQUEST_BYTES {
-        return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "request too large".into()));
+        return Err(ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request too large".into(),
+        ));
     }
-    M::decode(body.as_ref()).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+    M::decode(body.as_ref())
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
 }
 
 fn protobuf(msg: &impl Message) -> Response {
-    ([(header::CONTENT_TYPE, "application/x-protobuf")], msg.encode_to_vec()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        msg.encode_to_vec(),
+    )
+        .into_response()
 }
 
 /// Streams matching series with their chunks, a batch per frame.
-async fn series(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn series(
+    State(ing): State<Arc<Ingester>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let tenant = tenant(&headers)?;
     let req: SeriesRequest = decode(&body)?;
     let matchers: Vec<Matcher> = matchers_from_proto(&req.matchers)?;
-    let hints = SelectHints { start_ms: req.start_ms, end_ms: req.end_ms, labels_only: req.skip_chunks };
+    let hints = SelectHints {
+        start_ms: req.start_ms,
+        end_ms: req.end_ms,
+        labels_only: req.skip_chunks,
+    };
     let series = ing.merged_chunk_stream(&tenant, &matchers, hints);
     let frames = series.ready_chunks(SERIES_PER_FRAME).map(|batch| {
         let msg = SeriesBatch {
@@ -106,21 +133,39 @@ async fn series(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Byte
         };
         Ok::<_, std::io::Error>(Bytes::from(encode_frame(&msg)))
     });
-    Ok(([(header::CONTENT_TYPE, "application/x-protobuf")], Body::from_stream(frames)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        Body::from_stream(frames),
+    )
+        .into_response())
 }
 
-async fn label_names(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn label_names(
+    State(ing): State<Arc<Ingester>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let tenant = tenant(&headers)?;
     let req: LabelNamesRequest = decode(&body)?;
     let matchers = matchers_from_proto(&req.matchers)?;
-    let names = ing.label_names(&tenant, &matchers, req.start_ms, req.end_ms).await?;
+    let names = ing
+        .label_names(&tenant, &matchers, req.start_ms, req.end_ms)
+        .await?;
     Ok(protobuf(&LabelNamesResponse { names }))
 }
 
-async fn label_values(State(ing): State<Arc<Ingester>>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+async fn label_values(
+    State(ing): State<Arc<Ingester>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let tenant = tenant(&headers)?;
     let req: LabelValuesRequest = decode(&body)?;
     let matchers = matchers_from_proto(&req.matchers)?;
-    let values = ing.label_values(&tenant, &req.name, &matchers, req.start_ms, req.end_ms).await?;
-    Ok(protobuf(&LabelValuesResponse { values: merge_sorted_strings(vec![values]) }))
+    let values = ing
+        .label_values(&tenant, &req.name, &matchers, req.start_ms, req.end_ms)
+        .await?;
+    Ok(protobuf(&LabelValuesResponse {
+        values: merge_sorted_strings(vec![values]),
+    }))
 }

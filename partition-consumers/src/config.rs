@@ -60,7 +60,11 @@ impl IngesterConfig {
 /// The partition named by an instance ID's numeric suffix, as in Mimir
 /// (`ingester-zone-a-3` → 3).
 pub fn partition_from_instance_id(instance_id: &str) -> Option<i32> {
-    let digits: String = instance_id.chars().rev().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = instance_id
+        .chars()
+        .rev()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     let digits: String = digits.chars().rev().collect();
     if digits.is_empty() || !instance_id[..instance_id.len() - digits.len()].ends_with('-') {
         return None;

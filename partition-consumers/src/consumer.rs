@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tidemark_ingest_log::{ConsumedRecord, IngestLog, LogError};
-use tidemark_schemas::record::{decode_tenant, decode_version, RecordBody, RecordError, VERSION_HEADER};
+use tidemark_schemas::record::{
+    decode_tenant, decode_version, RecordBody, RecordError, VERSION_HEADER,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IngesterConfig;
@@ -25,7 +27,8 @@ pub struct ConsumerState {
 
 impl ConsumerState {
     pub fn lag_at_startup(&self) -> i64 {
-        (self.startup_target.load(Ordering::Relaxed) - self.next_offset.load(Ordering::Relaxed)).max(0)
+        (self.startup_target.load(Ordering::Relaxed) - self.next_offset.load(Ordering::Relaxed))
+            .max(0)
     }
 }
 
@@ -57,7 +60,15 @@ impl PartitionConsumer {
             startup_target: AtomicI64::new(i64::MAX),
             ready: AtomicBool::new(false),
         });
-        PartitionConsumer { partition, head, state, log, group, cfg, metrics }
+        PartitionConsumer {
+            partition,
+            head,
+            state,
+            log,
+            group,
+            cfg,
+            metrics,
+        }
     }
 
     /// Where the head's state must begin: the head is memory-only, so it
@@ -73,7 +84,9 @@ impl PartitionConsumer {
 
     /// Runs until cancelled, retrying after log errors.
     pub async fn run(self, cancel: CancellationToken) {
-        let labels = PartitionLabels { partition: self.partition };
+        let labels = PartitionLabels {
+            partition: self.partition,
+        };
         loop {
             match self.consume(&cancel, &labels).await {
                 Ok(()) => return,
@@ -88,18 +101,35 @@ impl PartitionConsumer {
         }
     }
 
-    async fn consume(&self, cancel: &CancellationToken, labels: &PartitionLabels) -> Result<(), LogError> {
+    async fn consume(
+        &self,
+        cancel: &CancellationToken,
+        labels: &PartitionLabels,
+    ) -> Result<(), LogError> {
         let resume = self.state.next_offset.load(Ordering::Relaxed);
-        let start = if resume > 0 { resume } else { self.start_offset().await? };
+        let start = if resume > 0 {
+            resume
+        } else {
+            self.start_offset().await?
+        };
         let target = self.log.latest_offset(self.partition).await?;
         if !self.state.ready.load(Ordering::Relaxed) {
             self.state.startup_target.store(target, Ordering::Relaxed);
-            tracing::info!(partition = self.partition, from = start, to = target, "replaying partition into the head");
+            tracing::info!(
+                partition = self.partition,
+                from = start,
+                to = target,
+                "replaying partition into the head"
+            );
         }
         self.state.next_offset.store(start, Ordering::Relaxed);
         self.check_ready();
         let mut reader = self.log.reader(self.partition, start).await?;
-        let mut committed = self.log.committed_offset(&self.group, self.partition).await.unwrap_or(None);
+        let mut committed = self
+            .log
+            .committed_offset(&self.group, self.partition)
+            .await
+            .unwrap_or(None);
         let mut last_commit = Instant::now();
         let mut last_truncate = Instant::now();
         let mut last_progress = Instant::now();
@@ -120,10 +150,15 @@ impl PartitionConsumer {
                         tracing::warn!(partition = self.partition, offset = rec.offset, error = %e, "skipping undecodable record");
                     }
                 }
-                self.state.next_offset.store(rec.offset + 1, Ordering::Relaxed);
+                self.state
+                    .next_offset
+                    .store(rec.offset + 1, Ordering::Relaxed);
             }
             if !batch.is_empty() {
-                self.metrics.records_consumed.get_or_create(labels).inc_by(batch.len() as u64);
+                self.metrics
+                    .records_consumed
+                    .get_or_create(labels)
+                    .inc_by(batch.len() as u64);
                 self.metrics.record_append(self.partition, &stats);
             }
             self.check_ready();
@@ -133,11 +168,19 @@ impl PartitionConsumer {
                 let next = self.state.next_offset.load(Ordering::Relaxed);
                 self.metrics.consumed_offset.get_or_create(labels).set(next);
                 if let Ok(latest) = self.log.latest_offset(self.partition).await {
-                    self.metrics.lag_records.get_or_create(labels).set((latest - next).max(0));
+                    self.metrics
+                        .lag_records
+                        .get_or_create(labels)
+                        .set((latest - next).max(0));
                 }
-                self.metrics.series.get_or_create(labels).set(self.head.num_series() as i64);
+                self.metrics
+                    .series
+                    .get_or_create(labels)
+                    .set(self.head.num_series() as i64);
             }
-            if !self.state.ready.load(Ordering::Relaxed) && last_progress.elapsed() >= Duration::from_secs(10) {
+            if !self.state.ready.load(Ordering::Relaxed)
+                && last_progress.elapsed() >= Duration::from_secs(10)
+            {
                 tracing::info!(
                     partition = self.partition,
                     offset = self.state.next_offset.load(Ordering::Relaxed),
@@ -149,7 +192,11 @@ impl PartitionConsumer {
             if last_truncate.elapsed() >= Duration::from_secs(60) {
                 let removed = self.head.truncate();
                 if removed > 0 {
-                    tracing::info!(partition = self.partition, removed, "dropped series past head retention");
+                    tracing::info!(
+                        partition = self.partition,
+                        removed,
+                        "dropped series past head retention"
+                    );
                 }
                 last_truncate = Instant::now();
             }
@@ -178,13 +225,23 @@ impl PartitionConsumer {
         if *committed == Some(next) {
             return;
         }
-        match self.log.commit_offset(&self.group, self.partition, next).await {
+        match self
+            .log
+            .commit_offset(&self.group, self.partition, next)
+            .await
+        {
             Ok(()) => {
                 *committed = Some(next);
-                self.metrics.committed_offset.get_or_create(labels).set(next);
+                self.metrics
+                    .committed_offset
+                    .get_or_create(labels)
+                    .set(next);
             }
             Err(e) => {
-                self.metrics.offset_commit_failures.get_or_create(labels).inc();
+                self.metrics
+                    .offset_commit_failures
+                    .get_or_create(labels)
+                    .inc();
                 tracing::warn!(partition = self.partition, error = %e, "offset commit failed");
             }
         }

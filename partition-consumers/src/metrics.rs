@@ -36,31 +36,63 @@ impl IngesterMetrics {
     pub fn new(registry: &mut Registry) -> Self {
         let m = IngesterMetrics::default();
         let r = registry.sub_registry_with_prefix("tidemark_ingester");
-        r.register("samples_appended", "Samples appended to the head", m.samples_appended.clone());
+        r.register(
+            "samples_appended",
+            "Samples appended to the head",
+            m.samples_appended.clone(),
+        );
         r.register(
             "samples_rejected",
             "Samples not appended: out_of_order, duplicate_timestamp (new value for an existing timestamp), duplicate (dropped silently)",
             m.samples_rejected.clone(),
         );
-        r.register("records_consumed", "Ingest-log records consumed", m.records_consumed.clone());
-        r.register("records_failed", "Ingest-log records that could not be decoded", m.records_failed.clone());
+        r.register(
+            "records_consumed",
+            "Ingest-log records consumed",
+            m.records_consumed.clone(),
+        );
+        r.register(
+            "records_failed",
+            "Ingest-log records that could not be decoded",
+            m.records_failed.clone(),
+        );
         r.register("memory_series", "Series in the head", m.series.clone());
-        r.register("consumed_offset", "Next offset to consume", m.consumed_offset.clone());
-        r.register("committed_offset", "Last committed offset", m.committed_offset.clone());
-        r.register("lag_records", "Records produced but not yet consumed", m.lag_records.clone());
-        r.register("offset_commit_failures", "Failed offset commits", m.offset_commit_failures.clone());
+        r.register(
+            "consumed_offset",
+            "Next offset to consume",
+            m.consumed_offset.clone(),
+        );
+        r.register(
+            "committed_offset",
+            "Last committed offset",
+            m.committed_offset.clone(),
+        );
+        r.register(
+            "lag_records",
+            "Records produced but not yet consumed",
+            m.lag_records.clone(),
+        );
+        r.register(
+            "offset_commit_failures",
+            "Failed offset commits",
+            m.offset_commit_failures.clone(),
+        );
         m
     }
 
     pub fn record_append(&self, partition: i32, s: &AppendStats) {
-        self.samples_appended.get_or_create(&PartitionLabels { partition }).inc_by(s.appended);
+        self.samples_appended
+            .get_or_create(&PartitionLabels { partition })
+            .inc_by(s.appended);
         for (reason, n) in [
             ("out_of_order", s.out_of_order),
             ("duplicate_timestamp", s.duplicate_timestamp),
             ("duplicate", s.duplicates),
         ] {
             if n > 0 {
-                self.samples_rejected.get_or_create(&RejectLabels { partition, reason }).inc_by(n);
+                self.samples_rejected
+                    .get_or_create(&RejectLabels { partition, reason })
+                    .inc_by(n);
             }
         }
     }

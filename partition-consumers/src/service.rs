@@ -9,7 +9,9 @@ use futures::StreamExt;
 use tidemark_ingest_log::IngestLog;
 use tidemark_storage::chunk::XorIter;
 use tidemark_storage::queryable::{merge_series_streams, merge_sorted_strings};
-use tidemark_storage::{Labels, Matcher, Queryable, Sample, SelectHints, Series, SeriesStream, StorageError};
+use tidemark_storage::{
+    Labels, Matcher, Queryable, Sample, SelectHints, Series, SeriesStream, StorageError,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -46,8 +48,18 @@ impl Ingester {
         let mut owned = Vec::new();
         let mut tasks = Vec::new();
         for &p in partitions {
-            let c = PartitionConsumer::new(p, log.clone(), consumer_group.to_owned(), cfg.clone(), metrics.clone());
-            owned.push(OwnedPartition { partition: p, head: c.head.clone(), state: c.state.clone() });
+            let c = PartitionConsumer::new(
+                p,
+                log.clone(),
+                consumer_group.to_owned(),
+                cfg.clone(),
+                metrics.clone(),
+            );
+            owned.push(OwnedPartition {
+                partition: p,
+                head: c.head.clone(),
+                state: c.state.clone(),
+            });
             tasks.push(tokio::spawn(c.run(cancel.clone())));
         }
         (Arc::new(Ingester { partitions: owned }), tasks)
@@ -64,7 +76,13 @@ impl Ingester {
             .partitions
             .iter()
             .filter(|p| !p.state.ready.load(Ordering::Relaxed))
-            .map(|p| format!("partition {} is replaying ({} records behind)", p.partition, p.state.lag_at_startup()))
+            .map(|p| {
+                format!(
+                    "partition {} is replaying ({} records behind)",
+                    p.partition,
+                    p.state.lag_at_startup()
+                )
+            })
             .collect();
         if waiting.is_empty() {
             Ok(())
@@ -85,12 +103,19 @@ impl Ingester {
         futures::stream::unfold(0usize, move |pos| {
             let head = head.clone();
             let tenant = tenant.clone();
-            let refs_batch: Vec<SeriesRef> = refs.iter().skip(pos).take(READ_BATCH).copied().collect();
+            let refs_batch: Vec<SeriesRef> =
+                refs.iter().skip(pos).take(READ_BATCH).copied().collect();
             async move {
                 if refs_batch.is_empty() {
                     return None;
                 }
-                let batch = head.read_series(&tenant, &refs_batch, hints.start_ms, hints.end_ms, hints.labels_only);
+                let batch = head.read_series(
+                    &tenant,
+                    &refs_batch,
+                    hints.start_ms,
+                    hints.end_ms,
+                    hints.labels_only,
+                );
                 Some((batch, pos + READ_BATCH))
             }
         })
@@ -123,34 +148,43 @@ impl Ingester {
             return streams.pop().expect("one stream");
         }
         let heads: Vec<Option<ChunkedSeries>> = streams.iter().map(|_| None).collect();
-        futures::stream::unfold((streams, heads, false), |(mut streams, mut heads, primed)| async move {
-            if !primed {
-                for (i, s) in streams.iter_mut().enumerate() {
-                    heads[i] = s.next().await;
-                }
-            }
-            let mut min: Option<usize> = None;
-            for (i, h) in heads.iter().enumerate() {
-                if let Some((labels, _)) = h {
-                    if min.is_none_or(|m| heads[m].as_ref().is_some_and(|(ml, _)| labels < ml)) {
-                        min = Some(i);
+        futures::stream::unfold(
+            (streams, heads, false),
+            |(mut streams, mut heads, primed)| async move {
+                if !primed {
+                    for (i, s) in streams.iter_mut().enumerate() {
+                        heads[i] = s.next().await;
                     }
                 }
-            }
-            let m = min?;
-            let out = heads[m].take()?;
-            heads[m] = streams[m].next().await;
-            Some((out, (streams, heads, true)))
-        })
+                let mut min: Option<usize> = None;
+                for (i, h) in heads.iter().enumerate() {
+                    if let Some((labels, _)) = h {
+                        if min.is_none_or(|m| heads[m].as_ref().is_some_and(|(ml, _)| labels < ml))
+                        {
+                            min = Some(i);
+                        }
+                    }
+                }
+                let m = min?;
+                let out = heads[m].take()?;
+                heads[m] = streams[m].next().await;
+                Some((out, (streams, heads, true)))
+            },
+        )
         .boxed()
     }
 }
 
 /// Decodes chunks into the samples inside `[mint, maxt]`.
-pub fn samples_in(chunks: &[ClosedChunk], mint: i64, maxt: i64) -> Result<Vec<Sample>, StorageError> {
+pub fn samples_in(
+    chunks: &[ClosedChunk],
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<Sample>, StorageError> {
     let mut out = Vec::new();
     for c in chunks {
-        let it = XorIter::new(&c.data).map_err(|e| StorageError::Internal(format!("bad head chunk: {e}")))?;
+        let it = XorIter::new(&c.data)
+            .map_err(|e| StorageError::Internal(format!("bad head chunk: {e}")))?;
         for s in it {
             let s = s.map_err(|e| StorageError::Internal(format!("bad head chunk: {e}")))?;
             if s.t >= mint && s.t <= maxt {
@@ -163,7 +197,12 @@ pub fn samples_in(chunks: &[ClosedChunk], mint: i64, maxt: i64) -> Result<Vec<Sa
 
 #[async_trait]
 impl Queryable for Ingester {
-    async fn select(&self, tenant: &str, matchers: &[Matcher], hints: SelectHints) -> Result<SeriesStream, StorageError> {
+    async fn select(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        hints: SelectHints,
+    ) -> Result<SeriesStream, StorageError> {
         let streams: Vec<SeriesStream> = self
             .partitions
             .iter()
@@ -176,7 +215,8 @@ impl Queryable for Ingester {
                         }))
                     })
                     .filter(move |r: &Result<Series, StorageError>| {
-                        let keep = hints.labels_only || r.as_ref().map_or(true, |s| !s.samples.is_empty());
+                        let keep =
+                            hints.labels_only || r.as_ref().map_or(true, |s| !s.samples.is_empty());
                         futures::future::ready(keep)
                     })
                     .boxed()
@@ -185,17 +225,37 @@ impl Queryable for Ingester {
         Ok(merge_series_streams(streams))
     }
 
-    async fn label_names(&self, tenant: &str, matchers: &[Matcher], start_ms: i64, end_ms: i64)
-        -> Result<Vec<String>, StorageError> {
+    async fn label_names(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
         Ok(merge_sorted_strings(
-            self.partitions.iter().map(|p| p.head.label_names(tenant, matchers, start_ms, end_ms)).collect(),
+            self.partitions
+                .iter()
+                .map(|p| p.head.label_names(tenant, matchers, start_ms, end_ms))
+                .collect(),
         ))
     }
 
-    async fn label_values(&self, tenant: &str, name: &str, matchers: &[Matcher], start_ms: i64, end_ms: i64)
-        -> Result<Vec<String>, StorageError> {
+    async fn label_values(
+        &self,
+        tenant: &str,
+        name: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
         Ok(merge_sorted_strings(
-            self.partitions.iter().map(|p| p.head.label_values(tenant, name, matchers, start_ms, end_ms)).collect(),
+            self.partitions
+                .iter()
+                .map(|p| {
+                    p.head
+                        .label_values(tenant, name, matchers, start_ms, end_ms)
+                })
+                .collect(),
         ))
     }
 }

@@ -56,7 +56,9 @@ fn fixture() -> Fixture {
     let req = set.write_request(0..SERIES, 0, now_ms);
     let labels: usize = req.timeseries.iter().map(|t| t.labels.len()).sum();
     let raw = req.encode_to_vec();
-    let body = snap::raw::Encoder::new().compress_vec(&raw).expect("snappy compresses any input");
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&raw)
+        .expect("snappy compresses any input");
     let f = Fixture {
         body,
         uncompressed_len: raw.len(),
@@ -67,16 +69,26 @@ fn fixture() -> Fixture {
     };
     // Both paths must do the whole job, or the ratio means nothing.
     let p = pipeline(&f);
-    assert!(p.errors.is_empty(), "fixture refused: {:?}", p.errors.first());
+    assert!(
+        p.errors.is_empty(),
+        "fixture refused: {:?}",
+        p.errors.first()
+    );
     assert_eq!(p.outcome.samples, SERIES);
-    assert_eq!(p.records.len(), PARTITIONS as usize, "every partition gets series");
+    assert_eq!(
+        p.records.len(),
+        PARTITIONS as usize,
+        "every partition gets series"
+    );
     assert_eq!(decode_only(&f.body).timeseries.len(), SERIES);
     f
 }
 
 /// Baseline: what any remote-write receiver must do.
 fn decode_only(body: &[u8]) -> WriteRequest {
-    let raw = snap::raw::Decoder::new().decompress_vec(body).expect("fixture is valid snappy");
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .expect("fixture is valid snappy");
     WriteRequest::decode(Bytes::from(raw)).expect("fixture is a valid WriteRequest")
 }
 
@@ -90,8 +102,12 @@ fn bench_pipeline(c: &mut Criterion) {
     let f = fixture();
     let mut g = c.benchmark_group("distributor_2000_series");
     g.throughput(Throughput::Elements(SERIES as u64));
-    g.bench_function("baseline_decode_only", |b| b.iter(|| decode_only(black_box(&f.body))));
-    g.bench_function("pipeline_decode_validate_shard_encode", |b| b.iter(|| pipeline(black_box(&f))));
+    g.bench_function("baseline_decode_only", |b| {
+        b.iter(|| decode_only(black_box(&f.body)))
+    });
+    g.bench_function("pipeline_decode_validate_shard_encode", |b| {
+        b.iter(|| pipeline(black_box(&f)))
+    });
     // Where the pipeline's time goes: decompression alone, and the in-place
     // work on an already decompressed body.
     g.bench_function("part_snappy_only", |b| {
@@ -99,7 +115,9 @@ fn bench_pipeline(c: &mut Criterion) {
     });
     let raw = decode_body(&f.body, f.cfg.max_recv_msg_size).expect("valid snappy");
     g.bench_function("part_prepare_only", |b| {
-        b.iter(|| prepare(TENANT, black_box(&raw), PARTITIONS, &f.cfg, f.now_ms).expect("valid request"))
+        b.iter(|| {
+            prepare(TENANT, black_box(&raw), PARTITIONS, &f.cfg, f.now_ms).expect("valid request")
+        })
     });
     g.finish();
 }
@@ -152,8 +170,12 @@ fn summary(round: Duration, rounds: usize) {
     let mut base = Vec::with_capacity(rounds);
     let mut pipe = Vec::with_capacity(rounds);
     for _ in 0..rounds {
-        base.push(per_iteration(base_iters, || drop(black_box(decode_only(black_box(&f.body))))));
-        pipe.push(per_iteration(pipe_iters, || drop(black_box(pipeline(black_box(&f))))));
+        base.push(per_iteration(base_iters, || {
+            drop(black_box(decode_only(black_box(&f.body))))
+        }));
+        pipe.push(per_iteration(pipe_iters, || {
+            drop(black_box(pipeline(black_box(&f))))
+        }));
     }
     let base_rate = SERIES as f64 / median(&mut base).as_secs_f64();
     let pipe_rate = SERIES as f64 / median(&mut pipe).as_secs_f64();

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::try_join_all;
-use tidemark_ingest_log::{IngestLog, Record};
 use prost::Message;
+use tidemark_ingest_log::{IngestLog, Record};
 use tidemark_schemas::prometheus::{MetricMetadata, TimeSeries};
 
 use crate::config::DistributorConfig;
@@ -41,7 +41,8 @@ impl PartitionBatch {
     fn push(&mut self, tenant: &str, field: u32, raw: &[u8], budget: usize) {
         let len = field_len(raw.len());
         if !self.body.is_empty() && self.body.len() + len > budget {
-            self.done.push(record(tenant, std::mem::take(&mut self.body)));
+            self.done
+                .push(record(tenant, std::mem::take(&mut self.body)));
         }
         put_len_field(&mut self.body, field, raw);
     }
@@ -70,8 +71,12 @@ pub fn prepare(
     let parts = split_request(body).map_err(bad)?;
     let budget = body_budget(tenant, cfg.max_record_size_bytes);
     let newest_allowed = now_ms.saturating_add(cfg.limits.creation_grace_period.as_millis() as i64);
-    let mut batches: Vec<PartitionBatch> =
-        (0..partitions).map(|_| PartitionBatch { body: Vec::new(), done: Vec::new() }).collect();
+    let mut batches: Vec<PartitionBatch> = (0..partitions)
+        .map(|_| PartitionBatch {
+            body: Vec::new(),
+            done: Vec::new(),
+        })
+        .collect();
     let mut prepared = Prepared::default();
     let mut view = SeriesView::default();
     let mut scratch = Vec::new();
@@ -79,7 +84,8 @@ pub fn prepare(
     for range in parts.series {
         let raw = &body[range];
         read_series(raw, &mut view).map_err(bad)?;
-        let fast = !needs_normalizing(&view.labels) && (view.samples == 0 || view.max_timestamp <= newest_allowed);
+        let fast = !needs_normalizing(&view.labels)
+            && (view.samples == 0 || view.max_timestamp <= newest_allowed);
         if fast {
             if let Err(e) = check_labels(&view.labels, &cfg.limits, view.samples) {
                 prepared.errors.push(e);
@@ -88,12 +94,19 @@ pub fn prepare(
             if view.samples == 0 && view.exemplars == 0 {
                 continue;
             }
-            let p = partition_of(series_hash(tenant, &view.labels, &mut scratch), partitions) as usize;
+            let p =
+                partition_of(series_hash(tenant, &view.labels, &mut scratch), partitions) as usize;
             if field_len(raw.len()) <= budget {
                 batches[p].push(tenant, 1, raw, budget);
             } else {
-                let ts = TimeSeries::decode(raw).map_err(|e| PushError::BadProtobuf(e.to_string()))?;
-                batches[p].done.extend(encode_records(tenant, vec![ts], vec![], cfg.max_record_size_bytes));
+                let ts =
+                    TimeSeries::decode(raw).map_err(|e| PushError::BadProtobuf(e.to_string()))?;
+                batches[p].done.extend(encode_records(
+                    tenant,
+                    vec![ts],
+                    vec![],
+                    cfg.max_record_size_bytes,
+                ));
             }
             prepared.outcome.series += 1;
             prepared.outcome.samples += view.samples;
@@ -111,7 +124,14 @@ pub fn prepare(
         if ts.samples.is_empty() && ts.exemplars.is_empty() {
             continue;
         }
-        let labels: Vec<LabelRef<'_>> = ts.labels.iter().map(|l| LabelRef { name: &l.name, value: &l.value }).collect();
+        let labels: Vec<LabelRef<'_>> = ts
+            .labels
+            .iter()
+            .map(|l| LabelRef {
+                name: &l.name,
+                value: &l.value,
+            })
+            .collect();
         let p = partition_of(series_hash(tenant, &labels, &mut scratch), partitions) as usize;
         drop(labels);
         prepared.outcome.series += 1;
@@ -120,14 +140,22 @@ pub fn prepare(
         if field_len(encoded.len()) <= budget {
             batches[p].push(tenant, 1, &encoded, budget);
         } else {
-            batches[p].done.extend(encode_records(tenant, vec![ts], vec![], cfg.max_record_size_bytes));
+            batches[p].done.extend(encode_records(
+                tenant,
+                vec![ts],
+                vec![],
+                cfg.max_record_size_bytes,
+            ));
         }
     }
     for range in parts.metadata {
         let raw = &body[range];
         let md = MetricMetadata::decode(raw).map_err(|e| PushError::BadProtobuf(e.to_string()))?;
         // Metadata follows its metric family name.
-        let name = [LabelRef { name: b"__name__", value: &md.metric_family_name }];
+        let name = [LabelRef {
+            name: b"__name__",
+            value: &md.metric_family_name,
+        }];
         let p = partition_of(series_hash(tenant, &name, &mut scratch), partitions) as usize;
         batches[p].push(tenant, 3, raw, budget);
     }
@@ -148,7 +176,11 @@ pub struct Distributor {
 }
 
 impl Distributor {
-    pub fn new(log: Arc<dyn IngestLog>, cfg: DistributorConfig, metrics: Arc<DistributorMetrics>) -> Self {
+    pub fn new(
+        log: Arc<dyn IngestLog>,
+        cfg: DistributorConfig,
+        metrics: Arc<DistributorMetrics>,
+    ) -> Self {
         Distributor { log, cfg, metrics }
     }
 
@@ -168,22 +200,38 @@ impl Distributor {
         let prepared = prepare(tenant, body, self.log.partition_count(), &self.cfg, now)?;
         let started = Instant::now();
         let records: usize = prepared.records.iter().map(|(_, r)| r.len()).sum();
-        try_join_all(prepared.records.into_iter().map(|(p, recs)| self.log.produce(p, recs))).await?;
-        self.metrics.produce_duration.observe(started.elapsed().as_secs_f64());
+        try_join_all(
+            prepared
+                .records
+                .into_iter()
+                .map(|(p, recs)| self.log.produce(p, recs)),
+        )
+        .await?;
+        self.metrics
+            .produce_duration
+            .observe(started.elapsed().as_secs_f64());
         self.metrics.records_produced.inc_by(records as u64);
         self.metrics
             .received_samples
-            .get_or_create(&TenantLabels { tenant: tenant.to_owned() })
+            .get_or_create(&TenantLabels {
+                tenant: tenant.to_owned(),
+            })
             .inc_by(prepared.outcome.samples as u64);
         for e in &prepared.errors {
             self.metrics
                 .discarded_samples
-                .get_or_create(&DiscardLabels { tenant: tenant.to_owned(), reason: e.reason.to_owned() })
+                .get_or_create(&DiscardLabels {
+                    tenant: tenant.to_owned(),
+                    reason: e.reason.to_owned(),
+                })
                 .inc_by(e.discarded_samples as u64);
         }
         if let Some(first) = prepared.errors.first() {
             tracing::debug!(tenant, error = %first.message, failed = prepared.errors.len(), "refused invalid series");
-            return Err(PushError::Validation { first: first.message.clone(), failed: prepared.errors.len() });
+            return Err(PushError::Validation {
+                first: first.message.clone(),
+                failed: prepared.errors.len(),
+            });
         }
         Ok(prepared.outcome)
     }
@@ -207,9 +255,15 @@ mod tests {
         TimeSeries {
             labels: labels
                 .iter()
-                .map(|(n, v)| Label { name: Bytes::copy_from_slice(n.as_bytes()), value: Bytes::copy_from_slice(v.as_bytes()) })
+                .map(|(n, v)| Label {
+                    name: Bytes::copy_from_slice(n.as_bytes()),
+                    value: Bytes::copy_from_slice(v.as_bytes()),
+                })
                 .collect(),
-            samples: samples.iter().map(|&(timestamp, value)| Sample { timestamp, value }).collect(),
+            samples: samples
+                .iter()
+                .map(|&(timestamp, value)| Sample { timestamp, value })
+                .collect(),
             exemplars: vec![],
         }
     }
@@ -222,34 +276,69 @@ mod tests {
             .flat_map(|r| {
                 assert_eq!(r.key.as_ref(), b"t");
                 let v = decode_version(r.header(VERSION_HEADER)).unwrap();
-                RecordBody::decode(v, r.value.clone()).unwrap().into_timeseries()
+                RecordBody::decode(v, r.value.clone())
+                    .unwrap()
+                    .into_timeseries()
             })
             .collect();
-        out.sort_by(|a, b| a.labels.iter().map(|l| &l.value).cmp(b.labels.iter().map(|l| &l.value)));
+        out.sort_by(|a, b| {
+            a.labels
+                .iter()
+                .map(|l| &l.value)
+                .cmp(b.labels.iter().map(|l| &l.value))
+        });
         out
     }
 
     #[test]
     fn series_travel_unchanged_and_sharded() {
-        let input: Vec<TimeSeries> =
-            (0..200).map(|i| ts(&[("__name__", "m"), ("i", &format!("{i:03}"))], &[(1000, i as f64)])).collect();
-        let body = WriteRequest { timeseries: input.clone(), metadata: vec![] }.encode_to_vec();
+        let input: Vec<TimeSeries> = (0..200)
+            .map(|i| {
+                ts(
+                    &[("__name__", "m"), ("i", &format!("{i:03}"))],
+                    &[(1000, i as f64)],
+                )
+            })
+            .collect();
+        let body = WriteRequest {
+            timeseries: input.clone(),
+            metadata: vec![],
+        }
+        .encode_to_vec();
         let p = prepare("t", &body, 4, &DistributorConfig::default(), 1000).unwrap();
         assert!(p.errors.is_empty());
-        assert_eq!(p.outcome, PushOutcome { series: 200, samples: 200 });
+        assert_eq!(
+            p.outcome,
+            PushOutcome {
+                series: 200,
+                samples: 200
+            }
+        );
         assert_eq!(p.records.len(), 4, "spread over every partition");
         assert_eq!(decode(&p), input);
         // The same series always goes to the same partition.
         let again = prepare("t", &body, 4, &DistributorConfig::default(), 1000).unwrap();
-        let parts = |p: &Prepared| p.records.iter().map(|(i, r)| (*i, r.len())).collect::<Vec<_>>();
+        let parts = |p: &Prepared| {
+            p.records
+                .iter()
+                .map(|(i, r)| (*i, r.len()))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(parts(&p), parts(&again));
     }
 
     #[test]
     fn unsorted_labels_are_normalised_and_land_with_the_sorted_series() {
         let sorted = ts(&[("__name__", "m"), ("a", "1"), ("b", "2")], &[(1000, 1.0)]);
-        let unsorted = ts(&[("b", "2"), ("__name__", "m"), ("z", ""), ("a", "1")], &[(2000, 2.0)]);
-        let body = WriteRequest { timeseries: vec![sorted.clone(), unsorted], metadata: vec![] }.encode_to_vec();
+        let unsorted = ts(
+            &[("b", "2"), ("__name__", "m"), ("z", ""), ("a", "1")],
+            &[(2000, 2.0)],
+        );
+        let body = WriteRequest {
+            timeseries: vec![sorted.clone(), unsorted],
+            metadata: vec![],
+        }
+        .encode_to_vec();
         let p = prepare("t", &body, 8, &DistributorConfig::default(), 0).unwrap();
         assert_eq!(p.records.len(), 1, "both in one partition");
         let got = decode(&p);
@@ -264,7 +353,10 @@ mod tests {
             timeseries: vec![
                 ts(&[("__name__", "ok")], &[(now, 1.0)]),
                 ts(&[("__name__", "bad"), ("x-y", "1")], &[(now, 1.0)]),
-                ts(&[("__name__", "future")], &[(now, 1.0), (now + 3_600_000, 2.0)]),
+                ts(
+                    &[("__name__", "future")],
+                    &[(now, 1.0), (now + 3_600_000, 2.0)],
+                ),
             ],
             metadata: vec![],
         }
@@ -272,17 +364,40 @@ mod tests {
         let p = prepare("t", &body, 2, &DistributorConfig::default(), now).unwrap();
         let reasons: Vec<_> = p.errors.iter().map(|e| e.reason).collect();
         assert_eq!(reasons, ["label_invalid", "too_far_in_future"]);
-        assert_eq!(p.outcome, PushOutcome { series: 2, samples: 2 });
+        assert_eq!(
+            p.outcome,
+            PushOutcome {
+                series: 2,
+                samples: 2
+            }
+        );
         let got = decode(&p);
         assert_eq!(got.iter().map(|t| t.samples.len()).sum::<usize>(), 2);
     }
 
     #[test]
     fn oversized_series_split_and_metadata_kept() {
-        let big = ts(&[("__name__", "big")], &(0..20_000).map(|i| (i as i64, i as f64)).collect::<Vec<_>>());
-        let md = MetricMetadata { r#type: 1, metric_family_name: Bytes::from_static(b"big"), help: Bytes::from_static(b"h"), unit: Bytes::new() };
-        let body = WriteRequest { timeseries: vec![big.clone()], metadata: vec![md.clone()] }.encode_to_vec();
-        let cfg = DistributorConfig { max_record_size_bytes: 50_000, ..Default::default() };
+        let big = ts(
+            &[("__name__", "big")],
+            &(0..20_000)
+                .map(|i| (i as i64, i as f64))
+                .collect::<Vec<_>>(),
+        );
+        let md = MetricMetadata {
+            r#type: 1,
+            metric_family_name: Bytes::from_static(b"big"),
+            help: Bytes::from_static(b"h"),
+            unit: Bytes::new(),
+        };
+        let body = WriteRequest {
+            timeseries: vec![big.clone()],
+            metadata: vec![md.clone()],
+        }
+        .encode_to_vec();
+        let cfg = DistributorConfig {
+            max_record_size_bytes: 50_000,
+            ..Default::default()
+        };
         let p = prepare("t", &body, 1, &cfg, 0).unwrap();
         let recs = &p.records[0].1;
         assert!(recs.len() > 2);
@@ -291,19 +406,30 @@ mod tests {
         assert_eq!(samples, big.samples);
         let metadata: Vec<MetricMetadata> = recs
             .iter()
-            .flat_map(|r| tidemark_schemas::ingest::WriteRecordV1::decode(r.value.clone()).unwrap().metadata)
+            .flat_map(|r| {
+                tidemark_schemas::ingest::WriteRecordV1::decode(r.value.clone())
+                    .unwrap()
+                    .metadata
+            })
             .collect();
         assert_eq!(metadata, vec![md]);
     }
 
     #[test]
     fn malformed_bodies_are_bad_protobuf() {
-        let body = WriteRequest { timeseries: vec![ts(&[("__name__", "m")], &[(1, 1.0)])], metadata: vec![] }.encode_to_vec();
+        let body = WriteRequest {
+            timeseries: vec![ts(&[("__name__", "m")], &[(1, 1.0)])],
+            metadata: vec![],
+        }
+        .encode_to_vec();
         for cut in 1..body.len() {
             if let Err(e) = prepare("t", &body[..cut], 2, &DistributorConfig::default(), 0) {
                 assert!(matches!(e, PushError::BadProtobuf(_)), "{e}");
             }
         }
-        assert!(matches!(prepare("t", &[0xff; 20], 2, &DistributorConfig::default(), 0), Err(PushError::BadProtobuf(_))));
+        assert!(matches!(
+            prepare("t", &[0xff; 20], 2, &DistributorConfig::default(), 0),
+            Err(PushError::BadProtobuf(_))
+        ));
     }
 }

@@ -49,10 +49,22 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(PushError::Tenant(TenantError::Missing).status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(PushError::TooLarge { size: 2, limit: 1 }.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(PushError::Log(LogError::Unavailable("x".into())).status(), StatusCode::SERVICE_UNAVAILABLE);
-        let v = PushError::Validation { first: "bad".into(), failed: 3 };
+        assert_eq!(
+            PushError::Tenant(TenantError::Missing).status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            PushError::TooLarge { size: 2, limit: 1 }.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            PushError::Log(LogError::Unavailable("x".into())).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let v = PushError::Validation {
+            first: "bad".into(),
+            failed: 3,
+        };
         assert_eq!(v.status(), StatusCode::BAD_REQUEST);
         assert_eq!(v.to_string(), "bad (and 2 more invalid series)");
     }

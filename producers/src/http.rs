@@ -35,7 +35,12 @@ impl IntoResponse for PushError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "push failed");
         }
-        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{self}\n")).into_response()
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{self}\n"),
+        )
+            .into_response()
     }
 }
 
@@ -49,7 +54,9 @@ async fn push(State(state): State<PushState>, headers: HeaderMap, body: Body) ->
         .distributor
         .metrics()
         .requests
-        .get_or_create(&StatusLabels { status: status.as_u16() })
+        .get_or_create(&StatusLabels {
+            status: status.as_u16(),
+        })
         .inc();
     match result {
         Ok(()) => StatusCode::OK.into_response(),
@@ -75,7 +82,10 @@ async fn handle(state: &PushState, headers: &HeaderMap, body: Body) -> Result<()
     }
     let raw = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| PushError::TooLarge { size: limit + 1, limit })?;
+        .map_err(|_| PushError::TooLarge {
+            size: limit + 1,
+            limit,
+        })?;
     let body = decode_body(&raw, limit)?;
     state.distributor.push(&tenant, &body).await?;
     Ok(())
@@ -85,7 +95,10 @@ async fn handle(state: &PushState, headers: &HeaderMap, body: Body) -> Result<()
 /// `proto=prometheus.WriteRequest`); another proto message is refused with
 /// 415 so that a remote-write 2.0 sender falls back to 1.0.
 fn check_content_type(headers: &HeaderMap) -> Result<(), PushError> {
-    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Ok(());
     };
     let proto = ct
@@ -124,48 +137,92 @@ mod tests {
     use crate::metrics::DistributorMetrics;
     use axum::http::Request;
     use bytes::Bytes;
+    use prost::Message;
     use tidemark_ingest_log::embedded::{EmbeddedConfig, EmbeddedLog};
     use tidemark_ingest_log::IngestLog;
-    use prost::Message;
     use tidemark_schemas::prometheus::{Label, Sample, TimeSeries, WriteRequest};
     use tower::ServiceExt;
 
     fn app(dir: &std::path::Path, multitenancy: bool) -> (Router, Arc<dyn IngestLog>) {
         let log: Arc<dyn IngestLog> = Arc::new(
-            EmbeddedLog::open(EmbeddedConfig { dir: dir.to_path_buf(), partitions: 2, ..Default::default() }).unwrap(),
+            EmbeddedLog::open(EmbeddedConfig {
+                dir: dir.to_path_buf(),
+                partitions: 2,
+                ..Default::default()
+            })
+            .unwrap(),
         );
-        let cfg = DistributorConfig { max_recv_msg_size: 64 << 10, ..Default::default() };
-        let d = Distributor::new(log.clone(), cfg, Arc::new(DistributorMetrics::unregistered()));
-        (router(PushState { distributor: Arc::new(d), multitenancy_enabled: multitenancy }), log)
+        let cfg = DistributorConfig {
+            max_recv_msg_size: 64 << 10,
+            ..Default::default()
+        };
+        let d = Distributor::new(
+            log.clone(),
+            cfg,
+            Arc::new(DistributorMetrics::unregistered()),
+        );
+        (
+            router(PushState {
+                distributor: Arc::new(d),
+                multitenancy_enabled: multitenancy,
+            }),
+            log,
+        )
     }
 
     fn body(series: Vec<Vec<(&str, &str)>>) -> Vec<u8> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
         let req = WriteRequest {
             timeseries: series
                 .into_iter()
                 .map(|ls| TimeSeries {
                     labels: ls
                         .into_iter()
-                        .map(|(n, v)| Label { name: Bytes::copy_from_slice(n.as_bytes()), value: Bytes::copy_from_slice(v.as_bytes()) })
+                        .map(|(n, v)| Label {
+                            name: Bytes::copy_from_slice(n.as_bytes()),
+                            value: Bytes::copy_from_slice(v.as_bytes()),
+                        })
                         .collect(),
-                    samples: vec![Sample { value: 1.0, timestamp: now }],
+                    samples: vec![Sample {
+                        value: 1.0,
+                        timestamp: now,
+                    }],
                     exemplars: vec![],
                 })
                 .collect(),
             metadata: vec![],
         };
-        snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap()
+        snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .unwrap()
     }
 
-    async fn send(app: &Router, method: &str, path: &str, tenant: Option<&str>, body: Vec<u8>) -> (StatusCode, String) {
-        let mut b = Request::builder().method(method).uri(path).header("Content-Type", "application/x-protobuf");
+    async fn send(
+        app: &Router,
+        method: &str,
+        path: &str,
+        tenant: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, String) {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Content-Type", "application/x-protobuf");
         if let Some(t) = tenant {
             b = b.header(ORG_ID_HEADER, t);
         }
-        let resp = app.clone().oneshot(b.body(Body::from(body)).unwrap()).await.unwrap();
+        let resp = app
+            .clone()
+            .oneshot(b.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
         let status = resp.status();
-        let text = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let text = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         (status, String::from_utf8_lossy(&text).into_owned())
     }
 
@@ -181,8 +238,19 @@ mod tests {
     async fn push_post_and_put_on_both_paths() {
         let dir = tempfile::tempdir().unwrap();
         let (app, log) = app(dir.path(), true);
-        for (m, p) in [("POST", "/api/v1/push"), ("PUT", "/api/v1/push"), ("POST", "/api/prom/push")] {
-            let (s, t) = send(&app, m, p, Some("t1"), body(vec![vec![("__name__", "up"), ("job", "a")]])).await;
+        for (m, p) in [
+            ("POST", "/api/v1/push"),
+            ("PUT", "/api/v1/push"),
+            ("POST", "/api/prom/push"),
+        ] {
+            let (s, t) = send(
+                &app,
+                m,
+                p,
+                Some("t1"),
+                body(vec![vec![("__name__", "up"), ("job", "a")]]),
+            )
+            .await;
             assert_eq!(s, StatusCode::OK, "{m} {p}: {t}");
         }
         assert_eq!(total_records(&log).await, 3);
@@ -193,30 +261,65 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (app, log) = app(dir.path(), true);
         let good = || body(vec![vec![("__name__", "up")]]);
-        assert_eq!(send(&app, "POST", "/api/v1/push", None, good()).await.0, StatusCode::UNAUTHORIZED);
-        assert_eq!(send(&app, "POST", "/api/v1/push", Some("a/b"), good()).await.0, StatusCode::BAD_REQUEST);
-        let (s, t) = send(&app, "POST", "/api/v1/push", Some("t"), b"not snappy at all".to_vec()).await;
+        assert_eq!(
+            send(&app, "POST", "/api/v1/push", None, good()).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            send(&app, "POST", "/api/v1/push", Some("a/b"), good())
+                .await
+                .0,
+            StatusCode::BAD_REQUEST
+        );
+        let (s, t) = send(
+            &app,
+            "POST",
+            "/api/v1/push",
+            Some("t"),
+            b"not snappy at all".to_vec(),
+        )
+        .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{t}");
         let garbage = snap::raw::Encoder::new().compress_vec(&[0xff; 64]).unwrap();
         let (s, t) = send(&app, "POST", "/api/v1/push", Some("t"), garbage).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert!(t.contains("not a valid remote write request"), "{t}");
         // Compressed small, declared large: refused before decompressing.
-        let huge = snap::raw::Encoder::new().compress_vec(&vec![0u8; 1 << 20]).unwrap();
+        let huge = snap::raw::Encoder::new()
+            .compress_vec(&vec![0u8; 1 << 20])
+            .unwrap();
         assert!(huge.len() < 64 << 10);
-        assert_eq!(send(&app, "POST", "/api/v1/push", Some("t"), huge).await.0, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(
-            send(&app, "POST", "/api/v1/push", Some("t"), vec![0u8; 100 << 10]).await.0,
+            send(&app, "POST", "/api/v1/push", Some("t"), huge).await.0,
             StatusCode::PAYLOAD_TOO_LARGE
         );
-        assert_eq!(total_records(&log).await, 0, "nothing written for refused requests");
+        assert_eq!(
+            send(
+                &app,
+                "POST",
+                "/api/v1/push",
+                Some("t"),
+                vec![0u8; 100 << 10]
+            )
+            .await
+            .0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            total_records(&log).await,
+            0,
+            "nothing written for refused requests"
+        );
     }
 
     #[tokio::test]
     async fn invalid_series_refused_valid_ones_written() {
         let dir = tempfile::tempdir().unwrap();
         let (app, log) = app(dir.path(), true);
-        let b = body(vec![vec![("__name__", "ok_metric")], vec![("__name__", "bad"), ("in-valid", "x")]]);
+        let b = body(vec![
+            vec![("__name__", "ok_metric")],
+            vec![("__name__", "bad"), ("in-valid", "x")],
+        ]);
         let (s, t) = send(&app, "POST", "/api/v1/push", Some("t"), b).await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert!(t.contains("in-valid") && t.contains("bad{"), "{t}");
@@ -230,7 +333,10 @@ mod tests {
         let req = Request::builder()
             .method("POST")
             .uri("/api/v1/push")
-            .header("Content-Type", "application/x-protobuf;proto=io.prometheus.write.v2.Request")
+            .header(
+                "Content-Type",
+                "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            )
             .body(Body::from(body(vec![vec![("__name__", "up")]])))
             .unwrap();
         let resp = app.oneshot(req).await.unwrap();

@@ -18,6 +18,6 @@ pub mod shard;
 pub mod validation;
 
 pub use config::DistributorConfig;
-pub use tidemark_storage::tenant;
 pub use distributor::{Distributor, PushOutcome};
 pub use error::PushError;
+pub use tidemark_storage::tenant;

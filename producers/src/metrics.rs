@@ -41,10 +41,26 @@ impl DistributorMetrics {
             produce_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
         };
         let r = registry.sub_registry_with_prefix("tidemark_distributor");
-        r.register("push_requests", "Push requests by HTTP status", m.requests.clone());
-        r.register("received_samples", "Samples written to the ingest log", m.received_samples.clone());
-        r.register("discarded_samples", "Samples refused by validation", m.discarded_samples.clone());
-        r.register("records_produced", "Ingest-log records produced", m.records_produced.clone());
+        r.register(
+            "push_requests",
+            "Push requests by HTTP status",
+            m.requests.clone(),
+        );
+        r.register(
+            "received_samples",
+            "Samples written to the ingest log",
+            m.received_samples.clone(),
+        );
+        r.register(
+            "discarded_samples",
+            "Samples refused by validation",
+            m.discarded_samples.clone(),
+        );
+        r.register(
+            "records_produced",
+            "Ingest-log records produced",
+            m.records_produced.clone(),
+        );
         r.register(
             "produce_duration_seconds",
             "Time from a request's first produce to the last acknowledgement",

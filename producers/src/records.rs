@@ -12,7 +12,9 @@ const RECORD_OVERHEAD: usize = 256;
 
 /// Body bytes a record of `tenant` may hold under `max_record_size`.
 pub fn body_budget(tenant: &str, max_record_size: usize) -> usize {
-    max_record_size.saturating_sub(RECORD_OVERHEAD + tenant.len()).max(1024)
+    max_record_size
+        .saturating_sub(RECORD_OVERHEAD + tenant.len())
+        .max(1024)
 }
 
 /// Encodes series and metadata of one tenant for one partition as records of
@@ -26,16 +28,20 @@ pub fn encode_records(
 ) -> Vec<Record> {
     let budget = body_budget(tenant, max_record_size);
     let mut records = Vec::new();
-    let mut body = WriteRecordV1 { timeseries: Vec::new(), metadata: Vec::new() };
+    let mut body = WriteRecordV1 {
+        timeseries: Vec::new(),
+        metadata: Vec::new(),
+    };
     let mut size = 0usize;
 
-    let push = |item_len: usize, body: &mut WriteRecordV1, size: &mut usize, records: &mut Vec<Record>| {
-        if *size > 0 && *size + item_len > budget {
-            records.push(to_record(tenant, std::mem::take(body)));
-            *size = 0;
-        }
-        *size += item_len;
-    };
+    let push =
+        |item_len: usize, body: &mut WriteRecordV1, size: &mut usize, records: &mut Vec<Record>| {
+            if *size > 0 && *size + item_len > budget {
+                records.push(to_record(tenant, std::mem::take(body)));
+                *size = 0;
+            }
+            *size += item_len;
+        };
 
     for ts in series {
         let len = field_len(ts.encoded_len());
@@ -108,8 +114,16 @@ mod tests {
 
     fn series(name: &str, samples: usize) -> TimeSeries {
         TimeSeries {
-            labels: vec![Label { name: Bytes::from_static(b"__name__"), value: Bytes::copy_from_slice(name.as_bytes()) }],
-            samples: (0..samples).map(|i| Sample { value: i as f64, timestamp: i as i64 }).collect(),
+            labels: vec![Label {
+                name: Bytes::from_static(b"__name__"),
+                value: Bytes::copy_from_slice(name.as_bytes()),
+            }],
+            samples: (0..samples)
+                .map(|i| Sample {
+                    value: i as f64,
+                    timestamp: i as i64,
+                })
+                .collect(),
             exemplars: vec![],
         }
     }
@@ -120,25 +134,37 @@ mod tests {
             .flat_map(|r| {
                 assert_eq!(r.key.as_ref(), b"tenant");
                 let v = decode_version(r.header(VERSION_HEADER)).unwrap();
-                RecordBody::decode(v, r.value.clone()).unwrap().into_timeseries()
+                RecordBody::decode(v, r.value.clone())
+                    .unwrap()
+                    .into_timeseries()
             })
             .collect()
     }
 
     #[test]
     fn small_batch_is_one_record() {
-        let recs = encode_records("tenant", vec![series("a", 1), series("b", 1)], vec![], 1 << 20);
+        let recs = encode_records(
+            "tenant",
+            vec![series("a", 1), series("b", 1)],
+            vec![],
+            1 << 20,
+        );
         assert_eq!(recs.len(), 1);
         assert_eq!(decode(&recs).len(), 2);
     }
 
     #[test]
     fn large_batches_split_within_limit() {
-        let input: Vec<TimeSeries> = (0..2000).map(|i| series(&format!("metric_{i}"), 10)).collect();
+        let input: Vec<TimeSeries> = (0..2000)
+            .map(|i| series(&format!("metric_{i}"), 10))
+            .collect();
         let limit = 20_000;
         let recs = encode_records("tenant", input.clone(), vec![], limit);
         assert!(recs.len() > 1);
-        assert!(recs.iter().all(|r| r.encoded_len() <= limit), "every record within the limit");
+        assert!(
+            recs.iter().all(|r| r.encoded_len() <= limit),
+            "every record within the limit"
+        );
         assert_eq!(decode(&recs), input);
     }
 

@@ -59,7 +59,9 @@ impl<'a> Fields<'a> {
     fn varint_slow(&mut self) -> Result<u64, WireError> {
         let mut out = 0u64;
         for i in 0..10 {
-            let Some(&b) = self.buf.get(self.pos) else { return err("truncated varint") };
+            let Some(&b) = self.buf.get(self.pos) else {
+                return err("truncated varint");
+            };
             self.pos += 1;
             if i == 9 && b > 1 {
                 return err("varint overflows 64 bits");
@@ -75,7 +77,9 @@ impl<'a> Fields<'a> {
     #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        let Some(end) = end else { return err("field extends past the end of its message") };
+        let Some(end) = end else {
+            return err("field extends past the end of its message");
+        };
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -101,7 +105,9 @@ impl<'a> Iterator for Fields<'a> {
                 VARINT => Value::Varint(self.varint()?),
                 FIXED64 => {
                     let b = self.take(8)?;
-                    Value::Fixed64(u64::from_le_bytes(b.try_into().map_err(|_| WireError("fixed64".into()))?))
+                    Value::Fixed64(u64::from_le_bytes(
+                        b.try_into().map_err(|_| WireError("fixed64".into()))?,
+                    ))
                 }
                 LEN => {
                     let n = self.varint()?;
@@ -110,7 +116,9 @@ impl<'a> Iterator for Fields<'a> {
                 }
                 FIXED32 => {
                     let b = self.take(4)?;
-                    Value::Fixed32(u32::from_le_bytes(b.try_into().map_err(|_| WireError("fixed32".into()))?))
+                    Value::Fixed32(u32::from_le_bytes(
+                        b.try_into().map_err(|_| WireError("fixed32".into()))?,
+                    ))
                 }
                 _ => return err("unsupported wire type"),
             };
@@ -169,7 +177,10 @@ pub fn read_series<'a>(buf: &'a [u8], view: &mut SeriesView<'a>) -> Result<(), W
 }
 
 fn read_label(buf: &[u8]) -> Result<LabelRef<'_>, WireError> {
-    let mut l = LabelRef { name: &[], value: &[] };
+    let mut l = LabelRef {
+        name: &[],
+        value: &[],
+    };
     for f in Fields::new(buf) {
         match f? {
             (1, Value::Len(n), _) => l.name = n,
@@ -244,11 +255,30 @@ mod tests {
             timeseries: vec![
                 TimeSeries {
                     labels: vec![
-                        Label { name: Bytes::from_static(b"__name__"), value: Bytes::from_static(b"up") },
-                        Label { name: Bytes::from_static(b"job"), value: Bytes::from_static(b"a") },
+                        Label {
+                            name: Bytes::from_static(b"__name__"),
+                            value: Bytes::from_static(b"up"),
+                        },
+                        Label {
+                            name: Bytes::from_static(b"job"),
+                            value: Bytes::from_static(b"a"),
+                        },
                     ],
-                    samples: vec![Sample { value: 1.0, timestamp: 10 }, Sample { value: 2.0, timestamp: -5 }],
-                    exemplars: vec![Exemplar { labels: vec![], value: 1.0, timestamp: 3 }],
+                    samples: vec![
+                        Sample {
+                            value: 1.0,
+                            timestamp: 10,
+                        },
+                        Sample {
+                            value: 2.0,
+                            timestamp: -5,
+                        },
+                    ],
+                    exemplars: vec![Exemplar {
+                        labels: vec![],
+                        value: 1.0,
+                        timestamp: 3,
+                    }],
                 },
                 TimeSeries::default(),
             ],
@@ -265,12 +295,24 @@ mod tests {
         let mut view = SeriesView::default();
         read_series(&buf[parts.series[0].clone()], &mut view).unwrap();
         assert_eq!(view.labels.len(), 2);
-        assert_eq!(view.labels[1], LabelRef { name: b"job", value: b"a" });
-        assert_eq!((view.samples, view.max_timestamp, view.exemplars), (2, 10, 1));
+        assert_eq!(
+            view.labels[1],
+            LabelRef {
+                name: b"job",
+                value: b"a"
+            }
+        );
+        assert_eq!(
+            (view.samples, view.max_timestamp, view.exemplars),
+            (2, 10, 1)
+        );
         // Copying a series' bytes gives back the same message.
         let mut out = Vec::new();
         put_len_field(&mut out, 1, &buf[parts.series[0].clone()]);
-        assert_eq!(WriteRequest::decode(out.as_slice()).unwrap().timeseries[0], req().timeseries[0]);
+        assert_eq!(
+            WriteRequest::decode(out.as_slice()).unwrap().timeseries[0],
+            req().timeseries[0]
+        );
     }
 
     #[test]
@@ -279,16 +321,28 @@ mod tests {
         for cut in 0..buf.len() {
             let r = split_request(&buf[..cut]).and_then(|p| {
                 let mut v = SeriesView::default();
-                p.series.iter().try_for_each(|s| read_series(&buf[s.clone()], &mut v))
+                p.series
+                    .iter()
+                    .try_for_each(|s| read_series(&buf[s.clone()], &mut v))
             });
             // Cuts at message boundaries are valid shorter requests; others
             // must agree with prost.
-            assert_eq!(r.is_ok(), WriteRequest::decode(&buf[..cut]).is_ok(), "cut at {cut}");
+            assert_eq!(
+                r.is_ok(),
+                WriteRequest::decode(&buf[..cut]).is_ok(),
+                "cut at {cut}"
+            );
         }
-        assert!(split_request(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).is_err());
+        assert!(
+            split_request(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])
+                .is_err()
+        );
         assert!(split_request(&[0x08]).is_err());
         assert!(split_request(&[0x0b]).is_err(), "group wire type");
         let mut v = SeriesView::default();
-        assert!(read_series(&[0x08, 0x01], &mut v).is_err(), "labels with varint wire type");
+        assert!(
+            read_series(&[0x08, 0x01], &mut v).is_err(),
+            "labels with varint wire type"
+        );
     }
 }

@@ -39,7 +39,10 @@ mod tests {
     use super::*;
 
     fn labels(v: &str) -> Vec<LabelRef<'_>> {
-        vec![LabelRef { name: b"__name__", value: v.as_bytes() }]
+        vec![LabelRef {
+            name: b"__name__",
+            value: v.as_bytes(),
+        }]
     }
 
     #[test]
@@ -60,7 +63,8 @@ mod tests {
     #[test]
     fn tenant_is_part_of_the_key() {
         let l = labels("m");
-        let differs = (0..64).any(|i| partition_for(&format!("t{i}"), &l, 8) != partition_for("t", &l, 8));
+        let differs =
+            (0..64).any(|i| partition_for(&format!("t{i}"), &l, 8) != partition_for("t", &l, 8));
         assert!(differs);
         let mut s = Vec::new();
         assert_ne!(series_hash("a", &l, &mut s), series_hash("b", &l, &mut s));

@@ -30,13 +30,27 @@ pub fn needs_normalizing(labels: &[LabelRef<'_>]) -> bool {
 /// Checks labels sorted by name with no empty values: metric name present
 /// and valid, label names valid and unique, UTF-8 values, limits.
 /// `samples` is what the series carries, reported as discarded on error.
-pub fn check_labels(labels: &[LabelRef<'_>], limits: &ValidationLimits, samples: usize) -> Result<(), ValidationError> {
-    let fail = |reason: &'static str, message: String| ValidationError { reason, message, discarded_samples: samples };
+pub fn check_labels(
+    labels: &[LabelRef<'_>],
+    limits: &ValidationLimits,
+    samples: usize,
+) -> Result<(), ValidationError> {
+    let fail = |reason: &'static str, message: String| ValidationError {
+        reason,
+        message,
+        discarded_samples: samples,
+    };
     let Some(name) = labels.iter().find(|l| l.name == METRIC_NAME) else {
-        return Err(fail("missing_metric_name", "received a series without metric name".into()));
+        return Err(fail(
+            "missing_metric_name",
+            "received a series without metric name".into(),
+        ));
     };
     if !is_valid_metric_name(name.value) {
-        let msg = format!("received a series with invalid metric name: '{}'", String::from_utf8_lossy(name.value));
+        let msg = format!(
+            "received a series with invalid metric name: '{}'",
+            String::from_utf8_lossy(name.value)
+        );
         return Err(fail("metric_name_invalid", msg));
     }
     if labels.len() > limits.max_label_names_per_series {
@@ -98,7 +112,11 @@ pub fn check_labels(labels: &[LabelRef<'_>], limits: &ValidationLimits, samples:
 }
 
 /// The error for samples past `limit_ms` (the creation grace period).
-pub fn too_far_in_future(labels: &[LabelRef<'_>], timestamp: i64, discarded: usize) -> ValidationError {
+pub fn too_far_in_future(
+    labels: &[LabelRef<'_>],
+    timestamp: i64,
+    discarded: usize,
+) -> ValidationError {
     ValidationError {
         reason: "too_far_in_future",
         message: format!(
@@ -114,17 +132,38 @@ pub fn too_far_in_future(labels: &[LabelRef<'_>], timestamp: i64, discarded: usi
 /// labels, sorts labels by name and drops samples too far in the future.
 /// Returns an error when the series must be dropped as a whole, or when some
 /// of its samples were (then the series, with the rest, is still written).
-pub fn validate_series(ts: &mut TimeSeries, limits: &ValidationLimits, now_ms: i64) -> Result<(), ValidationError> {
+pub fn validate_series(
+    ts: &mut TimeSeries,
+    limits: &ValidationLimits,
+    now_ms: i64,
+) -> Result<(), ValidationError> {
     ts.labels.retain(|l| !l.value.is_empty());
     if !ts.labels.windows(2).all(|w| w[0].name <= w[1].name) {
         ts.labels.sort_by(|a, b| a.name.cmp(&b.name));
     }
-    let view: Vec<LabelRef<'_>> = ts.labels.iter().map(|l| LabelRef { name: &l.name, value: &l.value }).collect();
+    let view: Vec<LabelRef<'_>> = ts
+        .labels
+        .iter()
+        .map(|l| LabelRef {
+            name: &l.name,
+            value: &l.value,
+        })
+        .collect();
     check_labels(&view, limits, ts.samples.len())?;
     let limit = now_ms.saturating_add(limits.creation_grace_period.as_millis() as i64);
-    if let Some(bad_ts) = ts.samples.iter().find(|s| s.timestamp > limit).map(|s| s.timestamp) {
+    if let Some(bad_ts) = ts
+        .samples
+        .iter()
+        .find(|s| s.timestamp > limit)
+        .map(|s| s.timestamp)
+    {
         let before = ts.samples.len();
-        let keep: Vec<_> = ts.samples.iter().filter(|s| s.timestamp <= limit).copied().collect();
+        let keep: Vec<_> = ts
+            .samples
+            .iter()
+            .filter(|s| s.timestamp <= limit)
+            .copied()
+            .collect();
         let e = too_far_in_future(&view, bad_ts, before - keep.len());
         drop(view);
         ts.samples = keep;
@@ -138,7 +177,9 @@ pub fn is_valid_metric_name(name: &[u8]) -> bool {
     match name.split_first() {
         Some((first, rest)) => {
             (first.is_ascii_alphabetic() || *first == b'_' || *first == b':')
-                && rest.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
+                && rest
+                    .iter()
+                    .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b':')
         }
         None => false,
     }
@@ -201,9 +242,15 @@ mod tests {
         TimeSeries {
             labels: labels
                 .iter()
-                .map(|(n, v)| Label { name: Bytes::copy_from_slice(n.as_bytes()), value: Bytes::copy_from_slice(v.as_bytes()) })
+                .map(|(n, v)| Label {
+                    name: Bytes::copy_from_slice(n.as_bytes()),
+                    value: Bytes::copy_from_slice(v.as_bytes()),
+                })
                 .collect(),
-            samples: vec![Sample { value: 1.0, timestamp: 1000 }],
+            samples: vec![Sample {
+                value: 1.0,
+                timestamp: 1000,
+            }],
             exemplars: vec![],
         }
     }
@@ -228,15 +275,22 @@ mod tests {
         assert_eq!(e.reason, "metric_name_invalid");
         let e = check(&[("__name__", "up"), ("bad-name", "x")]).unwrap_err();
         assert_eq!(e.reason, "label_invalid");
-        assert!(e.message.contains("bad-name") && e.message.contains("up{"), "{}", e.message);
+        assert!(
+            e.message.contains("bad-name") && e.message.contains("up{"),
+            "{}",
+            e.message
+        );
         let e = check(&[("__name__", "up"), ("a", "1"), ("a", "2")]).unwrap_err();
         assert_eq!(e.reason, "duplicate_label_names");
         let long = "v".repeat(3000);
         let e = check(&[("__name__", "up"), ("a", &long)]).unwrap_err();
         assert_eq!(e.reason, "label_value_too_long");
         assert!(e.message.len() < 600);
-        let many: Vec<(String, String)> = (0..31).map(|i| (format!("l{i}"), "v".to_string())).collect();
-        let mut labels: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let many: Vec<(String, String)> = (0..31)
+            .map(|i| (format!("l{i}"), "v".to_string()))
+            .collect();
+        let mut labels: Vec<(&str, &str)> =
+            many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         labels.push(("__name__", "up"));
         let e = check(&labels).unwrap_err();
         assert_eq!(e.reason, "max_label_names_per_series");
@@ -245,7 +299,10 @@ mod tests {
     #[test]
     fn invalid_utf8_value() {
         let mut ts = series(&[("__name__", "up")]);
-        ts.labels.push(Label { name: Bytes::from_static(b"a"), value: Bytes::from_static(&[0xff, 0xfe]) });
+        ts.labels.push(Label {
+            name: Bytes::from_static(b"a"),
+            value: Bytes::from_static(&[0xff, 0xfe]),
+        });
         let e = validate_series(&mut ts, &ValidationLimits::default(), 0).unwrap_err();
         assert_eq!(e.reason, "label_value_invalid");
     }
@@ -253,7 +310,16 @@ mod tests {
     #[test]
     fn future_samples_dropped_rest_kept() {
         let mut ts = series(&[("__name__", "up")]);
-        ts.samples = vec![Sample { value: 1.0, timestamp: 1000 }, Sample { value: 2.0, timestamp: 10_000_000 }];
+        ts.samples = vec![
+            Sample {
+                value: 1.0,
+                timestamp: 1000,
+            },
+            Sample {
+                value: 2.0,
+                timestamp: 10_000_000,
+            },
+        ];
         let e = validate_series(&mut ts, &ValidationLimits::default(), 1000).unwrap_err();
         assert_eq!(e.reason, "too_far_in_future");
         assert_eq!(e.discarded_samples, 1);

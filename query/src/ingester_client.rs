@@ -269,7 +269,7 @@ fn series_stream(base: String, response: reqwest::Response, hints: SelectHints) 
         let mut decoder = FrameDecoder::new(MAX_FRAME_BYTES);
         let mut previous: Option<Labels> = None;
         loop {
-            while let Some(batch) = decoder.next::<SeriesBatch>().map_err(|e| frame_error(&base, e))? {
+            while let Some(batch) = decoder.next_message::<SeriesBatch>().map_err(|e| frame_error(&base, e))? {
                 for s in batch.series {
                     let series = if hints.labels_only {
                         Series { labels: wire::labels_from_proto(s.labels), samples: Vec::new() }

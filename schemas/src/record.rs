@@ -77,7 +77,8 @@ impl RecordBody {
 
 /// Decodes a record key into the tenant ID.
 pub fn decode_tenant(key: &[u8]) -> Result<&str, RecordError> {
-    std::str::from_utf8(key).map_err(|_| RecordError::BadTenant(String::from_utf8_lossy(key).into_owned()))
+    std::str::from_utf8(key)
+        .map_err(|_| RecordError::BadTenant(String::from_utf8_lossy(key).into_owned()))
 }
 
 #[cfg(test)]
@@ -90,8 +91,14 @@ mod tests {
         let h = encode_version(CURRENT_VERSION);
         assert_eq!(h, [0, 0, 0, 1]);
         assert_eq!(decode_version(Some(&h)).unwrap(), 1);
-        assert!(matches!(decode_version(None), Err(RecordError::MissingVersion)));
-        assert!(matches!(decode_version(Some(&[1, 2])), Err(RecordError::BadVersionHeader(2))));
+        assert!(matches!(
+            decode_version(None),
+            Err(RecordError::MissingVersion)
+        ));
+        assert!(matches!(
+            decode_version(Some(&[1, 2])),
+            Err(RecordError::BadVersionHeader(2))
+        ));
     }
 
     #[test]
@@ -104,8 +111,14 @@ mod tests {
     fn v1_body_is_a_remote_write_request() {
         let rec = WriteRecordV1 {
             timeseries: vec![TimeSeries {
-                labels: vec![Label { name: "__name__".into(), value: "up".into() }],
-                samples: vec![Sample { value: 1.0, timestamp: 1000 }],
+                labels: vec![Label {
+                    name: "__name__".into(),
+                    value: "up".into(),
+                }],
+                samples: vec![Sample {
+                    value: 1.0,
+                    timestamp: 1000,
+                }],
                 exemplars: vec![],
             }],
             metadata: vec![],

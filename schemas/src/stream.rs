@@ -30,7 +30,10 @@ pub struct FrameDecoder {
 
 impl FrameDecoder {
     pub fn new(max_frame: usize) -> Self {
-        FrameDecoder { buf: BytesMut::new(), max_frame }
+        FrameDecoder {
+            buf: BytesMut::new(),
+            max_frame,
+        }
     }
 
     pub fn push(&mut self, data: &[u8]) {
@@ -38,7 +41,7 @@ impl FrameDecoder {
     }
 
     /// The next whole message, or `None` when more bytes are needed.
-    pub fn next<M: Message + Default>(&mut self) -> Result<Option<M>, FrameError> {
+    pub fn next_message<M: Message + Default>(&mut self) -> Result<Option<M>, FrameError> {
         if self.buf.is_empty() {
             return Ok(None);
         }
@@ -51,7 +54,10 @@ impl FrameDecoder {
             Err(e) => return Err(FrameError::BadLength(e)),
         };
         if len > self.max_frame {
-            return Err(FrameError::TooLarge { len, limit: self.max_frame });
+            return Err(FrameError::TooLarge {
+                len,
+                limit: self.max_frame,
+            });
         }
         let header = before - peek.len();
         if self.buf.len() < header + len {
@@ -75,12 +81,14 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingester::{LabelNamesResponse};
+    use crate::ingester::LabelNamesResponse;
 
     #[test]
     fn frames_split_anywhere_decode_whole() {
         let msgs: Vec<LabelNamesResponse> = (0..5)
-            .map(|i| LabelNamesResponse { names: vec![format!("n{i}"); i] })
+            .map(|i| LabelNamesResponse {
+                names: vec![format!("n{i}"); i],
+            })
             .collect();
         let mut wire = Vec::new();
         for m in &msgs {
@@ -91,7 +99,7 @@ mod tests {
             let mut out = Vec::new();
             for piece in wire.chunks(chunk) {
                 d.push(piece);
-                while let Some(m) = d.next::<LabelNamesResponse>().unwrap() {
+                while let Some(m) = d.next_message::<LabelNamesResponse>().unwrap() {
                     out.push(m);
                 }
             }
@@ -102,14 +110,19 @@ mod tests {
 
     #[test]
     fn oversized_and_truncated_frames_are_errors() {
-        let m = LabelNamesResponse { names: vec!["x".repeat(100)] };
+        let m = LabelNamesResponse {
+            names: vec!["x".repeat(100)],
+        };
         let wire = encode_frame(&m);
         let mut d = FrameDecoder::new(10);
         d.push(&wire);
-        assert!(matches!(d.next::<LabelNamesResponse>(), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            d.next_message::<LabelNamesResponse>(),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut d = FrameDecoder::new(1 << 20);
         d.push(&wire[..wire.len() - 1]);
-        assert!(d.next::<LabelNamesResponse>().unwrap().is_none());
+        assert!(d.next_message::<LabelNamesResponse>().unwrap().is_none());
         assert!(d.finish().is_err());
     }
 }

@@ -146,7 +146,15 @@ impl XorAppender {
     pub fn new() -> Self {
         let mut w = BitWriter::default();
         w.write_bits(0, 16);
-        XorAppender { w, num: 0, t: 0, t_delta: 0, v: 0, leading: 0xff, trailing: 0 }
+        XorAppender {
+            w,
+            num: 0,
+            t: 0,
+            t_delta: 0,
+            v: 0,
+            leading: 0xff,
+            trailing: 0,
+        }
     }
 
     pub fn num_samples(&self) -> usize {
@@ -330,7 +338,10 @@ impl<'a> XorIter<'a> {
             }
         }
         self.read += 1;
-        Ok(Sample { t: self.t, v: f64::from_bits(self.v) })
+        Ok(Sample {
+            t: self.t,
+            v: f64::from_bits(self.v),
+        })
     }
 
     fn read_value(&mut self) -> Result<(), ChunkError> {
@@ -394,8 +405,12 @@ mod tests {
 
     #[test]
     fn regular_scrapes_compress_well() {
-        let samples: Vec<Sample> =
-            (0..120).map(|i| Sample { t: 1_700_000_000_000 + i * 15_000, v: (i * 3) as f64 }).collect();
+        let samples: Vec<Sample> = (0..120)
+            .map(|i| Sample {
+                t: 1_700_000_000_000 + i * 15_000,
+                v: (i * 3) as f64,
+            })
+            .collect();
         round_trip(&samples);
         let mut a = XorAppender::new();
         for s in &samples {
@@ -433,8 +448,20 @@ mod tests {
 
     #[test]
     fn special_values() {
-        let vals = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, f64::MIN_POSITIVE, f64::MAX, 1.0];
-        let samples: Vec<Sample> = vals.iter().enumerate().map(|(i, &v)| Sample { t: i as i64, v }).collect();
+        let vals = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -0.0,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            1.0,
+        ];
+        let samples: Vec<Sample> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| Sample { t: i as i64, v })
+            .collect();
         round_trip(&samples);
     }
 
@@ -442,7 +469,10 @@ mod tests {
     fn out_of_order_rejected() {
         let mut a = XorAppender::new();
         a.append(10, 1.0).unwrap();
-        assert_eq!(a.append(10, 2.0), Err(ChunkError::OutOfOrder { t: 10, last: 10 }));
+        assert_eq!(
+            a.append(10, 2.0),
+            Err(ChunkError::OutOfOrder { t: 10, last: 10 })
+        );
         assert_eq!(a.num_samples(), 1);
     }
 

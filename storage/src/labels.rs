@@ -16,7 +16,10 @@ pub struct Label {
 
 impl Label {
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Label { name: name.into(), value: value.into() }
+        Label {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -77,12 +80,24 @@ impl Labels {
 
     /// A copy without the metric name.
     pub fn without_metric_name(&self) -> Labels {
-        Labels(self.0.iter().filter(|l| l.name != METRIC_NAME).cloned().collect())
+        Labels(
+            self.0
+                .iter()
+                .filter(|l| l.name != METRIC_NAME)
+                .cloned()
+                .collect(),
+        )
     }
 
     /// Only the named labels (`by (...)`).
     pub fn keep(&self, names: &[String]) -> Labels {
-        Labels(self.0.iter().filter(|l| names.iter().any(|n| *n == l.name)).cloned().collect())
+        Labels(
+            self.0
+                .iter()
+                .filter(|l| names.contains(&l.name))
+                .cloned()
+                .collect(),
+        )
     }
 
     /// All but the named labels and the metric name (`without (...)`).
@@ -90,7 +105,7 @@ impl Labels {
         Labels(
             self.0
                 .iter()
-                .filter(|l| l.name != METRIC_NAME && !names.iter().any(|n| *n == l.name))
+                .filter(|l| l.name != METRIC_NAME && !names.contains(&l.name))
                 .cloned()
                 .collect(),
         )
@@ -99,7 +114,12 @@ impl Labels {
     /// A stable 64-bit hash of the label set: xxh3 of
     /// `(name 0xff value 0xff)*`.
     pub fn hash64(&self) -> u64 {
-        let mut buf = Vec::with_capacity(self.0.iter().map(|l| l.name.len() + l.value.len() + 2).sum());
+        let mut buf = Vec::with_capacity(
+            self.0
+                .iter()
+                .map(|l| l.name.len() + l.value.len() + 2)
+                .sum(),
+        );
         for l in &self.0 {
             buf.extend_from_slice(l.name.as_bytes());
             buf.push(0xff);
@@ -190,6 +210,9 @@ mod tests {
     fn keep_and_drop() {
         let l = Labels::from_pairs([("__name__", "m"), ("a", "1"), ("b", "2")]);
         assert_eq!(l.keep(&["a".into()]), Labels::from_pairs([("a", "1")]));
-        assert_eq!(l.drop_names(&["a".into()]), Labels::from_pairs([("b", "2")]));
+        assert_eq!(
+            l.drop_names(&["a".into()]),
+            Labels::from_pairs([("b", "2")])
+        );
     }
 }

@@ -46,7 +46,11 @@ pub struct SelectHints {
 
 impl SelectHints {
     pub fn range(start_ms: i64, end_ms: i64) -> Self {
-        SelectHints { start_ms, end_ms, labels_only: false }
+        SelectHints {
+            start_ms,
+            end_ms,
+            labels_only: false,
+        }
     }
 }
 
@@ -54,12 +58,21 @@ impl SelectHints {
 pub trait Queryable: Send + Sync {
     /// Series of `tenant` matching every matcher that have samples in the
     /// range (or, with `labels_only`, that may have), sorted by labels.
-    async fn select(&self, tenant: &str, matchers: &[Matcher], hints: SelectHints)
-        -> Result<SeriesStream, StorageError>;
+    async fn select(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        hints: SelectHints,
+    ) -> Result<SeriesStream, StorageError>;
 
     /// Label names of the matching series, sorted and unique.
-    async fn label_names(&self, tenant: &str, matchers: &[Matcher], start_ms: i64, end_ms: i64)
-        -> Result<Vec<String>, StorageError>;
+    async fn label_names(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, StorageError>;
 
     /// Values of label `name` in the matching series, sorted and unique.
     async fn label_values(
@@ -85,7 +98,11 @@ pub fn merge_series_streams(streams: Vec<SeriesStream>) -> SeriesStream {
         primed: bool,
     }
     let n = streams.len();
-    let state = State { streams, heads: vec![None; n], primed: false };
+    let state = State {
+        streams,
+        heads: vec![None; n],
+        primed: false,
+    };
     futures::stream::unfold(state, |mut st| async move {
         if !st.primed {
             st.primed = true;
@@ -112,7 +129,10 @@ pub fn merge_series_streams(streams: Vec<SeriesStream>) -> SeriesStream {
             return Some((Err(r), st));
         }
         for i in 0..st.heads.len() {
-            while st.heads[i].as_ref().is_some_and(|s| s.labels.cmp(&out.labels) == Ordering::Equal) {
+            while st.heads[i]
+                .as_ref()
+                .is_some_and(|s| s.labels.cmp(&out.labels) == Ordering::Equal)
+            {
                 let other = st.heads[i].take().expect("head present");
                 out.samples = merge_samples(std::mem::take(&mut out.samples), other.samples);
                 if let Some(r) = advance(&mut st.streams[i], &mut st.heads[i]).await {
@@ -197,9 +217,14 @@ mod tests {
         let a = to_stream(vec![series("a", &[1, 2]), series("c", &[1])]);
         let b = to_stream(vec![series("b", &[1]), series("c", &[1, 3])]);
         let c = to_stream(vec![]);
-        let out: Vec<Series> =
-            merge_series_streams(vec![a, b, c]).map(|r| r.unwrap()).collect().await;
-        let names: Vec<_> = out.iter().map(|s| s.labels.metric_name().unwrap().to_owned()).collect();
+        let out: Vec<Series> = merge_series_streams(vec![a, b, c])
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+        let names: Vec<_> = out
+            .iter()
+            .map(|s| s.labels.metric_name().unwrap().to_owned())
+            .collect();
         assert_eq!(names, ["a", "b", "c"]);
         let ts: Vec<_> = out[2].samples.iter().map(|s| s.t).collect();
         assert_eq!(ts, [1, 3]);

@@ -33,7 +33,10 @@ pub fn validate_tenant_id(id: &str) -> Result<(), TenantError> {
     if id.len() > MAX_TENANT_ID_LENGTH {
         return Err(TenantError::TooLong(id.len()));
     }
-    if let Some(c) = id.chars().find(|&c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(c))) {
+    if let Some(c) = id
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(c)))
+    {
         return Err(TenantError::BadCharacter(id.to_owned(), c));
     }
     if id == "." || id == ".." {
@@ -43,11 +46,17 @@ pub fn validate_tenant_id(id: &str) -> Result<(), TenantError> {
 }
 
 /// The tenant of a request from its `X-Scope-OrgID` value.
-pub fn tenant_from_header(header: Option<&str>, multitenancy_enabled: bool) -> Result<String, TenantError> {
+pub fn tenant_from_header(
+    header: Option<&str>,
+    multitenancy_enabled: bool,
+) -> Result<String, TenantError> {
     if !multitenancy_enabled {
         return Ok(ANONYMOUS.to_owned());
     }
-    let id = header.map(str::trim).filter(|s| !s.is_empty()).ok_or(TenantError::Missing)?;
+    let id = header
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or(TenantError::Missing)?;
     validate_tenant_id(id)?;
     Ok(id.to_owned())
 }
@@ -68,9 +77,18 @@ mod tests {
         assert_eq!(validate_tenant_id(""), Err(TenantError::Empty));
         assert_eq!(validate_tenant_id("."), Err(TenantError::Dots));
         assert_eq!(validate_tenant_id(".."), Err(TenantError::Dots));
-        assert!(matches!(validate_tenant_id("a/b"), Err(TenantError::BadCharacter(_, '/'))));
-        assert!(matches!(validate_tenant_id("a|b"), Err(TenantError::BadCharacter(_, '|'))));
-        assert!(matches!(validate_tenant_id(&"a".repeat(151)), Err(TenantError::TooLong(151))));
+        assert!(matches!(
+            validate_tenant_id("a/b"),
+            Err(TenantError::BadCharacter(_, '/'))
+        ));
+        assert!(matches!(
+            validate_tenant_id("a|b"),
+            Err(TenantError::BadCharacter(_, '|'))
+        ));
+        assert!(matches!(
+            validate_tenant_id(&"a".repeat(151)),
+            Err(TenantError::TooLong(151))
+        ));
     }
 
     #[test]
@@ -78,7 +96,10 @@ mod tests {
         assert_eq!(tenant_from_header(None, false).unwrap(), ANONYMOUS);
         assert_eq!(tenant_from_header(Some("x"), false).unwrap(), ANONYMOUS);
         assert_eq!(tenant_from_header(None, true), Err(TenantError::Missing));
-        assert_eq!(tenant_from_header(Some("  "), true), Err(TenantError::Missing));
+        assert_eq!(
+            tenant_from_header(Some("  "), true),
+            Err(TenantError::Missing)
+        );
         assert_eq!(tenant_from_header(Some("t1"), true).unwrap(), "t1");
     }
 }

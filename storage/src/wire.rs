@@ -2,11 +2,11 @@
 //! protobuf messages (`tidemark.ingester`), shared by the querier's client
 //! and the partition consumers' server.
 
+use crate::chunk::{decode_all, XorAppender};
+use crate::{Label, Labels, MatchOp, Matcher, Sample, Series, StorageError};
 use tidemark_schemas::ingester::{
     chunk, label_matcher, Chunk, Label as ProtoLabel, LabelMatcher, StreamSeries,
 };
-use crate::chunk::{decode_all, XorAppender};
-use crate::{Label, Labels, MatchOp, Matcher, Sample, Series, StorageError};
 
 /// Path prefix of the partition consumers' internal query API.
 pub const INGESTER_API_PREFIX: &str = "/internal/ingester/v1";

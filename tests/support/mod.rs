@@ -14,11 +14,17 @@ use tidemark_schemas::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 pub const TENANT: &str = "e2e";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
 }
 
 /// A running `tidemark` process, killed on drop.
@@ -35,7 +41,11 @@ impl Tidemark {
     /// Starts `tidemark` with `args` plus a port and `-data-dir`, and waits
     /// until `/ready` answers 200.
     pub fn start(data_dir: &Path, args: &[&str]) -> Tidemark {
-        let t = Self::spawn(data_dir, free_port(), args.iter().map(|s| s.to_string()).collect());
+        let t = Self::spawn(
+            data_dir,
+            free_port(),
+            args.iter().map(|s| s.to_string()).collect(),
+        );
         t.wait_ready(Duration::from_secs(60));
         t
     }
@@ -43,7 +53,11 @@ impl Tidemark {
     pub fn spawn(data_dir: &Path, port: u16, args: Vec<String>) -> Tidemark {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let log_path = data_dir.join(format!("tidemark-{port}.log"));
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .arg(format!("-server.http-listen-port={port}"))
             .arg("-server.http-listen-address=127.0.0.1")
@@ -53,7 +67,14 @@ impl Tidemark {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("start tidemark");
-        Tidemark { child, port, url: format!("http://127.0.0.1:{port}"), data_dir: data_dir.to_path_buf(), args, log_path }
+        Tidemark {
+            child,
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_path_buf(),
+            args,
+            log_path,
+        }
     }
 
     pub fn wait_ready(&self, timeout: Duration) {
@@ -66,7 +87,10 @@ impl Tidemark {
                 }
             }
             if Instant::now() > deadline {
-                panic!("tidemark did not become ready in {timeout:?}; log:\n{}", self.log());
+                panic!(
+                    "tidemark did not become ready in {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -135,10 +159,14 @@ pub mod http {
 
     impl RequestBuilder {
         pub fn header(self, k: &str, v: &str) -> Self {
-            RequestBuilder { inner: self.inner.header(k, v) }
+            RequestBuilder {
+                inner: self.inner.header(k, v),
+            }
         }
         pub fn body(self, b: Vec<u8>) -> Self {
-            RequestBuilder { inner: self.inner.body(b) }
+            RequestBuilder {
+                inner: self.inner.body(b),
+            }
         }
         pub fn send(self) -> Result<Response> {
             super::runtime().block_on(async move {
@@ -152,35 +180,59 @@ pub mod http {
 
     impl BlockingClient {
         fn client() -> Client {
-            Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("client")
+            Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .expect("client")
         }
         pub fn get(&self, url: String) -> RequestBuilder {
-            RequestBuilder { inner: Self::client().get(url) }
+            RequestBuilder {
+                inner: Self::client().get(url),
+            }
         }
         pub fn post(&self, url: String) -> RequestBuilder {
-            RequestBuilder { inner: Self::client().post(url) }
+            RequestBuilder {
+                inner: Self::client().post(url),
+            }
         }
     }
 }
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime"))
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
 }
 
 pub fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
     TimeSeries {
         labels: labels
             .iter()
-            .map(|(n, v)| Label { name: n.as_bytes().to_vec().into(), value: v.as_bytes().to_vec().into() })
+            .map(|(n, v)| Label {
+                name: n.as_bytes().to_vec().into(),
+                value: v.as_bytes().to_vec().into(),
+            })
             .collect(),
-        samples: samples.iter().map(|&(t, v)| Sample { timestamp: t, value: v }).collect(),
+        samples: samples
+            .iter()
+            .map(|&(t, v)| Sample {
+                timestamp: t,
+                value: v,
+            })
+            .collect(),
         exemplars: vec![],
     }
 }
 
 pub fn encode(req: &WriteRequest) -> Vec<u8> {
-    snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).expect("snappy")
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy")
 }
 
 /// POSTs a raw body to the push endpoint; returns status and body text.
@@ -198,7 +250,14 @@ pub fn push_raw(url: &str, tenant: Option<&str>, body: Vec<u8>) -> (u16, String)
 }
 
 pub fn push(url: &str, tenant: &str, series: Vec<TimeSeries>) -> (u16, String) {
-    push_raw(url, Some(tenant), encode(&WriteRequest { timeseries: series, metadata: vec![] }))
+    push_raw(
+        url,
+        Some(tenant),
+        encode(&WriteRequest {
+            timeseries: series,
+            metadata: vec![],
+        }),
+    )
 }
 
 /// GET on the query API; returns status and parsed JSON.
@@ -226,13 +285,23 @@ pub fn enc(s: &str) -> String {
 
 /// Instant query; returns the result array (panics on error responses).
 pub fn instant(base: &str, tenant: &str, expr: &str, time_s: f64) -> Vec<Value> {
-    let (status, v) = api_get(base, Some(tenant), &format!("/prometheus/api/v1/query?query={}&time={time_s}", enc(expr)));
+    let (status, v) = api_get(
+        base,
+        Some(tenant),
+        &format!("/prometheus/api/v1/query?query={}&time={time_s}", enc(expr)),
+    );
     assert_eq!(status, 200, "query {expr}: {v}");
     v["data"]["result"].as_array().cloned().unwrap_or_default()
 }
 
 /// Polls an instant query until `pred` holds or the timeout passes.
-pub fn eventually(base: &str, tenant: &str, expr: &str, time_s: f64, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub fn eventually(
+    base: &str,
+    tenant: &str,
+    expr: &str,
+    time_s: f64,
+    pred: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = instant(base, tenant, expr, time_s);
@@ -247,7 +316,10 @@ pub fn eventually(base: &str, tenant: &str, expr: &str, time_s: f64, pred: impl 
 }
 
 pub fn value_of(sample: &Value) -> f64 {
-    sample["value"][1].as_str().and_then(|s| s.parse().ok()).expect("sample value")
+    sample["value"][1]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("sample value")
 }
 
 /// The Kafka broker address the test script started, or a panic saying how
@@ -289,26 +361,43 @@ impl TenantProxy {
         listener.set_nonblocking(true).expect("nonblocking");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let client = ::reqwest::Client::new();
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
-            let client = client.clone();
-            let target = format!("{upstream}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-            let tenant = tenant.clone();
-            async move {
-                let mut req = client.post(target).header("X-Scope-OrgID", tenant).body(body.to_vec());
-                for name in ["content-type", "content-encoding", "x-prometheus-remote-write-version", "user-agent"] {
-                    if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-                        req = req.header(name, v);
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+                let client = client.clone();
+                let target = format!(
+                    "{upstream}{}",
+                    uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+                );
+                let tenant = tenant.clone();
+                async move {
+                    let mut req = client
+                        .post(target)
+                        .header("X-Scope-OrgID", tenant)
+                        .body(body.to_vec());
+                    for name in [
+                        "content-type",
+                        "content-encoding",
+                        "x-prometheus-remote-write-version",
+                        "user-agent",
+                    ] {
+                        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+                            req = req.header(name, v);
+                        }
+                    }
+                    match req.send().await {
+                        Ok(r) => {
+                            let status = StatusCode::from_u16(r.status().as_u16())
+                                .unwrap_or(StatusCode::BAD_GATEWAY);
+                            (
+                                status,
+                                r.bytes().await.map(|b| b.to_vec()).unwrap_or_default(),
+                            )
+                        }
+                        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string().into_bytes()),
                     }
                 }
-                match req.send().await {
-                    Ok(r) => {
-                        let status = StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-                        (status, r.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
-                    }
-                    Err(e) => (StatusCode::BAD_GATEWAY, e.to_string().into_bytes()),
-                }
-            }
-        });
+            },
+        );
         let task = runtime().spawn(async move {
             if let Ok(l) = tokio::net::TcpListener::from_std(listener) {
                 let _ = axum::serve(l, app).await;

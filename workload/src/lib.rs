@@ -34,7 +34,9 @@ pub struct SeriesSet {
 
 impl Default for SeriesSet {
     fn default() -> Self {
-        SeriesSet { templates: host_templates() }
+        SeriesSet {
+            templates: host_templates(),
+        }
     }
 }
 
@@ -56,7 +58,11 @@ impl SeriesSet {
         let t = &self.templates[i % self.templates.len()];
         let (region, zones, cluster) = REGIONS[host % REGIONS.len()];
         let zone = zones[(host / REGIONS.len()) % zones.len()];
-        let env = if host % 10 == 9 { "staging" } else { "production" };
+        let env = if host % 10 == 9 {
+            "staging"
+        } else {
+            "production"
+        };
         let instance = Bytes::from(format!("10.0.{}.{}:9100", host / 250, host % 250 + 1));
         let mut labels: Vec<Label> = vec![
             label("__name__", st(t.name)),
@@ -89,23 +95,36 @@ impl SeriesSet {
     pub fn time_series(&self, i: usize, scrape: u64, timestamp_ms: i64) -> TimeSeries {
         TimeSeries {
             labels: self.labels(i),
-            samples: vec![Sample { value: self.value(i, scrape), timestamp: timestamp_ms }],
+            samples: vec![Sample {
+                value: self.value(i, scrape),
+                timestamp: timestamp_ms,
+            }],
             exemplars: vec![],
         }
     }
 
     /// A remote-write request of `series`, one sample each of scrape
     /// `scrape`, all at `timestamp_ms`; no metadata.
-    pub fn write_request(&self, series: Range<usize>, scrape: u64, timestamp_ms: i64) -> WriteRequest {
+    pub fn write_request(
+        &self,
+        series: Range<usize>,
+        scrape: u64,
+        timestamp_ms: i64,
+    ) -> WriteRequest {
         WriteRequest {
-            timeseries: series.map(|i| self.time_series(i, scrape, timestamp_ms)).collect(),
+            timeseries: series
+                .map(|i| self.time_series(i, scrape, timestamp_ms))
+                .collect(),
             metadata: vec![],
         }
     }
 }
 
 fn label(name: &'static str, value: Bytes) -> Label {
-    Label { name: st(name), value }
+    Label {
+        name: st(name),
+        value,
+    }
 }
 
 fn st(s: &'static str) -> Bytes {
@@ -114,9 +133,21 @@ fn st(s: &'static str) -> Bytes {
 
 /// (region, its zones, cluster); host `h` is in region `h % 3`.
 const REGIONS: [(&str, [&str; 3], &str); 3] = [
-    ("eu-west-1", ["eu-west-1a", "eu-west-1b", "eu-west-1c"], "prod-eu-1"),
-    ("us-east-1", ["us-east-1a", "us-east-1b", "us-east-1d"], "prod-us-1"),
-    ("ap-south-1", ["ap-south-1a", "ap-south-1b", "ap-south-1c"], "prod-ap-1"),
+    (
+        "eu-west-1",
+        ["eu-west-1a", "eu-west-1b", "eu-west-1c"],
+        "prod-eu-1",
+    ),
+    (
+        "us-east-1",
+        ["us-east-1a", "us-east-1b", "us-east-1d"],
+        "prod-us-1",
+    ),
+    (
+        "ap-south-1",
+        ["ap-south-1a", "ap-south-1b", "ap-south-1c"],
+        "prod-ap-1",
+    ),
 ];
 
 /// Whole numbers for large magnitudes, two decimals for small ones, as
@@ -151,7 +182,10 @@ mod tests {
     #[test]
     fn deterministic() {
         let (a, b) = (SeriesSet::new(), SeriesSet::default());
-        assert_eq!(a.write_request(0..3_000, 7, 1_000), b.write_request(0..3_000, 7, 1_000));
+        assert_eq!(
+            a.write_request(0..3_000, 7, 1_000),
+            b.write_request(0..3_000, 7, 1_000)
+        );
         // Pinned, so that a change to the generator (and to every benchmark's
         // input) shows.
         let l = a.labels(0);
@@ -170,8 +204,23 @@ mod tests {
                 (b"zone", b"eu-west-1a"),
             ]
         );
-        let values = [a.value(0, 0), a.value(0, 1), a.value(72, 0), a.value(75, 0), a.value(1_000, 1)];
-        assert_eq!(values, [2_143_646.14, 2_143_657.17, 1.26, 33_396_543_488.0, 144_664_523_301.0]);
+        let values = [
+            a.value(0, 0),
+            a.value(0, 1),
+            a.value(72, 0),
+            a.value(75, 0),
+            a.value(1_000, 1),
+        ];
+        assert_eq!(
+            values,
+            [
+                2_143_646.14,
+                2_143_657.17,
+                1.26,
+                33_396_543_488.0,
+                144_664_523_301.0
+            ]
+        );
     }
 
     #[test]
@@ -180,10 +229,23 @@ mod tests {
         let mut seen = HashSet::new();
         for i in 0..5_000 {
             let labels = set.labels(i);
-            assert!((7..=10).contains(&labels.len()), "series {i}: {} labels", labels.len());
-            assert!(labels.windows(2).all(|w| w[0].name < w[1].name), "series {i}: not sorted or repeated");
-            assert!(labels.iter().all(|l| !l.value.is_empty()), "series {i}: empty value");
-            let key: Vec<_> = labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
+            assert!(
+                (7..=10).contains(&labels.len()),
+                "series {i}: {} labels",
+                labels.len()
+            );
+            assert!(
+                labels.windows(2).all(|w| w[0].name < w[1].name),
+                "series {i}: not sorted or repeated"
+            );
+            assert!(
+                labels.iter().all(|l| !l.value.is_empty()),
+                "series {i}: empty value"
+            );
+            let key: Vec<_> = labels
+                .iter()
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect();
             assert!(seen.insert(key), "series {i} repeats an earlier one");
         }
     }
@@ -200,13 +262,22 @@ mod tests {
         assert!(req.metadata.is_empty());
         for (k, ts) in req.timeseries.iter().enumerate() {
             assert_eq!(ts.labels, set.labels(10 + k));
-            assert_eq!(ts.samples, [Sample { value: set.value(10 + k, 3), timestamp: 42 }]);
+            assert_eq!(
+                ts.samples,
+                [Sample {
+                    value: set.value(10 + k, 3),
+                    timestamp: 42
+                }]
+            );
         }
 
         // Counters never decrease from one scrape to the next.
         for i in 0..106 {
             if matches!(set.templates[i].model, Model::Counter(_)) {
-                assert!((0..50).all(|s| set.value(i, s) <= set.value(i, s + 1)), "counter {i} decreased");
+                assert!(
+                    (0..50).all(|s| set.value(i, s) <= set.value(i, s + 1)),
+                    "counter {i} decreased"
+                );
             }
         }
     }

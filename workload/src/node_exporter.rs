@@ -23,7 +23,11 @@ pub(crate) fn host_templates() -> Vec<Template> {
     use Model::*;
     let mut out = Vec::new();
     let mut add = |name: &'static str, labels: &[(&'static str, &'static str)], model: Model| {
-        out.push(Template { name, labels: labels.to_vec(), model });
+        out.push(Template {
+            name,
+            labels: labels.to_vec(),
+            model,
+        });
     };
     let modes = [
         ("idle", 13.1),
@@ -37,31 +41,89 @@ pub(crate) fn host_templates() -> Vec<Template> {
     ];
     for cpu in ["0", "1", "2", "3"] {
         for (mode, rate) in modes {
-            add("node_cpu_seconds_total", &[("cpu", cpu), ("mode", mode)], Counter(rate));
+            add(
+                "node_cpu_seconds_total",
+                &[("cpu", cpu), ("mode", mode)],
+                Counter(rate),
+            );
         }
         for mode in ["nice", "user"] {
-            add("node_cpu_guest_seconds_total", &[("cpu", cpu), ("mode", mode)], Counter(0.0));
+            add(
+                "node_cpu_guest_seconds_total",
+                &[("cpu", cpu), ("mode", mode)],
+                Counter(0.0),
+            );
         }
     }
     for device in ["nvme0n1", "sda"] {
-        add("node_disk_read_bytes_total", &[("device", device)], Counter(40_960.0));
-        add("node_disk_written_bytes_total", &[("device", device)], Counter(1_310_720.0));
-        add("node_disk_reads_completed_total", &[("device", device)], Counter(10.0));
-        add("node_disk_writes_completed_total", &[("device", device)], Counter(320.0));
-        add("node_disk_io_time_seconds_total", &[("device", device)], Counter(0.3));
+        add(
+            "node_disk_read_bytes_total",
+            &[("device", device)],
+            Counter(40_960.0),
+        );
+        add(
+            "node_disk_written_bytes_total",
+            &[("device", device)],
+            Counter(1_310_720.0),
+        );
+        add(
+            "node_disk_reads_completed_total",
+            &[("device", device)],
+            Counter(10.0),
+        );
+        add(
+            "node_disk_writes_completed_total",
+            &[("device", device)],
+            Counter(320.0),
+        );
+        add(
+            "node_disk_io_time_seconds_total",
+            &[("device", device)],
+            Counter(0.3),
+        );
     }
     for device in ["eth0", "lo"] {
-        add("node_network_receive_bytes_total", &[("device", device)], Counter(2_500_000.0));
-        add("node_network_transmit_bytes_total", &[("device", device)], Counter(1_800_000.0));
-        add("node_network_receive_packets_total", &[("device", device)], Counter(3_000.0));
-        add("node_network_transmit_packets_total", &[("device", device)], Counter(2_600.0));
-        add("node_network_receive_errs_total", &[("device", device)], Counter(0.0));
+        add(
+            "node_network_receive_bytes_total",
+            &[("device", device)],
+            Counter(2_500_000.0),
+        );
+        add(
+            "node_network_transmit_bytes_total",
+            &[("device", device)],
+            Counter(1_800_000.0),
+        );
+        add(
+            "node_network_receive_packets_total",
+            &[("device", device)],
+            Counter(3_000.0),
+        );
+        add(
+            "node_network_transmit_packets_total",
+            &[("device", device)],
+            Counter(2_600.0),
+        );
+        add(
+            "node_network_receive_errs_total",
+            &[("device", device)],
+            Counter(0.0),
+        );
     }
-    for (device, fstype, mountpoint) in [("/dev/nvme0n1p1", "ext4", "/"), ("tmpfs", "tmpfs", "/run")] {
-        let l = [("device", device), ("fstype", fstype), ("mountpoint", mountpoint)];
+    for (device, fstype, mountpoint) in
+        [("/dev/nvme0n1p1", "ext4", "/"), ("tmpfs", "tmpfs", "/run")]
+    {
+        let l = [
+            ("device", device),
+            ("fstype", fstype),
+            ("mountpoint", mountpoint),
+        ];
         add("node_filesystem_avail_bytes", &l, Noisy(52_000_000_000.0));
         add("node_filesystem_free_bytes", &l, Noisy(61_000_000_000.0));
-        add("node_filesystem_size_bytes", &l, Constant(105_088_212_992.0));
+        add(
+            "node_filesystem_size_bytes",
+            &l,
+            Constant(105_088_212_992.0),
+        );
         add("node_filesystem_files", &l, Constant(6_553_600.0));
         add("node_filesystem_files_free", &l, Noisy(6_100_000.0));
         add("node_filesystem_readonly", &l, Constant(0.0));
@@ -100,13 +162,21 @@ pub(crate) fn host_templates() -> Vec<Template> {
     }
     add(
         "node_uname_info",
-        &[("machine", "x86_64"), ("release", "6.1.0-18-amd64"), ("sysname", "Linux")],
+        &[
+            ("machine", "x86_64"),
+            ("release", "6.1.0-18-amd64"),
+            ("sysname", "Linux"),
+        ],
         Constant(1.0),
     );
     add("up", &[], Constant(1.0));
     add("scrape_duration_seconds", &[], Noisy(0.021));
     add("scrape_samples_scraped", &[], Constant(1_043.0));
-    add("scrape_samples_post_metric_relabeling", &[], Constant(1_043.0));
+    add(
+        "scrape_samples_post_metric_relabeling",
+        &[],
+        Constant(1_043.0),
+    );
     add("scrape_series_added", &[], Constant(0.0));
     out
 }

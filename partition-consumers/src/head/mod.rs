@@ -70,14 +70,17 @@ struct TenantHead {
 impl TenantHead {
     fn lookup(&self, hash: u64, eq: impl Fn(&SeriesLabels) -> bool) -> Option<u32> {
         let first = *self.by_hash.get(&hash)?;
-        if self.series[first as usize].as_ref().is_some_and(|s| eq(&s.labels)) {
+        if self.series[first as usize]
+            .as_ref()
+            .is_some_and(|s| eq(&s.labels))
+        {
             return Some(first);
         }
-        self.collisions
-            .get(&hash)?
-            .iter()
-            .copied()
-            .find(|&id| self.series[id as usize].as_ref().is_some_and(|s| eq(&s.labels)))
+        self.collisions.get(&hash)?.iter().copied().find(|&id| {
+            self.series[id as usize]
+                .as_ref()
+                .is_some_and(|s| eq(&s.labels))
+        })
     }
 
     fn create(&mut self, labels: Labels, hash: u64) -> u32 {
@@ -100,7 +103,9 @@ impl TenantHead {
     }
 
     fn remove(&mut self, id: u32) {
-        let Some(s) = self.series[id as usize].take() else { return };
+        let Some(s) = self.series[id as usize].take() else {
+            return;
+        };
         self.postings.remove(id, &s.labels.to_labels());
         if self.by_hash.get(&s.hash) == Some(&id) {
             self.by_hash.remove(&s.hash);
@@ -148,7 +153,10 @@ impl TenantHead {
     }
 
     fn get(&self, r: SeriesRef) -> Option<&MemSeries> {
-        self.series.get(r.id as usize)?.as_ref().filter(|s| s.hash == r.hash)
+        self.series
+            .get(r.id as usize)?
+            .as_ref()
+            .filter(|s| s.hash == r.hash)
     }
 }
 
@@ -161,7 +169,10 @@ pub struct Head {
 
 impl Head {
     pub fn new(opts: HeadOptions) -> Self {
-        Head { tenants: RwLock::new(HashMap::new()), opts }
+        Head {
+            tenants: RwLock::new(HashMap::new()),
+            opts,
+        }
     }
 
     fn tenant(&self, tenant: &str) -> Option<Arc<RwLock<TenantHead>>> {
@@ -172,7 +183,11 @@ impl Head {
         if let Some(t) = self.tenant(tenant) {
             return t;
         }
-        self.tenants.write().entry(tenant.to_owned()).or_default().clone()
+        self.tenants
+            .write()
+            .entry(tenant.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// Appends decoded remote-write series of one tenant.
@@ -216,7 +231,9 @@ impl Head {
                 },
             };
             let mut max_t = th.max_t;
-            let Some(series) = th.series[id as usize].as_mut() else { continue };
+            let Some(series) = th.series[id as usize].as_mut() else {
+                continue;
+            };
             for s in &ts.samples {
                 match series.append(s.timestamp, s.value, self.opts.samples_per_chunk) {
                     AppendResult::Appended => {
@@ -235,7 +252,13 @@ impl Head {
 
     /// Series of `tenant` matching every matcher with data in
     /// `[mint, maxt]`, sorted by labels.
-    pub fn select(&self, tenant: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesRef> {
+    pub fn select(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<SeriesRef> {
         match self.tenant(tenant) {
             Some(th) => th.read().select(matchers, mint, maxt),
             None => Vec::new(),
@@ -244,18 +267,43 @@ impl Head {
 
     /// Labels and the chunks overlapping `[mint, maxt]` of selected series;
     /// series removed since the select are skipped.
-    pub fn read_series(&self, tenant: &str, refs: &[SeriesRef], mint: i64, maxt: i64, labels_only: bool)
-        -> Vec<(Labels, Vec<ClosedChunk>)> {
-        let Some(th) = self.tenant(tenant) else { return Vec::new() };
+    pub fn read_series(
+        &self,
+        tenant: &str,
+        refs: &[SeriesRef],
+        mint: i64,
+        maxt: i64,
+        labels_only: bool,
+    ) -> Vec<(Labels, Vec<ClosedChunk>)> {
+        let Some(th) = self.tenant(tenant) else {
+            return Vec::new();
+        };
         let th = th.read();
         refs.iter()
             .filter_map(|&r| th.get(r))
-                            .map(|s| (s.labels.to_labels(), if labels_only { Vec::new() } else { s.chunks_in(mint, maxt) }))
+            .map(|s| {
+                (
+                    s.labels.to_labels(),
+                    if labels_only {
+                        Vec::new()
+                    } else {
+                        s.chunks_in(mint, maxt)
+                    },
+                )
+            })
             .collect()
     }
 
-    pub fn label_names(&self, tenant: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
-        let Some(th) = self.tenant(tenant) else { return Vec::new() };
+    pub fn label_names(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<String> {
+        let Some(th) = self.tenant(tenant) else {
+            return Vec::new();
+        };
         let th = th.read();
         let mut names: Vec<String> = if matchers.is_empty() {
             th.postings.label_names().cloned().collect()
@@ -272,8 +320,17 @@ impl Head {
         names
     }
 
-    pub fn label_values(&self, tenant: &str, name: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<String> {
-        let Some(th) = self.tenant(tenant) else { return Vec::new() };
+    pub fn label_values(
+        &self,
+        tenant: &str,
+        name: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<String> {
+        let Some(th) = self.tenant(tenant) else {
+            return Vec::new();
+        };
         let th = th.read();
         let mut values: Vec<String> = if matchers.is_empty() {
             th.postings.label_values(name).cloned().collect()
@@ -328,7 +385,11 @@ impl Head {
             .values()
             .map(|t| {
                 let t = t.read();
-                t.series.iter().flatten().map(|s| s.heap_bytes()).sum::<usize>()
+                t.series
+                    .iter()
+                    .flatten()
+                    .map(|s| s.heap_bytes())
+                    .sum::<usize>()
                     + t.postings.heap_bytes()
                     + t.by_hash.capacity() * 16
                     + t.series.capacity() * std::mem::size_of::<Option<MemSeries>>()
@@ -406,21 +467,36 @@ mod tests {
         TimeSeries {
             labels: labels
                 .iter()
-                .map(|(n, v)| PLabel { name: Bytes::copy_from_slice(n.as_bytes()), value: Bytes::copy_from_slice(v.as_bytes()) })
+                .map(|(n, v)| PLabel {
+                    name: Bytes::copy_from_slice(n.as_bytes()),
+                    value: Bytes::copy_from_slice(v.as_bytes()),
+                })
                 .collect(),
-            samples: samples.iter().map(|&(t, v)| Sample { timestamp: t, value: v }).collect(),
+            samples: samples
+                .iter()
+                .map(|&(t, v)| Sample {
+                    timestamp: t,
+                    value: v,
+                })
+                .collect(),
             exemplars: vec![],
         }
     }
 
     fn head() -> Head {
-        Head::new(HeadOptions { samples_per_chunk: 120, retention_ms: 3_600_000 })
+        Head::new(HeadOptions {
+            samples_per_chunk: 120,
+            retention_ms: 3_600_000,
+        })
     }
 
     #[test]
     fn proto_hash_matches_labels_hash() {
         let t = ts(&[("__name__", "up"), ("job", "a")], &[]);
-        assert_eq!(hash_proto_labels(&t.labels, &mut Vec::new()), Labels::from_pairs([("__name__", "up"), ("job", "a")]).hash64());
+        assert_eq!(
+            hash_proto_labels(&t.labels, &mut Vec::new()),
+            Labels::from_pairs([("__name__", "up"), ("job", "a")]).hash64()
+        );
     }
 
     #[test]
@@ -429,7 +505,10 @@ mod tests {
         let s = h.append(
             "t1",
             &[
-                ts(&[("__name__", "up"), ("job", "a")], &[(1000, 1.0), (2000, 1.0)]),
+                ts(
+                    &[("__name__", "up"), ("job", "a")],
+                    &[(1000, 1.0), (2000, 1.0)],
+                ),
                 ts(&[("__name__", "up"), ("job", "b")], &[(1000, 0.0)]),
                 ts(&[("__name__", "other")], &[(1000, 5.0)]),
             ],
@@ -437,26 +516,50 @@ mod tests {
         assert_eq!(s.appended, 4);
         assert_eq!(s.new_series, 3);
         // Unsorted input lands in the same series.
-        let s = h.append("t1", &[ts(&[("job", "a"), ("__name__", "up"), ("x", "")], &[(3000, 2.0)])]);
+        let s = h.append(
+            "t1",
+            &[ts(
+                &[("job", "a"), ("__name__", "up"), ("x", "")],
+                &[(3000, 2.0)],
+            )],
+        );
         assert_eq!((s.appended, s.new_series), (1, 0));
 
         let refs = h.select("t1", &[Matcher::equal("__name__", "up")], 0, 10_000);
         let got = h.read_series("t1", &refs, 0, 10_000, false);
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].0.get("job"), Some("a"));
-        let samples: Vec<_> = got[0].1.iter().flat_map(|c| decode_all(&c.data).unwrap()).collect();
-        assert_eq!(samples.iter().map(|s| s.t).collect::<Vec<_>>(), [1000, 2000, 3000]);
+        let samples: Vec<_> = got[0]
+            .1
+            .iter()
+            .flat_map(|c| decode_all(&c.data).unwrap())
+            .collect();
+        assert_eq!(
+            samples.iter().map(|s| s.t).collect::<Vec<_>>(),
+            [1000, 2000, 3000]
+        );
 
         let neg = Matcher::new(MatchOp::NotEqual, "job", "a").unwrap();
         let refs = h.select("t1", &[neg], 0, 10_000);
-        let names: Vec<_> = h.read_series("t1", &refs, 0, 0, true).into_iter().map(|(l, _)| l.to_string()).collect();
+        let names: Vec<_> = h
+            .read_series("t1", &refs, 0, 0, true)
+            .into_iter()
+            .map(|(l, _)| l.to_string())
+            .collect();
         assert_eq!(names, ["other{}", "up{job=\"b\"}"]);
 
         // Time filtering and tenant isolation.
-        assert!(h.select("t1", &[Matcher::equal("__name__", "other")], 5000, 6000).is_empty());
-        assert!(h.select("t2", &[Matcher::equal("__name__", "up")], 0, 10_000).is_empty());
+        assert!(h
+            .select("t1", &[Matcher::equal("__name__", "other")], 5000, 6000)
+            .is_empty());
+        assert!(h
+            .select("t2", &[Matcher::equal("__name__", "up")], 0, 10_000)
+            .is_empty());
         assert_eq!(h.label_values("t1", "job", &[], 0, 10_000), ["a", "b"]);
-        assert_eq!(h.label_names("t1", &[Matcher::equal("__name__", "other")], 0, 10_000), ["__name__"]);
+        assert_eq!(
+            h.label_names("t1", &[Matcher::equal("__name__", "other")], 0, 10_000),
+            ["__name__"]
+        );
         assert!(h.label_names("t2", &[], 0, 1).is_empty());
     }
 
@@ -464,8 +567,23 @@ mod tests {
     fn out_of_order_and_duplicates_counted() {
         let h = head();
         h.append("t", &[ts(&[("__name__", "m")], &[(10, 1.0)])]);
-        let s = h.append("t", &[ts(&[("__name__", "m")], &[(10, 1.0), (5, 1.0), (10, 2.0), (11, 1.0)])]);
-        assert_eq!(s, AppendStats { appended: 1, duplicates: 1, out_of_order: 1, duplicate_timestamp: 1, ..Default::default() });
+        let s = h.append(
+            "t",
+            &[ts(
+                &[("__name__", "m")],
+                &[(10, 1.0), (5, 1.0), (10, 2.0), (11, 1.0)],
+            )],
+        );
+        assert_eq!(
+            s,
+            AppendStats {
+                appended: 1,
+                duplicates: 1,
+                out_of_order: 1,
+                duplicate_timestamp: 1,
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
@@ -489,6 +607,9 @@ mod tests {
         h.append("t", &[ts(&[("__name__", "newer")], &[(10_000_001, 1.0)])]);
         // The old ref must not read the series that reused its ID.
         assert!(h.read_series("t", &old_refs, 0, i64::MAX, false).is_empty());
-        assert_eq!(h.label_values("t", "__name__", &[], 0, i64::MAX), ["new", "newer"]);
+        assert_eq!(
+            h.label_values("t", "__name__", &[], 0, i64::MAX),
+            ["new", "newer"]
+        );
     }
 }

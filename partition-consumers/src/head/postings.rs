@@ -12,7 +12,12 @@ pub struct Postings {
 impl Postings {
     pub fn add(&mut self, id: u32, labels: &Labels) {
         for l in labels {
-            let list = self.index.entry(l.name.clone()).or_default().entry(l.value.clone()).or_default();
+            let list = self
+                .index
+                .entry(l.name.clone())
+                .or_default()
+                .entry(l.value.clone())
+                .or_default();
             // IDs are mostly handed out in increasing order; reused ones are not.
             match list.last() {
                 Some(&last) if last > id => {
@@ -27,7 +32,9 @@ impl Postings {
 
     pub fn remove(&mut self, id: u32, labels: &Labels) {
         for l in labels {
-            let Some(values) = self.index.get_mut(&l.name) else { continue };
+            let Some(values) = self.index.get_mut(&l.name) else {
+                continue;
+            };
             if let Some(list) = values.get_mut(&l.value) {
                 if let Ok(pos) = list.binary_search(&id) {
                     list.remove(pos);
@@ -49,11 +56,17 @@ impl Postings {
         if m.matches_empty() {
             return None;
         }
-        let Some(values) = self.index.get(&m.name) else { return Some(Vec::new()) };
+        let Some(values) = self.index.get(&m.name) else {
+            return Some(Vec::new());
+        };
         let lists: Vec<&Vec<u32>> = match (m.op, m.set_matches()) {
             (MatchOp::Equal, _) => values.get(&m.value).into_iter().collect(),
             (MatchOp::Regex, Some(set)) => set.iter().filter_map(|v| values.get(v)).collect(),
-            _ => values.iter().filter(|(v, _)| m.matches(v)).map(|(_, l)| l).collect(),
+            _ => values
+                .iter()
+                .filter(|(v, _)| m.matches(v))
+                .map(|(_, l)| l)
+                .collect(),
         };
         Some(union(lists))
     }
@@ -73,7 +86,10 @@ impl Postings {
             .map(|(n, vals)| {
                 n.capacity()
                     + 64
-                    + vals.iter().map(|(v, l)| v.capacity() + l.capacity() * 4 + 64).sum::<usize>()
+                    + vals
+                        .iter()
+                        .map(|(v, l)| v.capacity() + l.capacity() * 4 + 64)
+                        .sum::<usize>()
             })
             .sum()
     }
@@ -82,7 +98,7 @@ impl Postings {
 fn union(mut lists: Vec<&Vec<u32>>) -> Vec<u32> {
     match lists.len() {
         0 => Vec::new(),
-        1 => lists.pop().map(|l| l.clone()).unwrap_or_default(),
+        1 => lists.pop().cloned().unwrap_or_default(),
         _ => {
             let mut out: Vec<u32> = lists.into_iter().flatten().copied().collect();
             out.sort_unstable();
@@ -126,11 +142,24 @@ mod tests {
     fn all_matcher_types() {
         let p = idx();
         let m = |op, n: &str, v: &str| Matcher::new(op, n, v).unwrap();
-        assert_eq!(p.matching(&m(MatchOp::Equal, "__name__", "a")), Some(vec![0, 1]));
-        assert_eq!(p.matching(&m(MatchOp::Regex, "job", "x|y")), Some(vec![0, 1]));
+        assert_eq!(
+            p.matching(&m(MatchOp::Equal, "__name__", "a")),
+            Some(vec![0, 1])
+        );
+        assert_eq!(
+            p.matching(&m(MatchOp::Regex, "job", "x|y")),
+            Some(vec![0, 1])
+        );
         assert_eq!(p.matching(&m(MatchOp::Regex, "job", "y.*")), Some(vec![1]));
-        assert_eq!(p.matching(&m(MatchOp::NotEqual, "job", "")), Some(vec![0, 1]));
-        assert_eq!(p.matching(&m(MatchOp::NotEqual, "job", "x")), None, "matches absent label");
+        assert_eq!(
+            p.matching(&m(MatchOp::NotEqual, "job", "")),
+            Some(vec![0, 1])
+        );
+        assert_eq!(
+            p.matching(&m(MatchOp::NotEqual, "job", "x")),
+            None,
+            "matches absent label"
+        );
         assert_eq!(p.matching(&m(MatchOp::NotRegex, "job", "x")), None);
         assert_eq!(p.matching(&m(MatchOp::Equal, "nope", "v")), Some(vec![]));
         assert_eq!(intersect(&[0, 1, 5], &[1, 2, 5]), vec![1, 5]);
@@ -144,6 +173,9 @@ mod tests {
         assert_eq!(p.label_values("__name__").count(), 1);
         p.add(2, &Labels::from_pairs([("__name__", "a")]));
         p.add(1, &Labels::from_pairs([("__name__", "a")]));
-        assert_eq!(p.matching(&Matcher::equal("__name__", "a")), Some(vec![0, 1, 2]));
+        assert_eq!(
+            p.matching(&Matcher::equal("__name__", "a")),
+            Some(vec![0, 1, 2])
+        );
     }
 }

@@ -95,20 +95,33 @@ impl MemSeries {
 
     /// Time range of the series' data, if it has any.
     pub fn time_range(&self) -> Option<(i64, i64)> {
-        let min = self.closed.first().map(|c| c.min_t).unwrap_or(self.head_min_t);
+        let min = self
+            .closed
+            .first()
+            .map(|c| c.min_t)
+            .unwrap_or(self.head_min_t);
         (self.last_t != i64::MIN && min != i64::MAX).then_some((min, self.last_t))
     }
 
     pub fn overlaps(&self, mint: i64, maxt: i64) -> bool {
-        self.time_range().is_some_and(|(lo, hi)| lo <= maxt && hi >= mint)
+        self.time_range()
+            .is_some_and(|(lo, hi)| lo <= maxt && hi >= mint)
     }
 
     /// Copies of the chunks overlapping `[mint, maxt]`, oldest first.
     pub fn chunks_in(&self, mint: i64, maxt: i64) -> Vec<ClosedChunk> {
-        let mut out: Vec<ClosedChunk> =
-            self.closed.iter().filter(|c| c.min_t <= maxt && c.max_t >= mint).cloned().collect();
+        let mut out: Vec<ClosedChunk> = self
+            .closed
+            .iter()
+            .filter(|c| c.min_t <= maxt && c.max_t >= mint)
+            .cloned()
+            .collect();
         if self.head.num_samples() > 0 && self.head_min_t <= maxt && self.last_t >= mint {
-            out.push(ClosedChunk { min_t: self.head_min_t, max_t: self.last_t, data: self.head.bytes().into() });
+            out.push(ClosedChunk {
+                min_t: self.head_min_t,
+                max_t: self.last_t,
+                data: self.head.bytes().into(),
+            });
         }
         out
     }
@@ -140,7 +153,10 @@ mod tests {
 
     #[test]
     fn append_rules() {
-        let mut s = MemSeries::new(SeriesLabels::new(&tidemark_storage::Labels::from_pairs([("__name__", "m")])), 1);
+        let mut s = MemSeries::new(
+            SeriesLabels::new(&tidemark_storage::Labels::from_pairs([("__name__", "m")])),
+            1,
+        );
         assert_eq!(s.append(10, 1.0, 120), AppendResult::Appended);
         assert_eq!(s.append(10, 1.0, 120), AppendResult::Duplicate);
         assert_eq!(s.append(10, 2.0, 120), AppendResult::DuplicateTimestamp);
@@ -156,12 +172,20 @@ mod tests {
             assert_eq!(s.append(t * 10, t as f64, 120), AppendResult::Appended);
         }
         assert_eq!(s.closed.len(), 2);
-        let all: Vec<_> = s.chunks_in(i64::MIN, i64::MAX).iter().flat_map(|c| decode_all(&c.data).unwrap()).collect();
+        let all: Vec<_> = s
+            .chunks_in(i64::MIN, i64::MAX)
+            .iter()
+            .flat_map(|c| decode_all(&c.data).unwrap())
+            .collect();
         assert_eq!(all.len(), 300);
         assert_eq!(s.chunks_in(1300, 1400).len(), 1);
         assert!(!s.truncate_before(1300));
         assert_eq!(s.closed.len(), 1);
         assert!(s.truncate_before(10_000));
-        assert_eq!(s.append(2980, 1.0, 120), AppendResult::OutOfOrder, "order kept after truncation");
+        assert_eq!(
+            s.append(2980, 1.0, 120),
+            AppendResult::OutOfOrder,
+            "order kept after truncation"
+        );
     }
 }

@@ -69,7 +69,12 @@ fn as_str(b: &[u8]) -> &str {
 
 impl SeriesLabels {
     pub fn new(labels: &Labels) -> Self {
-        let mut buf = Vec::with_capacity(labels.iter().map(|l| l.name.len() + l.value.len() + 2).sum());
+        let mut buf = Vec::with_capacity(
+            labels
+                .iter()
+                .map(|l| l.name.len() + l.value.len() + 2)
+                .sum(),
+        );
         for l in labels {
             put_uvarint(&mut buf, l.name.len());
             buf.extend_from_slice(l.name.as_bytes());
@@ -109,7 +114,9 @@ impl SeriesLabels {
     }
 
     pub fn matches(&self, matchers: &[Matcher]) -> bool {
-        matchers.iter().all(|m| m.matches(self.get(&m.name).unwrap_or("")))
+        matchers
+            .iter()
+            .all(|m| m.matches(self.get(&m.name).unwrap_or("")))
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -126,7 +133,8 @@ mod tests {
     #[test]
     fn round_trip_and_compare() {
         let long = "v".repeat(300);
-        let labels = Labels::from_pairs([("__name__", "up"), ("job", "a"), ("long", long.as_str())]);
+        let labels =
+            Labels::from_pairs([("__name__", "up"), ("job", "a"), ("long", long.as_str())]);
         let s = SeriesLabels::new(&labels);
         assert_eq!(s.to_labels(), labels);
         assert_eq!(s.get("job"), Some("a"));
@@ -134,14 +142,20 @@ mod tests {
         assert_eq!(s.get("nope"), None);
         let wire: Vec<ProtoLabel> = labels
             .iter()
-            .map(|l| ProtoLabel { name: Bytes::copy_from_slice(l.name.as_bytes()), value: Bytes::copy_from_slice(l.value.as_bytes()) })
+            .map(|l| ProtoLabel {
+                name: Bytes::copy_from_slice(l.name.as_bytes()),
+                value: Bytes::copy_from_slice(l.value.as_bytes()),
+            })
             .collect();
         assert!(s.eq_proto(&wire));
         assert!(!s.eq_proto(&wire[..2]));
         let mut other = wire.clone();
         other[1].value = Bytes::from_static(b"b");
         assert!(!s.eq_proto(&other));
-        assert!(s.matches(&[Matcher::new(MatchOp::NotEqual, "absent", "x").unwrap(), Matcher::equal("job", "a")]));
+        assert!(s.matches(&[
+            Matcher::new(MatchOp::NotEqual, "absent", "x").unwrap(),
+            Matcher::equal("job", "a")
+        ]));
         assert!(!s.matches(&[Matcher::equal("absent", "x")]));
         assert!(s.heap_bytes() < 330);
     }

@@ -36,7 +36,6 @@ use crate::engine::{Engine, EngineOptions};
 use metrics::ApiMetrics;
 use response::ApiError;
 
-
 /// What the API handlers share.
 #[derive(Clone)]
 pub struct ApiState {
