@@ -34,7 +34,7 @@ struct AppState {
 }
 
 /// Opens the ingest log the configuration names.
-async fn open_log(cfg: &Config) -> anyhow::Result<Arc<dyn IngestLog>> {
+async fn open_log(cfg: &Config, registry: &mut Registry) -> anyhow::Result<Arc<dyn IngestLog>> {
     if cfg.uses_kafka() {
         let kafka = &cfg.ingest_storage.kafka;
         tracing::info!(address = %kafka.address, topic = %kafka.topic, "connecting to Kafka");
@@ -49,6 +49,7 @@ async fn open_log(cfg: &Config) -> anyhow::Result<Arc<dyn IngestLog>> {
             .await
             .context("embedded log start-up panicked")?
             .context("cannot open the embedded ingest log")?;
+        log.metrics().register(registry);
         Ok(Arc::new(log))
     }
 }
@@ -80,7 +81,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     let log = if cfg.target.runs_distributor() || cfg.target.runs_ingester() {
-        Some(open_log(&cfg).await?)
+        Some(open_log(&cfg, &mut registry).await?)
     } else {
         None
     };

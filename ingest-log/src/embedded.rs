@@ -27,6 +27,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -114,6 +117,60 @@ struct PartitionState {
     last_timestamp_ms: i64,
 }
 
+/// Metrics of the embedded log's writers.
+#[derive(Debug, Clone)]
+pub struct EmbeddedLogMetrics {
+    pub fsyncs: Counter,
+    pub fsync_seconds: Histogram,
+    /// Records per group commit: how many produce calls shared one fsync.
+    pub batch_records: Histogram,
+    pub bytes_written: Counter,
+    pub write_failures: Counter,
+}
+
+impl Default for EmbeddedLogMetrics {
+    fn default() -> Self {
+        EmbeddedLogMetrics {
+            fsyncs: Counter::default(),
+            fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            bytes_written: Counter::default(),
+            write_failures: Counter::default(),
+        }
+    }
+}
+
+impl EmbeddedLogMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("tidemark_embedded_log");
+        r.register(
+            "fsyncs",
+            "fsync calls of the embedded log",
+            self.fsyncs.clone(),
+        );
+        r.register(
+            "fsync_duration_seconds",
+            "Time spent in fsync",
+            self.fsync_seconds.clone(),
+        );
+        r.register(
+            "group_commit_records",
+            "Records written per group commit",
+            self.batch_records.clone(),
+        );
+        r.register(
+            "written_bytes",
+            "Bytes appended to segments",
+            self.bytes_written.clone(),
+        );
+        r.register(
+            "write_failures",
+            "Group commits that failed",
+            self.write_failures.clone(),
+        );
+    }
+}
+
 struct Partition {
     id: i32,
     dir: PathBuf,
@@ -131,6 +188,7 @@ struct ProduceRequest {
 /// The embedded, file-based ingest log.
 pub struct EmbeddedLog {
     cfg: EmbeddedConfig,
+    metrics: EmbeddedLogMetrics,
     partitions: Vec<Arc<Partition>>,
     offsets_dir: PathBuf,
     commit_lock: tokio::sync::Mutex<()>,
@@ -162,6 +220,7 @@ impl EmbeddedLog {
             }
             Err(e) => return Err(e.into()),
         }
+        let metrics = EmbeddedLogMetrics::default();
         let offsets_dir = cfg.dir.join("offsets");
         fs::create_dir_all(&offsets_dir)?;
         let mut partitions = Vec::new();
@@ -186,17 +245,24 @@ impl EmbeddedLog {
             });
             let writer_part = p.clone();
             let c = cfg.clone();
+            let m = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("ingest-log-writer-{id}"))
-                .spawn(move || writer_loop(writer_part, rx, c))?;
+                .spawn(move || writer_loop(writer_part, rx, c, m))?;
             partitions.push(p);
         }
         Ok(EmbeddedLog {
             cfg,
+            metrics,
             partitions,
             offsets_dir,
             commit_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The writers' metrics; register them with [`EmbeddedLogMetrics::register`].
+    pub fn metrics(&self) -> &EmbeddedLogMetrics {
+        &self.metrics
     }
 
     fn partition(&self, partition: i32) -> Result<&Arc<Partition>, LogError> {
@@ -401,15 +467,21 @@ impl IngestLog for EmbeddedLog {
     }
 }
 
-fn writer_loop(p: Arc<Partition>, mut rx: mpsc::Receiver<ProduceRequest>, cfg: EmbeddedConfig) {
+fn writer_loop(
+    p: Arc<Partition>,
+    mut rx: mpsc::Receiver<ProduceRequest>,
+    cfg: EmbeddedConfig,
+    metrics: EmbeddedLogMetrics,
+) {
     let mut file: Option<File> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let result = write_batch(&p, &mut file, &batch, &cfg);
+        let result = write_batch(&p, &mut file, &batch, &cfg, &metrics);
         if let Err(e) = &result {
+            metrics.write_failures.inc();
             tracing::error!(partition = p.id, error = %e, "embedded ingest log write failed");
             // Reopen on the next batch, after dropping what may be a torn tail.
             file = None;
@@ -447,6 +519,7 @@ fn write_batch(
     file: &mut Option<File>,
     batch: &[ProduceRequest],
     cfg: &EmbeddedConfig,
+    metrics: &EmbeddedLogMetrics,
 ) -> Result<(), LogError> {
     let mut st = p.state.lock();
     let needs_new_segment = match st.segments.last() {
@@ -507,8 +580,17 @@ fn write_batch(
     }
     f.write_all(&buf)?;
     if cfg.fsync {
+        let started = std::time::Instant::now();
         f.sync_data()?;
+        metrics.fsyncs.inc();
+        metrics
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
+    metrics.bytes_written.inc_by(buf.len() as u64);
+    metrics
+        .batch_records
+        .observe((offset - st.next_offset) as f64);
     let seg = st
         .segments
         .last_mut()
