@@ -13,8 +13,9 @@ pub mod engine;
 pub mod ingester_client;
 pub use tidemark_storage::wire;
 
-#[cfg(test)]
-pub(crate) mod test_store;
+/// An in-memory `Queryable` for tests (unit and integration).
+#[doc(hidden)]
+pub mod test_store;
 
 pub use api::{router, ApiState};
 pub use engine::{Engine, EngineOptions};

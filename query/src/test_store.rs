@@ -12,7 +12,7 @@ use tidemark_storage::{
 
 /// Series per tenant, held in memory.
 #[derive(Debug, Default)]
-pub(crate) struct MemStore {
+pub struct MemStore {
     pub series: Vec<(String, Series)>,
     /// Returned by every call instead of data, when set.
     pub fail_with: Option<StorageError>,
@@ -121,7 +121,7 @@ impl Queryable for MemStore {
 
 /// A store whose selects never finish (for timeouts).
 #[derive(Debug, Default)]
-pub(crate) struct StuckStore;
+pub struct StuckStore;
 
 #[async_trait]
 impl Queryable for StuckStore {

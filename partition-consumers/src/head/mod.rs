@@ -11,7 +11,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use tidemark_schemas::prometheus::TimeSeries;
 use tidemark_storage::{Label, Labels, Matcher};
-use xxhash::hash_proto_labels;
+use xxhash_rust::xxh3::xxh3_64;
 
 pub use postings::Postings;
 pub use series::{AppendResult, ClosedChunk, MemSeries};
@@ -83,7 +83,7 @@ impl TenantHead {
         })
     }
 
-    fn create(&mut self, labels: Labels, hash: u64) -> u32 {
+    fn create(&mut self, labels: SeriesLabels, hash: u64) -> u32 {
         let id = match self.free.pop() {
             Some(id) => id,
             None => {
@@ -91,8 +91,8 @@ impl TenantHead {
                 (self.series.len() - 1) as u32
             }
         };
-        self.postings.add(id, &labels);
-        self.series[id as usize] = Some(MemSeries::new(SeriesLabels::new(&labels), hash));
+        self.postings.add(id, labels.pairs());
+        self.series[id as usize] = Some(MemSeries::new(labels, hash));
         if let Some(prev) = self.by_hash.insert(hash, id) {
             // Keep the first in by_hash, the others in collisions.
             self.by_hash.insert(hash, prev);
@@ -106,7 +106,7 @@ impl TenantHead {
         let Some(s) = self.series[id as usize].take() else {
             return;
         };
-        self.postings.remove(id, &s.labels.to_labels());
+        self.postings.remove(id, s.labels.pairs());
         if self.by_hash.get(&s.hash) == Some(&id) {
             self.by_hash.remove(&s.hash);
             if let Some(others) = self.collisions.get_mut(&s.hash) {
@@ -197,10 +197,11 @@ impl Head {
         let mut th = th.write();
         let mut scratch = Vec::with_capacity(256);
         for ts in batch {
-            let id = match normalized_hash(ts, &mut scratch) {
-                Some(hash) => match th.lookup(hash, |l| l.eq_proto(&ts.labels)) {
+            let id = if SeriesLabels::encode_wire(&ts.labels, &mut scratch) {
+                let hash = xxh3_64(&scratch);
+                match th.lookup(hash, |l| l.as_bytes() == scratch.as_slice()) {
                     Some(id) => id,
-                    None => match labels_from_proto(ts) {
+                    None => match SeriesLabels::from_encoded(&scratch) {
                         Some(labels) => {
                             stats.new_series += 1;
                             th.create(labels, hash)
@@ -210,17 +211,18 @@ impl Head {
                             continue;
                         }
                     },
-                },
+                }
+            } else {
                 // Not sorted or with empty values: normalise the slow way.
-                None => match labels_from_proto(ts) {
+                match labels_from_proto(ts) {
                     Some(labels) => {
-                        let hash = labels.hash64();
                         let flat = SeriesLabels::new(&labels);
+                        let hash = flat.hash();
                         match th.lookup(hash, |l| *l == flat) {
                             Some(id) => id,
                             None => {
                                 stats.new_series += 1;
-                                th.create(labels, hash)
+                                th.create(flat, hash)
                             }
                         }
                     }
@@ -228,7 +230,7 @@ impl Head {
                         stats.invalid_series += 1;
                         continue;
                     }
-                },
+                }
             };
             let mut max_t = th.max_t;
             let Some(series) = th.series[id as usize].as_mut() else {
@@ -398,14 +400,6 @@ impl Head {
     }
 }
 
-/// The labels' hash when they are already sorted by name with no empty
-/// values (what the distributor writes); `None` otherwise.
-fn normalized_hash(ts: &TimeSeries, scratch: &mut Vec<u8>) -> Option<u64> {
-    let ok = ts.labels.iter().all(|l| !l.value.is_empty())
-        && ts.labels.windows(2).all(|w| w[0].name < w[1].name);
-    ok.then(|| hash_proto_labels(&ts.labels, scratch))
-}
-
 fn labels_from_proto(ts: &TimeSeries) -> Option<Labels> {
     let mut out = Vec::with_capacity(ts.labels.len());
     for l in &ts.labels {
@@ -416,23 +410,6 @@ fn labels_from_proto(ts: &TimeSeries) -> Option<Labels> {
     }
     let labels = Labels::new(out);
     (!labels.is_empty()).then_some(labels)
-}
-
-mod xxhash {
-    use tidemark_schemas::prometheus::Label;
-
-    /// Same bytes as `Labels::hash64`, straight from the wire labels, built
-    /// in `scratch`.
-    pub fn hash_proto_labels(labels: &[Label], scratch: &mut Vec<u8>) -> u64 {
-        scratch.clear();
-        for l in labels {
-            scratch.extend_from_slice(&l.name);
-            scratch.push(0xff);
-            scratch.extend_from_slice(&l.value);
-            scratch.push(0xff);
-        }
-        xxhash_rust::xxh3::xxh3_64(scratch)
-    }
 }
 
 /// Hasher for keys that are already hashes.
@@ -488,15 +465,6 @@ mod tests {
             samples_per_chunk: 120,
             retention_ms: 3_600_000,
         })
-    }
-
-    #[test]
-    fn proto_hash_matches_labels_hash() {
-        let t = ts(&[("__name__", "up"), ("job", "a")], &[]);
-        assert_eq!(
-            hash_proto_labels(&t.labels, &mut Vec::new()),
-            Labels::from_pairs([("__name__", "up"), ("job", "a")]).hash64()
-        );
     }
 
     #[test]

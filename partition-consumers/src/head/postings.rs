@@ -1,23 +1,56 @@
 //! The inverted index: label name → value → sorted series IDs.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
-use tidemark_storage::{Labels, MatchOp, Matcher};
+use tidemark_storage::{MatchOp, Matcher};
+
+/// A fast, non-cryptographic hasher for the index's string keys. Crafted
+/// colliding values would cost lookup time, not memory; each tenant has its
+/// own index, so one tenant cannot slow another's.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(K);
+        }
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 #[derive(Debug, Default)]
 pub struct Postings {
-    index: HashMap<String, HashMap<String, Vec<u32>>>,
+    index: FxMap<String, FxMap<String, Vec<u32>>>,
 }
 
 impl Postings {
-    pub fn add(&mut self, id: u32, labels: &Labels) {
-        for l in labels {
-            let list = self
-                .index
-                .entry(l.name.clone())
-                .or_default()
-                .entry(l.value.clone())
-                .or_default();
+    pub fn add<'a>(&mut self, id: u32, labels: impl Iterator<Item = (&'a str, &'a str)>) {
+        for (name, value) in labels {
+            // Look up by reference; allocate keys only when they are new.
+            if !self.index.contains_key(name) {
+                self.index.insert(name.to_owned(), FxMap::default());
+            }
+            let Some(values) = self.index.get_mut(name) else {
+                continue;
+            };
+            if !values.contains_key(value) {
+                values.insert(value.to_owned(), Vec::new());
+            }
+            let Some(list) = values.get_mut(value) else {
+                continue;
+            };
             // IDs are mostly handed out in increasing order; reused ones are not.
             match list.last() {
                 Some(&last) if last > id => {
@@ -30,21 +63,21 @@ impl Postings {
         }
     }
 
-    pub fn remove(&mut self, id: u32, labels: &Labels) {
-        for l in labels {
-            let Some(values) = self.index.get_mut(&l.name) else {
+    pub fn remove<'a>(&mut self, id: u32, labels: impl Iterator<Item = (&'a str, &'a str)>) {
+        for (name, value) in labels {
+            let Some(values) = self.index.get_mut(name) else {
                 continue;
             };
-            if let Some(list) = values.get_mut(&l.value) {
+            if let Some(list) = values.get_mut(value) {
                 if let Ok(pos) = list.binary_search(&id) {
                     list.remove(pos);
                 }
                 if list.is_empty() {
-                    values.remove(&l.value);
+                    values.remove(value);
                 }
             }
             if values.is_empty() {
-                self.index.remove(&l.name);
+                self.index.remove(name);
             }
         }
     }
@@ -132,9 +165,9 @@ mod tests {
 
     fn idx() -> Postings {
         let mut p = Postings::default();
-        p.add(0, &Labels::from_pairs([("__name__", "a"), ("job", "x")]));
-        p.add(1, &Labels::from_pairs([("__name__", "a"), ("job", "y")]));
-        p.add(2, &Labels::from_pairs([("__name__", "b")]));
+        p.add(0, [("__name__", "a"), ("job", "x")].into_iter());
+        p.add(1, [("__name__", "a"), ("job", "y")].into_iter());
+        p.add(2, [("__name__", "b")].into_iter());
         p
     }
 
@@ -168,11 +201,11 @@ mod tests {
     #[test]
     fn removal_cleans_up() {
         let mut p = idx();
-        p.remove(2, &Labels::from_pairs([("__name__", "b")]));
+        p.remove(2, [("__name__", "b")].into_iter());
         assert_eq!(p.matching(&Matcher::equal("__name__", "b")), Some(vec![]));
         assert_eq!(p.label_values("__name__").count(), 1);
-        p.add(2, &Labels::from_pairs([("__name__", "a")]));
-        p.add(1, &Labels::from_pairs([("__name__", "a")]));
+        p.add(2, [("__name__", "a")].into_iter());
+        p.add(1, [("__name__", "a")].into_iter());
         assert_eq!(
             p.matching(&Matcher::equal("__name__", "a")),
             Some(vec![0, 1, 2])

@@ -84,6 +84,46 @@ impl SeriesLabels {
         SeriesLabels(buf.into_boxed_slice())
     }
 
+    /// Encodes wire labels into `buf` in this type's layout. Returns false
+    /// (leaving `buf` unspecified) unless they are sorted by unique name
+    /// with no empty values, the form the distributor writes.
+    pub fn encode_wire(labels: &[ProtoLabel], buf: &mut Vec<u8>) -> bool {
+        buf.clear();
+        let mut prev: &[u8] = &[];
+        for (i, l) in labels.iter().enumerate() {
+            if l.value.is_empty() || (i > 0 && l.name.as_ref() <= prev) {
+                return false;
+            }
+            prev = &l.name;
+            put_uvarint(buf, l.name.len());
+            buf.extend_from_slice(&l.name);
+            put_uvarint(buf, l.value.len());
+            buf.extend_from_slice(&l.value);
+        }
+        true
+    }
+
+    /// Labels from a buffer in this type's layout, if every name and value
+    /// is UTF-8 and the layout is whole.
+    pub fn from_encoded(buf: &[u8]) -> Option<Self> {
+        let mut it = Iter { buf };
+        let mut fields = 0;
+        while !it.buf.is_empty() {
+            std::str::from_utf8(it.field()?).ok()?;
+            fields += 1;
+        }
+        (fields > 0 && fields % 2 == 0).then(|| SeriesLabels(buf.into()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The head's series hash: xxh3 of the encoded labels.
+    pub fn hash(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&self.0)
+    }
+
     fn iter(&self) -> Iter<'_> {
         Iter { buf: &self.0 }
     }
@@ -158,5 +198,18 @@ mod tests {
         ]));
         assert!(!s.matches(&[Matcher::equal("absent", "x")]));
         assert!(s.heap_bytes() < 330);
+        let mut buf = Vec::new();
+        assert!(SeriesLabels::encode_wire(&wire, &mut buf));
+        assert_eq!(buf, s.as_bytes());
+        assert_eq!(SeriesLabels::from_encoded(&buf), Some(s.clone()));
+        let mut unsorted = wire.clone();
+        unsorted.swap(0, 1);
+        assert!(!SeriesLabels::encode_wire(&unsorted, &mut buf));
+        assert_eq!(
+            SeriesLabels::from_encoded(&[3, 0xff, 0xfe, 0xfd, 1, b'a']),
+            None,
+            "not UTF-8"
+        );
+        assert_eq!(SeriesLabels::from_encoded(&[5, b'a']), None, "cut short");
     }
 }
