@@ -80,6 +80,8 @@ pub struct EmbeddedSettings {
     pub partitions: i32,
     pub segment_size_bytes: u64,
     pub fsync: bool,
+    #[serde(with = "humantime_serde")]
+    pub retention_period: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,6 +137,7 @@ impl Default for EmbeddedSettings {
             partitions: d.partitions,
             segment_size_bytes: d.segment_size_bytes,
             fsync: d.fsync,
+            retention_period: d.retention_period,
         }
     }
 }
@@ -183,6 +186,7 @@ impl Config {
             partitions: e.partitions,
             segment_size_bytes: e.segment_size_bytes,
             fsync: e.fsync,
+            retention_period: e.retention_period,
             ..EmbeddedConfig::default()
         }
     }
@@ -395,6 +399,10 @@ pub struct Flags {
     #[arg(long = "ingest-storage.embedded.fsync", env = flag_env!("INGEST_STORAGE_EMBEDDED_FSYNC"), num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, help_heading = "Ingest storage (embedded)")]
     pub embedded_fsync: Option<bool>,
 
+    /// Delete embedded-log segments older than this (default 168h; 0 keeps everything).
+    #[arg(long = "ingest-storage.embedded.retention-period", env = flag_env!("INGEST_STORAGE_EMBEDDED_RETENTION_PERIOD"), value_parser = parse_duration, help_heading = "Ingest storage (embedded)")]
+    pub embedded_retention: Option<Duration>,
+
     // --- Distributor
     /// Largest push request, compressed or not (default 100 MiB).
     #[arg(long = "distributor.max-recv-msg-size", env = flag_env!("DISTRIBUTOR_MAX_RECV_MSG_SIZE"), help_heading = "Distributor")]
@@ -512,6 +520,7 @@ impl Flags {
         set!(e.partitions, self.embedded_partitions);
         set!(e.segment_size_bytes, self.embedded_segment_size);
         set!(e.fsync, self.embedded_fsync);
+        set!(e.retention_period, self.embedded_retention);
         let d = &mut c.distributor;
         set!(d.max_recv_msg_size, self.max_recv_msg_size);
         set!(

@@ -51,6 +51,11 @@ pub struct EmbeddedConfig {
     pub fsync: bool,
     /// Largest record accepted.
     pub max_record_size_bytes: usize,
+    /// Closed segments whose newest record is older than this are deleted,
+    /// as Kafka's `retention.ms` does; zero keeps everything. Keep it longer
+    /// than the ingesters' head retention.
+    #[serde(with = "humantime_serde")]
+    pub retention_period: Duration,
 }
 
 impl Default for EmbeddedConfig {
@@ -61,6 +66,7 @@ impl Default for EmbeddedConfig {
             segment_size_bytes: 128 << 20,
             fsync: true,
             max_record_size_bytes: 16 << 20,
+            retention_period: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -474,6 +480,7 @@ fn writer_loop(
     metrics: EmbeddedLogMetrics,
 ) {
     let mut file: Option<File> = None;
+    let mut last_retention_check = std::time::Instant::now();
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while let Ok(more) = rx.try_recv() {
@@ -499,7 +506,38 @@ fn writer_loop(
             };
             let _ = req.done.send(r);
         }
+        if !cfg.retention_period.is_zero()
+            && last_retention_check.elapsed() >= RETENTION_CHECK_EVERY
+        {
+            last_retention_check = std::time::Instant::now();
+            let cutoff = crate::now_ms() - cfg.retention_period.as_millis() as i64;
+            if let Err(e) = delete_segments_before(&p, cutoff) {
+                tracing::warn!(partition = p.id, error = %e, "cannot delete expired segments");
+            }
+        }
     }
+}
+
+const RETENTION_CHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// Deletes closed segments whose newest record is older than `cutoff_ms`.
+/// Readers with the file open keep reading it; new readers start at the new
+/// earliest offset.
+fn delete_segments_before(p: &Partition, cutoff_ms: i64) -> Result<usize, LogError> {
+    let expired: Vec<Segment> = {
+        let mut st = p.state.lock();
+        let closed = st.segments.len().saturating_sub(1);
+        let n = st.segments[..closed]
+            .iter()
+            .take_while(|s| s.last_timestamp_ms < cutoff_ms)
+            .count();
+        st.segments.drain(..n).collect()
+    };
+    for seg in &expired {
+        fs::remove_file(&seg.path)?;
+        tracing::info!(partition = p.id, segment = %seg.path.display(), "deleted segment past retention");
+    }
+    Ok(expired.len())
 }
 
 /// After a failed write, cuts the active segment back to what the state
@@ -1146,6 +1184,40 @@ mod tests {
         let log = EmbeddedLog::open(small).unwrap();
         let got = conformance::read_n(&log, 1, 123, 1).await;
         assert!(got[0].record.value.starts_with(b"123:"));
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_old_closed_segments_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = EmbeddedConfig {
+            segment_size_bytes: 1 << 20,
+            ..cfg(dir.path())
+        };
+        let log = EmbeddedLog::open(small).unwrap();
+        let big = "z".repeat(600 << 10);
+        for _ in 0..5 {
+            log.produce(0, vec![conformance::record("t", &big)])
+                .await
+                .unwrap();
+        }
+        let p = log.partition(0).unwrap().clone();
+        let segments = p.state.lock().segments.len();
+        assert!(segments >= 3);
+        // Everything is older than a cutoff in the future: all but the
+        // active segment go.
+        let deleted = delete_segments_before(&p, crate::now_ms() + 60_000).unwrap();
+        assert_eq!(deleted, segments - 1);
+        let earliest = log.earliest_offset(0).await.unwrap();
+        assert!(earliest > 0);
+        assert_eq!(log.latest_offset(0).await.unwrap(), 5);
+        // A reader asked for offset 0 starts at the new earliest offset.
+        let got = conformance::read_n(&log, 0, 0, (5 - earliest) as usize).await;
+        assert_eq!(got.first().map(|c| c.offset), Some(earliest));
+        assert_eq!(
+            delete_segments_before(&p, 0).unwrap(),
+            0,
+            "nothing older than the epoch"
+        );
     }
 
     #[tokio::test]
