@@ -6,7 +6,8 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use tidemark_schemas::prometheus::WriteRequest;
+use tidemark_schemas::prometheus::metric_metadata::MetricType;
+use tidemark_schemas::prometheus::{MetricMetadata, WriteRequest};
 
 #[test]
 fn push_then_query_through_the_prometheus_api() {
@@ -112,6 +113,50 @@ fn push_then_query_through_the_prometheus_api() {
         ),
     );
     assert_eq!(v["data"].as_array().unwrap().len(), 1, "{v}");
+
+    // Metric metadata sent with remote write comes back in Prometheus' shape.
+    let md = |name: &str, kind: MetricType, help: &str| MetricMetadata {
+        r#type: kind as i32,
+        metric_family_name: name.as_bytes().to_vec().into(),
+        help: help.as_bytes().to_vec().into(),
+        unit: Vec::new().into(),
+    };
+    let req = WriteRequest {
+        timeseries: vec![],
+        metadata: vec![
+            md(
+                "http_requests_total",
+                MetricType::Counter,
+                "Requests served.",
+            ),
+            md("temperature", MetricType::Gauge, "Room temperature."),
+        ],
+    };
+    assert_eq!(push_raw(&tm.push_url(), Some(TENANT), encode(&req)).0, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let v = loop {
+        let (s, v) = api_get(&tm.url, Some(TENANT), "/prometheus/api/v1/metadata");
+        assert_eq!(s, 200, "{v}");
+        if v["data"].as_object().is_some_and(|o| o.len() == 2)
+            || std::time::Instant::now() > deadline
+        {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        v["data"]["http_requests_total"],
+        serde_json::json!([{"type": "counter", "help": "Requests served.", "unit": ""}])
+    );
+    let (_, v) = api_get(
+        &tm.url,
+        Some(TENANT),
+        "/prometheus/api/v1/metadata?metric=temperature",
+    );
+    assert_eq!(v["data"]["temperature"][0]["type"], "gauge");
+    assert_eq!(v["data"].as_object().map(|o| o.len()), Some(1));
+    let (_, v) = api_get(&tm.url, Some("someone-else"), "/prometheus/api/v1/metadata");
+    assert_eq!(v["data"], serde_json::json!({}));
 
     // Tenants are isolated.
     assert!(instant(&tm.url, "someone-else", "http_requests_total", end_s).is_empty());

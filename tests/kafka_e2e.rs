@@ -134,6 +134,33 @@ fn separate_roles_over_kafka() {
     );
     assert_eq!(s, 200);
     assert_eq!(v["data"].as_array().unwrap().len(), 40);
+    // Metadata travels through Kafka and the internal API too.
+    let req = tidemark_schemas::prometheus::WriteRequest {
+        timeseries: vec![],
+        metadata: vec![tidemark_schemas::prometheus::MetricMetadata {
+            r#type: 1,
+            metric_family_name: b"roles_e2e".to_vec().into(),
+            help: b"A counter.".to_vec().into(),
+            unit: Vec::new().into(),
+        }],
+    };
+    assert_eq!(
+        push_raw(&distributor.push_url(), Some(TENANT), encode(&req)).0,
+        200
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, v) = api_get(&querier.url, Some(TENANT), "/prometheus/api/v1/metadata");
+        if v["data"]["roles_e2e"][0]["type"] == "counter" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metadata never arrived: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
     // The querier does not take writes.
     let (s, _) = push(
         &format!("{}/api/v1/push", querier.url),

@@ -17,7 +17,7 @@ use futures::StreamExt;
 use prost::Message;
 use tidemark_schemas::ingester::{
     chunk, Chunk, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
-    SeriesBatch, SeriesRequest, StreamSeries,
+    MetadataRequest, MetadataResponse, SeriesBatch, SeriesRequest, StreamSeries,
 };
 use tidemark_schemas::stream::encode_frame;
 use tidemark_storage::queryable::{merge_sorted_strings, Queryable};
@@ -39,6 +39,7 @@ pub fn router(ingester: Arc<Ingester>) -> Router {
             &format!("{INGESTER_API_PREFIX}/label_names"),
             post(label_names),
         )
+        .route(&format!("{INGESTER_API_PREFIX}/metadata"), post(metadata))
         .route(
             &format!("{INGESTER_API_PREFIX}/label_values"),
             post(label_values),
@@ -167,5 +168,22 @@ async fn label_values(
         .await?;
     Ok(protobuf(&LabelValuesResponse {
         values: merge_sorted_strings(vec![values]),
+    }))
+}
+
+async fn metadata(
+    State(ing): State<Arc<Ingester>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let req: MetadataRequest = decode(&body)?;
+    let metric = (!req.metric.is_empty()).then_some(req.metric.as_str());
+    let metadata = ing.metadata(&tenant, metric).await?;
+    Ok(protobuf(&MetadataResponse {
+        metadata: metadata
+            .into_iter()
+            .map(tidemark_storage::wire::metadata_to_proto)
+            .collect(),
     }))
 }

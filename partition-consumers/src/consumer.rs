@@ -251,7 +251,17 @@ impl PartitionConsumer {
         let tenant = decode_tenant(&rec.record.key)?;
         let version = decode_version(rec.record.header(VERSION_HEADER))?;
         let body = RecordBody::decode(version, rec.record.value.clone())?;
-        Ok(self.head.append(tenant, &body.into_timeseries()))
+        let (series, metadata) = body.into_parts();
+        let dropped = self.head.metadata.add(tenant, &metadata);
+        if dropped > 0 {
+            tracing::debug!(
+                partition = self.partition,
+                tenant,
+                dropped,
+                "metadata entries dropped"
+            );
+        }
+        Ok(self.head.append(tenant, &series))
     }
 }
 

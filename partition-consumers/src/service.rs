@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tidemark_ingest_log::IngestLog;
 use tidemark_storage::chunk::XorIter;
-use tidemark_storage::queryable::{merge_series_streams, merge_sorted_strings};
+use tidemark_storage::queryable::{merge_metadata, merge_series_streams, merge_sorted_strings};
 use tidemark_storage::{
-    Labels, Matcher, Queryable, Sample, SelectHints, Series, SeriesStream, StorageError,
+    Labels, Matcher, MetricMetadata, Queryable, Sample, SelectHints, Series, SeriesStream,
+    StorageError,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -255,6 +256,19 @@ impl Queryable for Ingester {
                     p.head
                         .label_values(tenant, name, matchers, start_ms, end_ms)
                 })
+                .collect(),
+        ))
+    }
+
+    async fn metadata(
+        &self,
+        tenant: &str,
+        metric: Option<&str>,
+    ) -> Result<Vec<MetricMetadata>, StorageError> {
+        Ok(merge_metadata(
+            self.partitions
+                .iter()
+                .map(|p| p.head.metadata.get(tenant, metric))
                 .collect(),
         ))
     }

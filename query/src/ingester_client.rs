@@ -29,13 +29,13 @@ use prost::Message;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::StatusCode;
 use tidemark_schemas::ingester::{
-    LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse, SeriesBatch,
-    SeriesRequest,
+    LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
+    MetadataRequest, MetadataResponse, SeriesBatch, SeriesRequest,
 };
 use tidemark_schemas::stream::{FrameDecoder, FrameError};
-use tidemark_storage::queryable::{merge_series_streams, merge_sorted_strings};
+use tidemark_storage::queryable::{merge_metadata, merge_series_streams, merge_sorted_strings};
 use tidemark_storage::{
-    Labels, Matcher, Queryable, SelectHints, Series, SeriesStream, StorageError,
+    Labels, Matcher, MetricMetadata, Queryable, SelectHints, Series, SeriesStream, StorageError,
 };
 
 use crate::wire;
@@ -259,6 +259,31 @@ impl Queryable for IngesterClient {
         }))
         .await?;
         Ok(merge_sorted_strings(lists))
+    }
+
+    async fn metadata(
+        &self,
+        tenant: &str,
+        metric: Option<&str>,
+    ) -> Result<Vec<MetricMetadata>, StorageError> {
+        let request = MetadataRequest {
+            metric: metric.unwrap_or_default().to_owned(),
+        }
+        .encode_to_vec();
+        let lists = try_join_all(self.urls.iter().map(|base| {
+            let request = request.clone();
+            async move {
+                let r: MetadataResponse = self.unary(base, "metadata", tenant, request).await?;
+                Ok::<_, StorageError>(
+                    r.metadata
+                        .into_iter()
+                        .map(wire::metadata_from_proto)
+                        .collect(),
+                )
+            }
+        }))
+        .await?;
+        Ok(merge_metadata(lists))
     }
 }
 

@@ -69,8 +69,18 @@ impl RecordBody {
 
     /// The remote-write series the record carries, whatever its version.
     pub fn into_timeseries(self) -> Vec<crate::prometheus::TimeSeries> {
+        self.into_parts().0
+    }
+
+    /// Series and metric metadata, whatever the version.
+    pub fn into_parts(
+        self,
+    ) -> (
+        Vec<crate::prometheus::TimeSeries>,
+        Vec<crate::prometheus::MetricMetadata>,
+    ) {
         match self {
-            RecordBody::V1(r) => r.timeseries,
+            RecordBody::V1(r) => (r.timeseries, r.metadata),
         }
     }
 }

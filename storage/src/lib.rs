@@ -19,7 +19,7 @@ pub mod wire;
 
 pub use labels::{Label, Labels};
 pub use matcher::{MatchOp, Matcher};
-pub use queryable::{Queryable, SelectHints, Series, SeriesStream, StorageError};
+pub use queryable::{MetricMetadata, Queryable, SelectHints, Series, SeriesStream, StorageError};
 
 /// A sample: milliseconds since the epoch and a float value.
 #[derive(Debug, Clone, Copy, PartialEq)]

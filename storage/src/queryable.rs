@@ -83,6 +83,38 @@ pub trait Queryable: Send + Sync {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<String>, StorageError>;
+
+    /// Metric metadata (type, help, unit) of `tenant`, sorted by metric
+    /// family name; only `metric` when given. A store that keeps no
+    /// metadata has none.
+    async fn metadata(
+        &self,
+        tenant: &str,
+        metric: Option<&str>,
+    ) -> Result<Vec<MetricMetadata>, StorageError> {
+        let _ = (tenant, metric);
+        Ok(Vec::new())
+    }
+}
+
+/// What a metric family is, as remote write's metadata says.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MetricMetadata {
+    pub metric: String,
+    /// `counter`, `gauge`, `histogram`, `gaugehistogram`, `summary`, `info`,
+    /// `stateset` or `unknown`.
+    pub kind: String,
+    pub help: String,
+    pub unit: String,
+}
+
+/// Merges sorted metadata lists; the first of equal entries wins, distinct
+/// entries of one metric are all kept (as Prometheus lists them).
+pub fn merge_metadata(lists: Vec<Vec<MetricMetadata>>) -> Vec<MetricMetadata> {
+    let mut all: Vec<MetricMetadata> = lists.into_iter().flatten().collect();
+    all.sort();
+    all.dedup();
+    all
 }
 
 /// Merges streams each sorted by labels into one sorted stream. Series with

@@ -225,3 +225,23 @@ mod tests {
         );
     }
 }
+
+/// Metric metadata as protobuf.
+pub fn metadata_to_proto(m: crate::MetricMetadata) -> tidemark_schemas::ingester::MetricMetadata {
+    tidemark_schemas::ingester::MetricMetadata {
+        metric: m.metric,
+        r#type: m.kind,
+        help: m.help,
+        unit: m.unit,
+    }
+}
+
+/// Metric metadata from protobuf.
+pub fn metadata_from_proto(m: tidemark_schemas::ingester::MetricMetadata) -> crate::MetricMetadata {
+    crate::MetricMetadata {
+        metric: m.metric,
+        kind: m.r#type,
+        help: m.help,
+        unit: m.unit,
+    }
+}

@@ -1,6 +1,7 @@
 //! The in-memory head: per-tenant series, an inverted index over their
 //! labels, and XOR-compressed chunks.
 
+mod metadata;
 mod postings;
 mod series;
 mod series_labels;
@@ -13,6 +14,7 @@ use tidemark_schemas::prometheus::TimeSeries;
 use tidemark_storage::{Label, Labels, Matcher};
 use xxhash_rust::xxh3::xxh3_64;
 
+pub use metadata::MetadataStore;
 pub use postings::Postings;
 pub use series::{AppendResult, ClosedChunk, MemSeries};
 pub use series_labels::SeriesLabels;
@@ -165,6 +167,8 @@ impl TenantHead {
 pub struct Head {
     tenants: RwLock<HashMap<String, Arc<RwLock<TenantHead>>>>,
     opts: HeadOptions,
+    /// Metric metadata that arrived with the series.
+    pub metadata: MetadataStore,
 }
 
 impl Head {
@@ -172,6 +176,7 @@ impl Head {
         Head {
             tenants: RwLock::new(HashMap::new()),
             opts,
+            metadata: MetadataStore::default(),
         }
     }
 

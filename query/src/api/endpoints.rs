@@ -221,6 +221,45 @@ pub(super) async fn label_values(
     ))
 }
 
+/// `GET /metadata`: metric metadata by metric family name, with `limit`
+/// (metrics), `limit_per_metric` and `metric`.
+pub(super) async fn metadata(
+    st: &ApiState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<String, ApiError> {
+    let Request { tenant, params: p } = request(st, headers, query, &[])?;
+    let limit = limit(&p)?;
+    let per_metric = match p.get("limit_per_metric") {
+        "" => 0,
+        s => s.parse::<usize>().map_err(|_| {
+            ApiError::invalid_param(
+                "limit_per_metric",
+                format!("{s:?} is not a non-negative integer"),
+            )
+        })?,
+    };
+    let metric = Some(p.get("metric")).filter(|m| !m.is_empty());
+    let all = st.queryable().metadata(&tenant, metric).await?;
+    let mut grouped: Vec<(String, Vec<tidemark_storage::MetricMetadata>)> = Vec::new();
+    for m in all {
+        match grouped.last_mut() {
+            Some((name, list)) if *name == m.metric => {
+                if per_metric == 0 || list.len() < per_metric {
+                    list.push(m);
+                }
+            }
+            _ => {
+                if limit != 0 && grouped.len() >= limit {
+                    break;
+                }
+                grouped.push((m.metric.clone(), vec![m]));
+            }
+        }
+    }
+    Ok(response::success(&response::metadata(&grouped), &[]))
+}
+
 /// `GET|POST /series`.
 pub(super) async fn series(
     st: &ApiState,

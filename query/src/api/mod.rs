@@ -135,6 +135,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/labels", get(labels).post(labels))
         .route("/label/{name}/values", get(label_values))
         .route("/series", get(series).post(series))
+        .route("/metadata", get(metadata))
         .route("/status/buildinfo", get(buildinfo))
         .with_state(state);
     Router::new()
@@ -179,6 +180,15 @@ async fn labels(
         endpoints::labels(&st, &headers, q.as_deref(), &body),
     )
     .await
+}
+
+async fn metadata(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    st.respond("metadata", endpoints::metadata(&st, &headers, q.as_deref()))
+        .await
 }
 
 async fn label_values(

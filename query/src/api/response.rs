@@ -148,6 +148,34 @@ pub fn string_list(values: &[String]) -> String {
     out
 }
 
+/// `{"metric":[{"type":..,"help":..,"unit":..}],...}`, Prometheus'
+/// metadata shape.
+pub fn metadata(groups: &[(String, Vec<tidemark_storage::MetricMetadata>)]) -> String {
+    let mut out = String::from("{");
+    for (i, (name, list)) in groups.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(&mut out, name);
+        out.push_str(":[");
+        for (j, m) in list.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            out.push_str(r#"{"type":"#);
+            push_json_str(&mut out, &m.kind);
+            out.push_str(r#","help":"#);
+            push_json_str(&mut out, &m.help);
+            out.push_str(r#","unit":"#);
+            push_json_str(&mut out, &m.unit);
+            out.push('}');
+        }
+        out.push(']');
+    }
+    out.push('}');
+    out
+}
+
 /// A JSON array of label objects.
 pub fn label_sets(sets: &[Labels]) -> String {
     let mut out = String::from("[");
