@@ -12,7 +12,9 @@ use crate::config::DistributorConfig;
 use crate::error::PushError;
 use crate::metrics::{DiscardLabels, DistributorMetrics, TenantLabels};
 use crate::records::{body_budget, encode_records, field_len, record};
-use crate::scan::{put_len_field, read_series, split_request, LabelRef, SeriesView, WireError};
+use crate::scan::{
+    label_refs, put_len_field, read_series, split_request, LabelRef, SeriesView, WireError,
+};
 use crate::shard::{partition_of, series_hash};
 use crate::validation::{check_labels, needs_normalizing, validate_series, ValidationError};
 
@@ -124,16 +126,10 @@ pub fn prepare(
         if ts.samples.is_empty() && ts.exemplars.is_empty() {
             continue;
         }
-        let labels: Vec<LabelRef<'_>> = ts
-            .labels
-            .iter()
-            .map(|l| LabelRef {
-                name: &l.name,
-                value: &l.value,
-            })
-            .collect();
-        let p = partition_of(series_hash(tenant, &labels, &mut scratch), partitions) as usize;
-        drop(labels);
+        let p = partition_of(
+            series_hash(tenant, &label_refs(&ts.labels), &mut scratch),
+            partitions,
+        ) as usize;
         prepared.outcome.series += 1;
         prepared.outcome.samples += ts.samples.len();
         let encoded = ts.encode_to_vec();

@@ -138,6 +138,17 @@ pub struct LabelRef<'a> {
     pub value: &'a [u8],
 }
 
+/// Views of decoded labels.
+pub fn label_refs(labels: &[tidemark_schemas::prometheus::Label]) -> Vec<LabelRef<'_>> {
+    labels
+        .iter()
+        .map(|l| LabelRef {
+            name: &l.name,
+            value: &l.value,
+        })
+        .collect()
+}
+
 /// What the distributor needs of one series, read in place.
 #[derive(Debug, Default)]
 pub struct SeriesView<'a> {

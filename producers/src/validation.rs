@@ -5,7 +5,7 @@
 
 use tidemark_schemas::prometheus::TimeSeries;
 
-use crate::scan::LabelRef;
+use crate::scan::{label_refs, LabelRef};
 
 use crate::config::ValidationLimits;
 
@@ -141,14 +141,7 @@ pub fn validate_series(
     if !ts.labels.windows(2).all(|w| w[0].name <= w[1].name) {
         ts.labels.sort_by(|a, b| a.name.cmp(&b.name));
     }
-    let view: Vec<LabelRef<'_>> = ts
-        .labels
-        .iter()
-        .map(|l| LabelRef {
-            name: &l.name,
-            value: &l.value,
-        })
-        .collect();
+    let view = label_refs(&ts.labels);
     check_labels(&view, limits, ts.samples.len())?;
     let limit = now_ms.saturating_add(limits.creation_grace_period.as_millis() as i64);
     if let Some(bad_ts) = ts

@@ -138,6 +138,26 @@ pub fn series_from_proto(
     Ok(Series { labels, samples })
 }
 
+/// Metric metadata as protobuf.
+pub fn metadata_to_proto(m: crate::MetricMetadata) -> tidemark_schemas::ingester::MetricMetadata {
+    tidemark_schemas::ingester::MetricMetadata {
+        metric: m.metric,
+        r#type: m.kind,
+        help: m.help,
+        unit: m.unit,
+    }
+}
+
+/// Metric metadata from protobuf.
+pub fn metadata_from_proto(m: tidemark_schemas::ingester::MetricMetadata) -> crate::MetricMetadata {
+    crate::MetricMetadata {
+        metric: m.metric,
+        kind: m.r#type,
+        help: m.help,
+        unit: m.unit,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,25 +243,5 @@ mod tests {
             got.samples.iter().map(|s| s.t).collect::<Vec<_>>(),
             vec![1, 2, 3]
         );
-    }
-}
-
-/// Metric metadata as protobuf.
-pub fn metadata_to_proto(m: crate::MetricMetadata) -> tidemark_schemas::ingester::MetricMetadata {
-    tidemark_schemas::ingester::MetricMetadata {
-        metric: m.metric,
-        r#type: m.kind,
-        help: m.help,
-        unit: m.unit,
-    }
-}
-
-/// Metric metadata from protobuf.
-pub fn metadata_from_proto(m: tidemark_schemas::ingester::MetricMetadata) -> crate::MetricMetadata {
-    crate::MetricMetadata {
-        metric: m.metric,
-        kind: m.r#type,
-        help: m.help,
-        unit: m.unit,
     }
 }
