@@ -45,10 +45,10 @@ curl -fsS "$URL/ready" >/dev/null || { echo "Tidemark did not become ready; see 
 
 echo "==> remote-writing generated samples (tenant $TENANT)"
 "$BIN" bench --url "$URL/api/v1/push" --tenant "$TENANT" --series 2000 --duration 3s --warmup 0s \
-    --interval 15s --backfill 2h --prebuild-mib 32
+    --interval 15s --backfill 6h --prebuild-mib 32
 
-# The bench's samples start two hours ago, one scrape every 15s.
-T=$(( $(date +%s) - 7200 + 600 ))
+# The bench's samples start six hours ago, one scrape every 15s.
+T=$(( $(date +%s) - 6 * 3600 + 600 ))
 FORMAT_RESULT='
 import json, sys
 for s in json.load(sys.stdin)["data"]["result"]:
