@@ -291,3 +291,63 @@ fn kill_dash_nine_after_ack_loses_nothing() {
         .contains("tidemark_ingester_samples_appended_total"));
     std::thread::sleep(Duration::from_millis(10));
 }
+
+#[test]
+fn sigterm_stops_cleanly_and_commits_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tm = Tidemark::start(dir.path(), &["-ingester.ring.instance-id=e2e-ingester"]);
+    let t = now_ms();
+    let batch: Vec<_> = (0..20)
+        .map(|i| {
+            series(
+                &[("__name__", "term_test"), ("i", &i.to_string())],
+                &[(t, 1.0)],
+            )
+        })
+        .collect();
+    assert_eq!(push(&tm.push_url(), TENANT, batch).0, 200);
+    eventually(
+        &tm.url,
+        TENANT,
+        "count(term_test)",
+        t as f64 / 1000.0,
+        |r| r.len() == 1 && value_of(&r[0]) == 20.0,
+    );
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &tm.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = tm.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not stop after SIGTERM:\n{}",
+            tm.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit:?}:\n{}", tm.log());
+    // Each partition's consumer committed where it got to, under its group.
+    let offsets = dir.path().join("ingest-log/offsets/e2e-ingester");
+    let committed: i64 = std::fs::read_dir(&offsets)
+        .unwrap()
+        .map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .trim()
+                .parse::<i64>()
+                .unwrap()
+        })
+        .sum();
+    assert!(
+        committed >= 1,
+        "committed offsets under {}: {committed}",
+        offsets.display()
+    );
+    assert!(tm.log().contains("stopped"));
+}
