@@ -5,19 +5,31 @@
 //! streams; instant queries are range queries with one step.
 //!
 //! Supported so far: vector selectors (all matcher types, `offset`,
-//! lookback delta, staleness markers), `rate` and `increase` over range
-//! selectors, `sum`/`avg`/`min`/`max`/`count` with `by`/`without`,
-//! arithmetic (`+ - * / % ^`) between scalars and between a vector and a
-//! scalar, unary minus, number literals and parentheses. Everything else is
+//! lookback delta, staleness markers); the range-vector functions `rate`,
+//! `increase`, `delta`, `irate`, `idelta`, `changes`, `resets`, `deriv`,
+//! `predict_linear` and `avg`/`min`/`max`/`sum`/`count`/`last`/`present`/
+//! `stddev`/`stdvar`/`quantile` `_over_time`; the instant-vector functions
+//! `ceil`, `floor`, `exp`, `ln`, `log2`, `log10`, `sqrt`, `sgn`, `round`,
+//! `clamp`, `clamp_min`, `clamp_max`, `timestamp`, trigonometry, `rad`,
+//! `deg`, and `vector`, `scalar`, `time`, `pi`, `min_of`, `max_of`;
+//! `sum`/`avg`/`min`/`max`/`count` with `by`/`without`; arithmetic
+//! (`+ - * / % ^`) and comparisons (`== != > < >= <=`, with or without
+//! `bool`) between scalars, between a vector and a scalar, and between two
+//! vectors with one-to-one matching (`on`, `ignoring`); the set operators
+//! `and`, `or`, `unless`; unary minus, number literals and parentheses.
+//! Everything else (`abs` included, for now) is
 //! refused with [`QueryError::Unsupported`].
 
 mod aggregate;
 mod arithmetic;
+mod binary;
 mod collect;
+mod comparison;
 mod context;
 mod dedup;
 mod error;
 mod functions;
+mod instant_function;
 mod kahan;
 mod operator;
 mod plan;

@@ -4,17 +4,23 @@
 use std::sync::Arc;
 
 use promql_parser::parser::{
-    AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, UnaryExpr,
+    token, AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, UnaryExpr,
+    VectorMatchCardinality,
 };
 
 use super::aggregate::{AggregateFn, AggregateOp, Grouping};
 use super::arithmetic::{
     ArithOp, ScalarBinary, ScalarLiteral, ScalarNegate, VectorNegateOp, VectorScalarOp,
 };
+use super::binary::{Matching, SetBinaryOp, SetOp, VectorBinaryOp, VectorOpKind};
+use super::comparison::{CmpOp, ScalarCompare, VectorScalarCompareOp};
 use super::dedup::{DuplicateCheckOp, DuplicatePolicy};
 use super::error::QueryError;
-use super::operator::{Plan, VectorOperator};
-use super::range_function::{RangeFunction, RangeFunctionOp};
+use super::instant_function::{
+    ScalarMinMaxOp, ScalarOfVectorOp, TimeOp, VectorFunction, VectorFunctionOp, VectorOfScalarOp,
+};
+use super::operator::{Plan, ScalarOperator, VectorOperator};
+use super::range_function::{RangeFunction, RangeFunctionOp, ScalarParam};
 use super::selector::{InstantSelectorOp, SelectorSpec};
 
 /// Plans an expression.
@@ -30,7 +36,7 @@ pub(crate) fn plan(expr: &Expr) -> Result<Plan, QueryError> {
         Expr::Aggregate(a) => plan_aggregate(a),
         Expr::Call(c) => plan_call(c),
         Expr::MatrixSelector(_) => Err(QueryError::unsupported(
-            "a range vector selector outside rate() and increase()",
+            "a range vector selector outside a range-vector function",
         )),
         Expr::Subquery(_) => Err(QueryError::unsupported("a subquery")),
         Expr::StringLiteral(_) => Err(QueryError::unsupported("a string literal")),
@@ -67,7 +73,99 @@ fn plan_unary(u: &UnaryExpr) -> Result<Plan, QueryError> {
     }
 }
 
+/// The `on` / `ignoring` labels of a vector-vector operation, refusing
+/// what is not supported yet.
+fn matching(b: &BinaryExpr, set_operator: bool) -> Result<Arc<Matching>, QueryError> {
+    let Some(modifier) = &b.modifier else {
+        return Ok(Arc::new(Matching {
+            on: false,
+            labels: Vec::new(),
+        }));
+    };
+    if modifier.fill_values.lhs.is_some() || modifier.fill_values.rhs.is_some() {
+        return Err(QueryError::unsupported("the fill modifier"));
+    }
+    match (&modifier.card, set_operator) {
+        (VectorMatchCardinality::OneToOne, false) | (VectorMatchCardinality::ManyToMany, true) => {}
+        (VectorMatchCardinality::ManyToOne(_), _) => {
+            return Err(QueryError::unsupported("group_left"))
+        }
+        (VectorMatchCardinality::OneToMany(_), _) => {
+            return Err(QueryError::unsupported("group_right"))
+        }
+        _ => {
+            return Err(QueryError::BadData(format!(
+                "invalid vector matching for the binary operator \"{}\"",
+                b.op
+            )))
+        }
+    }
+    Ok(Arc::new(match &modifier.matching {
+        None => Matching {
+            on: false,
+            labels: Vec::new(),
+        },
+        Some(LabelModifier::Include(l)) => Matching {
+            on: true,
+            labels: l.labels.clone(),
+        },
+        Some(LabelModifier::Exclude(l)) => Matching {
+            on: false,
+            labels: l.labels.clone(),
+        },
+    }))
+}
+
+/// `lhs op rhs` between two instant vectors, other than set operators.
+fn vector_vector(
+    b: &BinaryExpr,
+    kind: VectorOpKind,
+    lhs: Arc<dyn VectorOperator>,
+    rhs: Arc<dyn VectorOperator>,
+) -> Result<Plan, QueryError> {
+    let node = Arc::new(VectorBinaryOp {
+        kind,
+        matching: matching(b, false)?,
+        lhs,
+        rhs,
+    });
+    // Result label sets of different signatures can still coincide (with
+    // `on (__name__)`, say): checked as Prometheus checks every step.
+    Ok(Plan::Vector(checked(
+        node,
+        true,
+        DuplicatePolicy::RejectOverlap,
+    )))
+}
+
+fn plan_set_operator(b: &BinaryExpr, op: SetOp) -> Result<Plan, QueryError> {
+    match (plan(&b.lhs)?, plan(&b.rhs)?) {
+        (Plan::Vector(lhs), Plan::Vector(rhs)) => Ok(Plan::Vector(Arc::new(SetBinaryOp {
+            op,
+            matching: matching(b, true)?,
+            lhs,
+            rhs,
+        }))),
+        _ => Err(QueryError::BadData(format!(
+            "set operator \"{}\" not allowed in binary scalar expression",
+            b.op
+        ))),
+    }
+}
+
 fn plan_binary(b: &BinaryExpr) -> Result<Plan, QueryError> {
+    let set_op = match b.op.id() {
+        token::T_LAND => Some(SetOp::And),
+        token::T_LOR => Some(SetOp::Or),
+        token::T_LUNLESS => Some(SetOp::Unless),
+        _ => None,
+    };
+    if let Some(op) = set_op {
+        return plan_set_operator(b, op);
+    }
+    if let Some(op) = CmpOp::from_token(b.op.id()) {
+        return plan_comparison(b, op);
+    }
     let Some(op) = ArithOp::from_token(b.op.id()) else {
         return Err(QueryError::unsupported(format!(
             "the binary operator \"{}\"",
@@ -85,9 +183,39 @@ fn plan_binary(b: &BinaryExpr) -> Result<Plan, QueryError> {
             Ok(vector_scalar(op, vector, scalar, false))
         }
         (Plan::Scalar(scalar), Plan::Vector(vector)) => Ok(vector_scalar(op, vector, scalar, true)),
-        (Plan::Vector(_), Plan::Vector(_)) => Err(QueryError::unsupported(
-            "a binary operation between two instant vectors",
-        )),
+        (Plan::Vector(lhs), Plan::Vector(rhs)) => {
+            vector_vector(b, VectorOpKind::Arith(op), lhs, rhs)
+        }
+    }
+}
+
+fn plan_comparison(b: &BinaryExpr, op: CmpOp) -> Result<Plan, QueryError> {
+    let return_bool = b.return_bool();
+    let compare = |vector: Arc<dyn VectorOperator>, scalar, scalar_on_left| {
+        let may_collide = return_bool && vector.may_collide_without_name();
+        let node = Arc::new(VectorScalarCompareOp {
+            op,
+            vector,
+            scalar,
+            scalar_on_left,
+            return_bool,
+        });
+        Plan::Vector(checked(node, may_collide, DuplicatePolicy::RejectOverlap))
+    };
+    match (plan(&b.lhs)?, plan(&b.rhs)?) {
+        (Plan::Scalar(lhs), Plan::Scalar(rhs)) => {
+            if !return_bool {
+                return Err(QueryError::BadData(
+                    "comparisons between scalars must use BOOL modifier".to_owned(),
+                ));
+            }
+            Ok(Plan::Scalar(Arc::new(ScalarCompare { op, lhs, rhs })))
+        }
+        (Plan::Vector(vector), Plan::Scalar(scalar)) => Ok(compare(vector, scalar, false)),
+        (Plan::Scalar(scalar), Plan::Vector(vector)) => Ok(compare(vector, scalar, true)),
+        (Plan::Vector(lhs), Plan::Vector(rhs)) => {
+            vector_vector(b, VectorOpKind::Compare(op, return_bool), lhs, rhs)
+        }
     }
 }
 
@@ -136,19 +264,125 @@ fn plan_aggregate(a: &AggregateExpr) -> Result<Plan, QueryError> {
 
 fn plan_call(c: &Call) -> Result<Plan, QueryError> {
     let name = c.func.name;
-    let Some(func) = RangeFunction::from_name(name) else {
-        return Err(QueryError::unsupported(format!("the function \"{name}\"")));
+    let args = c.args.args.as_slice();
+    if let Some(func) = RangeFunction::from_name(name) {
+        return plan_range_function(name, func, args);
+    }
+    if let Some(func) = VectorFunction::from_name(name) {
+        return plan_vector_function(name, func, args);
+    }
+    match (name, args) {
+        ("time", []) => Ok(Plan::Scalar(Arc::new(TimeOp))),
+        ("pi", []) => Ok(Plan::Scalar(Arc::new(ScalarLiteral(std::f64::consts::PI)))),
+        ("vector", [arg]) => Ok(Plan::Vector(Arc::new(VectorOfScalarOp(scalar_argument(
+            arg,
+        )?)))),
+        ("scalar", [arg]) => Ok(Plan::Scalar(Arc::new(ScalarOfVectorOp(vector_argument(
+            arg,
+        )?)))),
+        ("min_of" | "max_of", [lhs, rhs]) => Ok(Plan::Scalar(Arc::new(ScalarMinMaxOp {
+            max: name == "max_of",
+            lhs: scalar_argument(lhs)?,
+            rhs: scalar_argument(rhs)?,
+        }))),
+        ("time" | "pi" | "vector" | "scalar" | "min_of" | "max_of", _) => Err(QueryError::BadData(
+            format!("wrong number of arguments in call to \"{name}\""),
+        )),
+        _ => Err(QueryError::unsupported(format!("the function \"{name}\""))),
+    }
+}
+
+/// Plans an argument that must be an instant vector.
+fn vector_argument(arg: &Expr) -> Result<Arc<dyn VectorOperator>, QueryError> {
+    match plan(arg)? {
+        Plan::Vector(v) => Ok(v),
+        Plan::Scalar(_) => Err(QueryError::BadData(
+            "expected type instant vector in call to function, got scalar".to_owned(),
+        )),
+    }
+}
+
+/// The expression inside any parentheses.
+fn unwrap_parens(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Paren(p) => unwrap_parens(&p.expr),
+        other => other,
+    }
+}
+
+fn plan_vector_function(
+    name: &str,
+    func: VectorFunction,
+    args: &[Box<Expr>],
+) -> Result<Plan, QueryError> {
+    let (required, optional) = func.scalar_params();
+    let Some((vector_arg, scalar_args)) = args.split_first() else {
+        return Err(wrong_arity(name, 1 + required, 0));
     };
-    let [arg] = c.args.args.as_slice() else {
-        return Err(QueryError::BadData(format!(
-            "expected 1 argument(s) in call to \"{name}\", got {}",
-            c.args.args.len()
-        )));
+    if scalar_args.len() < required || scalar_args.len() > required + optional {
+        return Err(wrong_arity(name, 1 + required, args.len()));
+    }
+    let params = scalar_args
+        .iter()
+        .map(|a| scalar_argument(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    // timestamp() of a selector is the time of the sample selected, not
+    // the evaluation time.
+    let (input, input_is_timestamps): (Arc<dyn VectorOperator>, bool) =
+        match (func, unwrap_parens(vector_arg)) {
+            (VectorFunction::Timestamp, Expr::VectorSelector(vs)) => (
+                Arc::new(InstantSelectorOp::timestamps(SelectorSpec::from_ast(vs)?)),
+                true,
+            ),
+            _ => (vector_argument(vector_arg)?, false),
+        };
+    let may_collide = input.may_collide_without_name();
+    let op = Arc::new(VectorFunctionOp {
+        func,
+        input,
+        params,
+        input_is_timestamps,
+    });
+    Ok(Plan::Vector(checked(
+        op,
+        may_collide,
+        DuplicatePolicy::RejectOverlap,
+    )))
+}
+
+fn wrong_arity(name: &str, want: usize, got: usize) -> QueryError {
+    QueryError::BadData(format!(
+        "expected {want} argument(s) in call to \"{name}\", got {got}"
+    ))
+}
+
+/// Plans an argument that must be a scalar.
+fn scalar_argument(arg: &Expr) -> Result<Arc<dyn ScalarOperator>, QueryError> {
+    match plan(arg)? {
+        Plan::Scalar(s) => Ok(s),
+        Plan::Vector(_) => Err(QueryError::BadData(
+            "expected type scalar in call to function, got instant vector".to_owned(),
+        )),
+    }
+}
+
+fn plan_range_function(
+    name: &str,
+    func: RangeFunction,
+    args: &[Box<Expr>],
+) -> Result<Plan, QueryError> {
+    let (range_arg, param) = match (func.scalar_param(), args) {
+        (ScalarParam::None, [arg]) => (arg, None),
+        (ScalarParam::Before, [param, arg]) => (arg, Some(param)),
+        (ScalarParam::After, [arg, param]) => (arg, Some(param)),
+        (ScalarParam::None, _) => return Err(wrong_arity(name, 1, args.len())),
+        _ => return Err(wrong_arity(name, 2, args.len())),
     };
-    let ms = range_argument(arg)?;
+    let ms = range_argument(range_arg)?;
     let spec = SelectorSpec::from_ast(&ms.vs)?;
-    let may_collide = !spec.name_pinned;
-    let op = Arc::new(RangeFunctionOp::new(func, spec, ms.range));
+    let param = param.map(|p| scalar_argument(p)).transpose()?;
+    let may_collide = !spec.name_pinned && !func.keeps_name();
+    let op = Arc::new(RangeFunctionOp::new(func, spec, ms.range, param));
     Ok(Plan::Vector(checked(
         op,
         may_collide,

@@ -1,4 +1,6 @@
-//! Functions over a range vector selector: `rate` and `increase`.
+//! Functions over a range vector selector: `rate`, `increase`, `delta`,
+//! `irate`, `idelta`, `changes`, `resets`, `deriv`, `predict_linear` and
+//! the `*_over_time` functions.
 
 use std::sync::Arc;
 
@@ -7,7 +9,8 @@ use tidemark_storage::{is_stale_nan, Sample};
 
 use super::context::EvalContext;
 use super::functions::extrapolated_rate;
-use super::operator::{EvalStream, VectorOperator};
+use super::kahan::kahan_inc;
+use super::operator::{EvalStream, ScalarOperator, VectorOperator};
 use super::selector::SelectorSpec;
 use super::value::{EvalSeries, StepValue};
 
@@ -16,32 +19,129 @@ use super::value::{EvalSeries, StepValue};
 pub(crate) enum RangeFunction {
     Rate,
     Increase,
+    Delta,
+    Irate,
+    Idelta,
+    Changes,
+    Resets,
+    Deriv,
+    AvgOverTime,
+    MinOverTime,
+    MaxOverTime,
+    SumOverTime,
+    CountOverTime,
+    LastOverTime,
+    PresentOverTime,
+    StddevOverTime,
+    StdvarOverTime,
+    /// `quantile_over_time(q, range)`: the scalar parameter comes first.
+    QuantileOverTime,
+    /// `predict_linear(range, t)`: the scalar parameter comes second.
+    PredictLinear,
+}
+
+/// Where a range function's scalar parameter goes, if it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScalarParam {
+    None,
+    Before,
+    After,
 }
 
 impl RangeFunction {
     /// The function of a PromQL name, if supported.
     pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "rate" => Some(RangeFunction::Rate),
-            "increase" => Some(RangeFunction::Increase),
-            _ => None,
+        use RangeFunction::*;
+        Some(match name {
+            "rate" => Rate,
+            "increase" => Increase,
+            "delta" => Delta,
+            "irate" => Irate,
+            "idelta" => Idelta,
+            "changes" => Changes,
+            "resets" => Resets,
+            "deriv" => Deriv,
+            "avg_over_time" => AvgOverTime,
+            "min_over_time" => MinOverTime,
+            "max_over_time" => MaxOverTime,
+            "sum_over_time" => SumOverTime,
+            "count_over_time" => CountOverTime,
+            "last_over_time" => LastOverTime,
+            "present_over_time" => PresentOverTime,
+            "stddev_over_time" => StddevOverTime,
+            "stdvar_over_time" => StdvarOverTime,
+            "quantile_over_time" => QuantileOverTime,
+            "predict_linear" => PredictLinear,
+            _ => return None,
+        })
+    }
+
+    /// Where the function takes a scalar parameter.
+    pub fn scalar_param(self) -> ScalarParam {
+        match self {
+            RangeFunction::QuantileOverTime => ScalarParam::Before,
+            RangeFunction::PredictLinear => ScalarParam::After,
+            _ => ScalarParam::None,
         }
     }
 
+    /// Whether the output keeps the metric name: `last_over_time` acts
+    /// like an offset, every other function drops it.
+    pub fn keeps_name(self) -> bool {
+        self == RangeFunction::LastOverTime
+    }
+
     /// The function's value over one window, `None` for no output.
+    ///
+    /// * `window`: the samples in `(range_start, range_end]`, by time,
+    ///   staleness markers removed.
+    /// * `eval_t`: the evaluation time (`range_end` plus the offset).
+    /// * `param`: the scalar parameter at this step (NaN if none).
     fn apply(
         self,
         window: &[Sample],
         range_start: i64,
         range_end: i64,
+        eval_t: i64,
         range_secs: f64,
+        param: f64,
     ) -> Option<f64> {
+        use RangeFunction::*;
+        let last = window.last()?;
         match self {
-            RangeFunction::Rate => {
-                extrapolated_rate(window, range_start, range_end, range_secs, true, true)
+            Rate => extrapolated_rate(window, range_start, range_end, range_secs, true, true),
+            Increase => extrapolated_rate(window, range_start, range_end, range_secs, true, false),
+            Delta => extrapolated_rate(window, range_start, range_end, range_secs, false, false),
+            Irate => instant_value(window, true),
+            Idelta => instant_value(window, false),
+            Changes => Some(changes(window)),
+            Resets => Some(resets(window)),
+            Deriv => {
+                if window.len() < 2 {
+                    return None;
+                }
+                Some(linear_regression(window, window[0].t).0)
             }
-            RangeFunction::Increase => {
-                extrapolated_rate(window, range_start, range_end, range_secs, true, false)
+            PredictLinear => {
+                if window.len() < 2 {
+                    return None;
+                }
+                // Anchored at the evaluation time, as Prometheus does.
+                let (slope, intercept) = linear_regression(window, eval_t);
+                Some(slope * param + intercept)
+            }
+            AvgOverTime => Some(avg(window)),
+            MinOverTime => Some(pick(window, |cur, best| cur < best || best.is_nan())),
+            MaxOverTime => Some(pick(window, |cur, best| cur > best || best.is_nan())),
+            SumOverTime => Some(sum(window)),
+            CountOverTime => Some(window.len() as f64),
+            LastOverTime => Some(last.v),
+            PresentOverTime => Some(1.0),
+            StddevOverTime => Some(variance(window).sqrt()),
+            StdvarOverTime => Some(variance(window)),
+            QuantileOverTime => {
+                let mut values: Vec<f64> = window.iter().map(|s| s.v).collect();
+                Some(quantile(param, &mut values))
             }
         }
     }
@@ -49,22 +149,30 @@ impl RangeFunction {
 
 /// `func(selector[range])`: for each series, at each step, the function
 /// over the samples in `(t - offset - range, t - offset]`. Drops the metric
-/// name, as Prometheus does for these functions.
+/// name, as Prometheus does, except for `last_over_time`.
 #[derive(Debug)]
 pub(crate) struct RangeFunctionOp {
     func: RangeFunction,
     spec: Arc<SelectorSpec>,
     range_ms: i64,
     range_secs: f64,
+    /// The scalar parameter of `quantile_over_time` and `predict_linear`.
+    param: Option<Arc<dyn ScalarOperator>>,
 }
 
 impl RangeFunctionOp {
-    pub fn new(func: RangeFunction, spec: SelectorSpec, range: std::time::Duration) -> Self {
+    pub fn new(
+        func: RangeFunction,
+        spec: SelectorSpec,
+        range: std::time::Duration,
+        param: Option<Arc<dyn ScalarOperator>>,
+    ) -> Self {
         RangeFunctionOp {
             func,
             spec: Arc::new(spec),
             range_ms: super::selector::duration_ms(&range),
             range_secs: range.as_secs_f64(),
+            param,
         }
     }
 }
@@ -73,7 +181,12 @@ impl VectorOperator for RangeFunctionOp {
     fn execute(&self, ctx: Arc<EvalContext>) -> EvalStream {
         let spec = self.spec.clone();
         let (func, range_ms, range_secs) = (self.func, self.range_ms, self.range_secs);
+        let param = self.param.as_ref().map(|p| p.evaluate(ctx.clone()));
         Box::pin(async_stream::try_stream! {
+            let params = match param {
+                Some(p) => p.await?,
+                None => Vec::new(),
+            };
             let mint = ctx
                 .start
                 .saturating_sub(spec.offset_ms)
@@ -89,30 +202,202 @@ impl VectorOperator for RangeFunctionOp {
                 ctx.budget.charge(series.samples.len())?;
                 // Range selectors skip staleness markers.
                 series.samples.retain(|s| !is_stale_nan(s.v));
-                let points = windows(&series.samples, &ctx, spec.offset_ms, range_ms, |w, start, end| {
-                    func.apply(w, start, end, range_secs)
+                let points = windows(&series.samples, &ctx, spec.offset_ms, range_ms, |step, w, start, end| {
+                    let p = params.get(step).copied().unwrap_or(f64::NAN);
+                    func.apply(w, start, end, end.saturating_add(spec.offset_ms), range_secs, p)
                 });
                 if !points.is_empty() {
-                    yield EvalSeries { labels: series.labels.without_metric_name(), points };
+                    let labels = if func.keeps_name() {
+                        series.labels
+                    } else {
+                        series.labels.without_metric_name()
+                    };
+                    yield EvalSeries { labels, points };
                 }
             }
         })
     }
 
     fn may_collide_without_name(&self) -> bool {
-        // Checked for duplicates when planned; the output has no name.
-        false
+        // Name-dropping functions are checked for duplicates when planned
+        // and their output has no name.
+        self.func.keeps_name() && !self.spec.name_pinned
     }
 }
 
-/// Applies `f(window, range_start, range_end)` at every step to the window
-/// `(range_start, range_end]` of `samples` (sorted by time).
+/// Prometheus' `instantValue`: the difference of the last two samples, per
+/// second and counter-reset corrected for `irate`.
+fn instant_value(window: &[Sample], is_rate: bool) -> Option<f64> {
+    let [.., prev, last] = window else {
+        return None;
+    };
+    let mut v = if is_rate && last.v < prev.v {
+        last.v
+    } else {
+        last.v - prev.v
+    };
+    let interval = last.t.saturating_sub(prev.t);
+    if interval == 0 {
+        return None;
+    }
+    if is_rate {
+        v /= interval as f64 / 1000.0;
+    }
+    Some(v)
+}
+
+/// Number of times the value changed (NaN to NaN is no change).
+fn changes(window: &[Sample]) -> f64 {
+    window
+        .windows(2)
+        .filter(|p| p[1].v != p[0].v && !(p[1].v.is_nan() && p[0].v.is_nan()))
+        .count() as f64
+}
+
+/// Number of decreases.
+fn resets(window: &[Sample]) -> f64 {
+    window.windows(2).filter(|p| p[1].v < p[0].v).count() as f64
+}
+
+/// The value `better(candidate, best)` prefers, starting from the first.
+fn pick(window: &[Sample], better: impl Fn(f64, f64) -> bool) -> f64 {
+    let mut best = window[0].v;
+    for s in window {
+        if better(s.v, best) {
+            best = s.v;
+        }
+    }
+    best
+}
+
+/// Kahan sum; an infinite sum is returned without its compensation.
+fn sum(window: &[Sample]) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    for s in window {
+        (sum, c) = kahan_inc(s.v, sum, c);
+    }
+    if sum.is_infinite() {
+        sum
+    } else {
+        sum + c
+    }
+}
+
+/// Mean by Kahan sum, switching to an incremental mean if the sum would
+/// overflow.
+fn avg(window: &[Sample]) -> f64 {
+    let (mut sum, mut count) = (window[0].v, 1.0);
+    let (mut mean, mut c) = (0.0, 0.0);
+    let mut incremental = false;
+    for (i, s) in window.iter().enumerate().skip(1) {
+        count = (i + 1) as f64;
+        if !incremental {
+            let (new_sum, new_c) = kahan_inc(s.v, sum, c);
+            if !new_sum.is_infinite() {
+                (sum, c) = (new_sum, new_c);
+                continue;
+            }
+            incremental = true;
+            mean = sum / (count - 1.0);
+            c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        (mean, c) = kahan_inc(s.v / count, q * mean, q * c);
+    }
+    if incremental {
+        mean + c
+    } else {
+        sum / count + c / count
+    }
+}
+
+/// Population variance by Welford's method with Kahan compensation.
+fn variance(window: &[Sample]) -> f64 {
+    let mut count = 0.0;
+    let (mut mean, mut c_mean) = (0.0, 0.0);
+    let (mut aux, mut c_aux) = (0.0, 0.0);
+    for s in window {
+        count += 1.0;
+        let delta = s.v - (mean + c_mean);
+        (mean, c_mean) = kahan_inc(delta / count, mean, c_mean);
+        (aux, c_aux) = kahan_inc(delta * (s.v - (mean + c_mean)), aux, c_aux);
+    }
+    (aux + c_aux) / count
+}
+
+/// Prometheus' `quantile`: interpolates between the nearest ranks; NaN
+/// values sort first; `q` outside [0, 1] gives -Inf or +Inf.
+pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        (false, false) => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (n - 1.0).min(lower + 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+/// Least-squares fit of the samples, x in seconds since `intercept_time`:
+/// (slope, intercept). A constant series has slope 0 (NaN if infinite).
+fn linear_regression(window: &[Sample], intercept_time: i64) -> (f64, f64) {
+    let init_y = window[0].v;
+    let mut const_y = true;
+    let mut n = 0.0;
+    let (mut sum_x, mut c_x) = (0.0, 0.0);
+    let (mut sum_y, mut c_y) = (0.0, 0.0);
+    let (mut sum_xy, mut c_xy) = (0.0, 0.0);
+    let (mut sum_x2, mut c_x2) = (0.0, 0.0);
+    for (i, s) in window.iter().enumerate() {
+        if const_y && i > 0 && s.v != init_y {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = s.t.saturating_sub(intercept_time) as f64 / 1e3;
+        (sum_x, c_x) = kahan_inc(x, sum_x, c_x);
+        (sum_y, c_y) = kahan_inc(s.v, sum_y, c_y);
+        (sum_xy, c_xy) = kahan_inc(x * s.v, sum_xy, c_xy);
+        (sum_x2, c_x2) = kahan_inc(x * x, sum_x2, c_x2);
+    }
+    if const_y {
+        if init_y.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init_y);
+    }
+    sum_x += c_x;
+    sum_y += c_y;
+    sum_xy += c_xy;
+    sum_x2 += c_x2;
+    let cov_xy = sum_xy - sum_x * sum_y / n;
+    let var_x = sum_x2 - sum_x * sum_x / n;
+    let slope = cov_xy / var_x;
+    let intercept = sum_y / n - slope * sum_x / n;
+    (slope, intercept)
+}
+
+/// Applies `f(step, window, range_start, range_end)` at every step to the
+/// window `(range_start, range_end]` of `samples` (sorted by time), when
+/// that window is not empty.
 fn windows(
     samples: &[Sample],
     ctx: &EvalContext,
     offset_ms: i64,
     range_ms: i64,
-    f: impl Fn(&[Sample], i64, i64) -> Option<f64>,
+    f: impl Fn(usize, &[Sample], i64, i64) -> Option<f64>,
 ) -> Vec<StepValue> {
     let mut out = Vec::new();
     let (mut lo, mut hi) = (0, 0);
@@ -125,7 +410,10 @@ fn windows(
         while lo < hi && samples[lo].t <= range_start {
             lo += 1;
         }
-        if let Some(v) = f(&samples[lo..hi], range_start, range_end) {
+        if lo == hi {
+            continue;
+        }
+        if let Some(v) = f(step, &samples[lo..hi], range_start, range_end) {
             out.push(StepValue { step, v });
         }
     }
@@ -155,13 +443,13 @@ mod tests {
                 v: i as f64,
             })
             .collect();
-        let got = windows(&samples, &ctx, 0, 20, |w, _, _| Some(w.len() as f64));
+        let got = windows(&samples, &ctx, 0, 20, |_, w, _, _| Some(w.len() as f64));
         // (0,20] -> 10,20; (10,30] -> 20,30; (20,40] -> 30,40
         assert_eq!(
             got.iter().map(|p| p.v).collect::<Vec<_>>(),
             vec![2.0, 2.0, 2.0]
         );
-        let got = windows(&samples, &ctx, 0, 20, |w, _, _| {
+        let got = windows(&samples, &ctx, 0, 20, |_, w, _, _| {
             w.first().map(|s| s.t as f64)
         });
         assert_eq!(

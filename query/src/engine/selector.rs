@@ -112,12 +112,24 @@ pub(crate) fn convert_matcher(m: &AstMatcher) -> Result<Matcher, QueryError> {
 #[derive(Debug)]
 pub(crate) struct InstantSelectorOp {
     spec: Arc<SelectorSpec>,
+    /// Yield each sample's timestamp in seconds instead of its value (for
+    /// `timestamp(selector)`).
+    timestamps: bool,
 }
 
 impl InstantSelectorOp {
     pub fn new(spec: SelectorSpec) -> Self {
         InstantSelectorOp {
             spec: Arc::new(spec),
+            timestamps: false,
+        }
+    }
+
+    /// A selector yielding the timestamps of the samples it selects.
+    pub fn timestamps(spec: SelectorSpec) -> Self {
+        InstantSelectorOp {
+            spec: Arc::new(spec),
+            timestamps: true,
         }
     }
 }
@@ -125,6 +137,7 @@ impl InstantSelectorOp {
 impl VectorOperator for InstantSelectorOp {
     fn execute(&self, ctx: Arc<EvalContext>) -> EvalStream {
         let spec = self.spec.clone();
+        let timestamps = self.timestamps;
         Box::pin(async_stream::try_stream! {
             // The lookback window is open on the left.
             let mint = ctx
@@ -140,7 +153,7 @@ impl VectorOperator for InstantSelectorOp {
                 tokio::task::consume_budget().await;
                 let series = series?;
                 ctx.budget.charge(series.samples.len())?;
-                let points = lookback_values(&series.samples, &ctx, spec.offset_ms);
+                let points = lookback_values(&series.samples, &ctx, spec.offset_ms, timestamps);
                 if !points.is_empty() {
                     yield EvalSeries { labels: series.labels, points };
                 }
@@ -153,8 +166,14 @@ impl VectorOperator for InstantSelectorOp {
     }
 }
 
-/// The value of a series (samples sorted by time) at every step.
-fn lookback_values(samples: &[Sample], ctx: &EvalContext, offset_ms: i64) -> Vec<StepValue> {
+/// The value of a series (samples sorted by time) at every step, or the
+/// timestamp in seconds of the sample that value is from.
+fn lookback_values(
+    samples: &[Sample],
+    ctx: &EvalContext,
+    offset_ms: i64,
+    timestamps: bool,
+) -> Vec<StepValue> {
     let mut out = Vec::new();
     // Number of samples at or before the current reference time.
     let mut upto = 0;
@@ -169,7 +188,12 @@ fn lookback_values(samples: &[Sample], ctx: &EvalContext, offset_ms: i64) -> Vec
         if last.t <= ref_t.saturating_sub(ctx.lookback_ms) || is_stale_nan(last.v) {
             continue;
         }
-        out.push(StepValue { step, v: last.v });
+        let v = if timestamps {
+            last.t as f64 / 1000.0
+        } else {
+            last.v
+        };
+        out.push(StepValue { step, v });
     }
     out
 }
@@ -202,7 +226,7 @@ mod tests {
         let stale = f64::from_bits(STALE_NAN_BITS);
         let samples = [s(0, 1.0), s(10, 2.0), s(20, stale), s(30, 3.0)];
         let c = ctx(0, 5, 10, 15);
-        let got: Vec<_> = lookback_values(&samples, &c, 0)
+        let got: Vec<_> = lookback_values(&samples, &c, 0, false)
             .iter()
             .map(|p| (p.step, p.v))
             .collect();
@@ -225,12 +249,12 @@ mod tests {
     fn offset_shifts_the_reference_time() {
         let samples = [s(0, 1.0), s(10, 2.0)];
         let c = ctx(10, 10, 2, 100);
-        let got: Vec<_> = lookback_values(&samples, &c, 10)
+        let got: Vec<_> = lookback_values(&samples, &c, 10, false)
             .iter()
             .map(|p| p.v)
             .collect();
         assert_eq!(got, vec![1.0, 2.0]);
-        let got: Vec<_> = lookback_values(&samples, &c, -10)
+        let got: Vec<_> = lookback_values(&samples, &c, -10, false)
             .iter()
             .map(|p| p.v)
             .collect();
