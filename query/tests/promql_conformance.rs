@@ -1488,7 +1488,7 @@ eval range from 0 to 10m step 5m m{job="a"}
 eval range from 0 to 10m step 5m m{job="a"}
   m{job="a"} 0 _ 20
 
-eval instant at 50m label_replace(m, "a", "b", "c", "d")
+eval instant at 50m histogram_quantile(0.5, m)
   {job="a"} 100
 
 eval instant at 5m sum(h)

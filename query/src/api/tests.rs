@@ -289,17 +289,13 @@ async fn query_errors_map_to_prometheus_types() {
     let r = get(&app, "/api/v1/query?query=").await;
     assert_eq!(error_of(&r).0, StatusCode::BAD_REQUEST);
 
-    let r = get(
-        &app,
-        "/api/v1/query?query=label_replace(up,%22a%22,%22b%22,%22c%22,%22d%22)",
-    )
-    .await;
+    let r = get(&app, "/api/v1/query?query=sort_by_label(up,%22a%22)").await;
     assert_eq!(
         error_of(&r),
         (
             StatusCode::UNPROCESSABLE_ENTITY,
             "execution".to_owned(),
-            "the function \"label_replace\" is not supported yet".to_owned()
+            "the function \"sort_by_label\" is not supported yet".to_owned()
         )
     );
 

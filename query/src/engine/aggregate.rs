@@ -1,4 +1,5 @@
-//! Aggregation operators: `sum`, `avg`, `min`, `max` and `count`, with
+//! Aggregation operators: `sum`, `avg`, `min`, `max`, `count`, `group`,
+//! `stddev` and `stdvar`, with
 //! `by` / `without` grouping.
 
 use std::collections::HashMap;
@@ -20,6 +21,9 @@ pub(crate) enum AggregateFn {
     Min,
     Max,
     Count,
+    Group,
+    Stddev,
+    Stdvar,
 }
 
 impl AggregateFn {
@@ -31,6 +35,9 @@ impl AggregateFn {
             "min" => Some(AggregateFn::Min),
             "max" => Some(AggregateFn::Max),
             "count" => Some(AggregateFn::Count),
+            "group" => Some(AggregateFn::Group),
+            "stddev" => Some(AggregateFn::Stddev),
+            "stdvar" => Some(AggregateFn::Stdvar),
             _ => None,
         }
     }
@@ -46,7 +53,7 @@ pub(crate) enum Grouping {
 }
 
 impl Grouping {
-    fn group_labels(&self, labels: &Labels) -> Labels {
+    pub(crate) fn group_labels(&self, labels: &Labels) -> Labels {
         match self {
             Grouping::By(names) if names.is_empty() => Labels::default(),
             Grouping::By(names) => labels.keep(names),
@@ -62,6 +69,9 @@ struct Cell {
     value: f64,
     /// Kahan compensation of `value` (`sum`, `avg`).
     comp: f64,
+    /// Running mean (`stddev`, `stdvar`, whose `value` is the sum of
+    /// squared deviations).
+    mean: f64,
     /// Number of values aggregated.
     count: f64,
     seen: bool,
@@ -72,9 +82,16 @@ struct Cell {
 impl Cell {
     fn add(&mut self, func: AggregateFn, f: f64) {
         if !self.seen {
+            let value = match func {
+                AggregateFn::Group => 1.0,
+                AggregateFn::Stddev | AggregateFn::Stdvar if f.is_finite() => 0.0,
+                AggregateFn::Stddev | AggregateFn::Stdvar => f64::NAN,
+                _ => f,
+            };
             *self = Cell {
-                value: f,
+                value,
                 comp: 0.0,
+                mean: f,
                 count: 1.0,
                 seen: true,
                 incremental: false,
@@ -110,6 +127,13 @@ impl Cell {
                 }
             }
             AggregateFn::Count => self.count += 1.0,
+            AggregateFn::Group => {}
+            AggregateFn::Stddev | AggregateFn::Stdvar => {
+                self.count += 1.0;
+                let delta = f - self.mean;
+                self.mean += delta / self.count;
+                self.value += delta * (f - self.mean);
+            }
         }
     }
 
@@ -120,6 +144,9 @@ impl Cell {
             AggregateFn::Avg => self.value / self.count + self.comp / self.count,
             AggregateFn::Min | AggregateFn::Max => self.value,
             AggregateFn::Count => self.count,
+            AggregateFn::Group => 1.0,
+            AggregateFn::Stdvar => self.value / self.count,
+            AggregateFn::Stddev => (self.value / self.count).sqrt(),
         }
     }
 }
@@ -217,6 +244,12 @@ mod tests {
         assert_eq!(agg(AggregateFn::Min, &v), 1.0);
         assert_eq!(agg(AggregateFn::Max, &v), 5.0);
         assert_eq!(agg(AggregateFn::Count, &v), 3.0);
+        assert_eq!(agg(AggregateFn::Group, &v), 1.0);
+        let var = ((1.0f64 - 3.0).powi(2) + 2.0f64.powi(2) + 0.0) / 3.0;
+        assert!((agg(AggregateFn::Stdvar, &v) - var).abs() < 1e-12);
+        assert!((agg(AggregateFn::Stddev, &v) - var.sqrt()).abs() < 1e-12);
+        assert_eq!(agg(AggregateFn::Stdvar, &[7.0]), 0.0);
+        assert!(agg(AggregateFn::Stddev, &[f64::INFINITY]).is_nan());
     }
 
     #[test]

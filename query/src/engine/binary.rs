@@ -1,9 +1,11 @@
 //! Binary operations between two instant vectors: arithmetic and
-//! comparisons with one-to-one matching (`on` / `ignoring`), and the set
-//! operators `and`, `or` and `unless`.
+//! comparisons with one-to-one matching (`on` / `ignoring`) or many-to-one
+//! matching (`group_left` / `group_right`), and the set operators `and`,
+//! `or` and `unless`.
 //!
-//! One side is buffered: the right-hand side's values for one-to-one
-//! matching (the side Prometheus hashes too), the right-hand side's
+//! One side is buffered: the "one" side's values for one-to-one and
+//! many-to-one matching (the side Prometheus hashes too; the right-hand
+//! side unless `group_right`), the right-hand side's
 //! signatures for `and` / `unless`, and the left-hand side's signatures for
 //! `or`. The other side streams through one series at a time.
 
@@ -19,7 +21,7 @@ use super::comparison::CmpOp;
 use super::context::EvalContext;
 use super::error::QueryError;
 use super::operator::{EvalStream, VectorOperator};
-use super::value::EvalSeries;
+use super::value::{EvalSeries, StepValue};
 
 /// `on (...)` or `ignoring (...)`; no modifier is `ignoring ()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,11 +102,22 @@ pub(crate) enum VectorOpKind {
     Compare(CmpOp, bool),
 }
 
-/// `lhs op on/ignoring(...) rhs` with one-to-one matching.
+/// `group_left (...)` / `group_right (...)`: many-to-one matching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroupModifier {
+    /// `group_right`: the left-hand side is the "one" side.
+    pub right: bool,
+    /// Labels copied from the "one" side.
+    pub include: Vec<String>,
+}
+
+/// `lhs op on/ignoring(...) rhs` with one-to-one or, with a group
+/// modifier, many-to-one matching.
 #[derive(Debug)]
 pub(crate) struct VectorBinaryOp {
     pub kind: VectorOpKind,
     pub matching: Arc<Matching>,
+    pub group: Option<Arc<GroupModifier>>,
     pub lhs: Arc<dyn VectorOperator>,
     pub rhs: Arc<dyn VectorOperator>,
 }
@@ -131,16 +144,47 @@ impl VectorBinaryOp {
             )
         }
     }
+
+    /// The labels of a many-to-one result: the "many" side's, without the
+    /// metric name for arithmetic and `bool`, with the included labels of
+    /// the "one" side (removed where it lacks them).
+    fn grouped_labels(
+        kind: VectorOpKind,
+        group: &GroupModifier,
+        many: &Labels,
+        one: &Labels,
+    ) -> Labels {
+        let drop_name = !matches!(kind, VectorOpKind::Compare(_, false));
+        let mut out: Vec<tidemark_storage::Label> = many
+            .iter()
+            .filter(|l| !(group.include.contains(&l.name) || drop_name && l.name == "__name__"))
+            .cloned()
+            .collect();
+        for name in &group.include {
+            if let Some(v) = one.get(name) {
+                out.push(tidemark_storage::Label::new(name.clone(), v));
+            }
+        }
+        Labels::new(out)
+    }
 }
 
 impl VectorOperator for VectorBinaryOp {
     fn execute(&self, ctx: Arc<EvalContext>) -> EvalStream {
-        let (kind, matching) = (self.kind, self.matching.clone());
-        let lhs = self.lhs.clone();
-        let mut rhs = self.rhs.execute(ctx.clone());
+        let (kind, matching, group) = (self.kind, self.matching.clone(), self.group.clone());
+        // The "one" side is buffered, the other streams through.
+        let one_on_left = group.as_ref().is_some_and(|g| g.right);
+        let (one, many) = if one_on_left {
+            (self.lhs.clone(), self.rhs.clone())
+        } else {
+            (self.rhs.clone(), self.lhs.clone())
+        };
+        let one_side = if one_on_left { "left" } else { "right" };
+        let mut rhs = one.execute(ctx.clone());
+        let lhs = many;
         Box::pin(async_stream::try_stream! {
-            // The right-hand side by signature: (step, value, series) sorted
-            // by step.
+            // The "one" side by signature: (step, value, series) sorted by
+            // step.
             let mut table: HashMap<Labels, Vec<(usize, f64, usize)>> = HashMap::new();
             let mut rhs_labels: Vec<Labels> = Vec::new();
             while let Some(series) = rhs.next().await {
@@ -152,8 +196,8 @@ impl VectorOperator for VectorBinaryOp {
                 entries.extend(series.points.iter().map(|p| (p.step, p.v, idx)));
                 rhs_labels.push(series.labels);
             }
-            // Steps at which the right-hand side has two series of one
-            // signature: an error wherever the left-hand side has a value.
+            // Steps at which the "one" side has two series of one
+            // signature: an error wherever the other side has a value.
             let mut duplicates: HashMap<usize, String> = HashMap::new();
             for (sig, entries) in table.iter_mut() {
                 entries.sort_by_key(|e| e.0);
@@ -164,12 +208,14 @@ impl VectorOperator for VectorBinaryOp {
                     let mut names = [prom_string(&rhs_labels[pair[0].2]), prom_string(&rhs_labels[pair[1].2])];
                     names.sort();
                     duplicates.insert(pair[0].0, format!(
-                        "found duplicate series for the match group {} on the right hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
+                        "found duplicate series for the match group {} on the {one_side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                         prom_string(sig), names[0], names[1]
                     ));
                 }
             }
             let mut matched: HashMap<Labels, StepSet> = HashMap::new();
+            // Many-to-one: (signature, result labels) already produced.
+            let mut grouped_matched: HashMap<(Labels, Labels), StepSet> = HashMap::new();
             let mut lhs = lhs.execute(ctx.clone());
             while let Some(series) = lhs.next().await {
                 tokio::task::consume_budget().await;
@@ -181,6 +227,45 @@ impl VectorOperator for VectorBinaryOp {
                 let Some(entries) = table.get(&sig) else {
                     continue;
                 };
+                let apply = |many_v: f64, one_v: f64| -> Option<f64> {
+                    let (l, r) = if one_on_left { (one_v, many_v) } else { (many_v, one_v) };
+                    match kind {
+                        VectorOpKind::Arith(op) => Some(op.apply(l, r)),
+                        VectorOpKind::Compare(op, true) => Some(if op.holds(l, r) { 1.0 } else { 0.0 }),
+                        VectorOpKind::Compare(op, false) => op.holds(l, r).then_some(l),
+                    }
+                };
+                if let Some(group) = &group {
+                    // Many-to-one: results may differ in labels by step (the
+                    // matching "one" series may change).
+                    let mut outputs: Vec<(Labels, Vec<StepValue>)> = Vec::new();
+                    for p in &series.points {
+                        let Ok(i) = entries.binary_search_by_key(&p.step, |e| e.0) else {
+                            continue;
+                        };
+                        let (_, one_v, one_idx) = entries[i];
+                        let labels = Self::grouped_labels(kind, group, &series.labels, &rhs_labels[one_idx]);
+                        let seen = grouped_matched
+                            .entry((sig.clone(), labels.clone()))
+                            .or_insert_with(|| StepSet::new(ctx.num_steps));
+                        if !seen.insert(p.step) {
+                            Err::<(), _>(QueryError::Execution(
+                                "multiple matches for labels: grouping labels must ensure unique matches".to_owned(),
+                            ))?;
+                        }
+                        let Some(v) = apply(p.v, one_v) else {
+                            continue;
+                        };
+                        match outputs.iter_mut().find(|o| o.0 == labels) {
+                            Some(o) => o.1.push(StepValue { step: p.step, v }),
+                            None => outputs.push((labels, vec![StepValue { step: p.step, v }])),
+                        }
+                    }
+                    for (labels, points) in outputs {
+                        yield EvalSeries { labels, points };
+                    }
+                    continue;
+                }
                 let seen = matched.entry(sig).or_insert_with(|| StepSet::new(ctx.num_steps));
                 let mut multiple = false;
                 series.points.retain_mut(|p| {
@@ -190,17 +275,12 @@ impl VectorOperator for VectorBinaryOp {
                     if !seen.insert(p.step) {
                         multiple = true;
                     }
-                    let r = entries[i].1;
-                    match kind {
-                        VectorOpKind::Arith(op) => {
-                            p.v = op.apply(p.v, r);
+                    match apply(p.v, entries[i].1) {
+                        Some(v) => {
+                            p.v = v;
                             true
                         }
-                        VectorOpKind::Compare(op, true) => {
-                            p.v = if op.holds(p.v, r) { 1.0 } else { 0.0 };
-                            true
-                        }
-                        VectorOpKind::Compare(op, false) => op.holds(p.v, r),
+                        None => false,
                     }
                 });
                 if multiple {

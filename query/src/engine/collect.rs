@@ -52,6 +52,7 @@ pub(crate) async fn collect(
             }
         }
         Plan::Vector(op) => {
+            let ordered = op.ordered();
             let mut stream = op.execute(ctx.clone());
             match shape {
                 Shape::Instant => {
@@ -67,9 +68,13 @@ pub(crate) async fn collect(
                             });
                         }
                     }
-                    out.sort_by(|a, b| a.labels.cmp(&b.labels));
-                    if out.windows(2).any(|w| w[0].labels == w[1].labels) {
+                    let mut sorted: Vec<&Labels> = out.iter().map(|s| &s.labels).collect();
+                    sorted.sort();
+                    if sorted.windows(2).any(|w| w[0] == w[1]) {
                         return Err(QueryError::Execution(DUPLICATE_LABELSET.to_owned()));
+                    }
+                    if !ordered {
+                        out.sort_by(|a, b| a.labels.cmp(&b.labels));
                     }
                     Ok(QueryValue::Vector(out))
                 }

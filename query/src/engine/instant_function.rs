@@ -1,6 +1,8 @@
 //! Functions of instant vectors and scalars: the math functions (`ceil`,
 //! `floor`, `exp`, `ln`, `log2`, `log10`, `sqrt`, `sgn`, `round`, `clamp`,
-//! `clamp_min`, `clamp_max`, trigonometry, `rad`, `deg`), `timestamp`,
+//! `clamp_min`, `clamp_max`, trigonometry, `rad`, `deg`), `timestamp`, the
+//! date functions (`day_of_month`, `day_of_week`, `day_of_year`,
+//! `days_in_month`, `hour`, `minute`, `month`, `year`),
 //! `vector`, `scalar`, `time`, `pi`, `min_of` and `max_of`.
 
 use std::sync::Arc;
@@ -91,6 +93,15 @@ pub(crate) enum VectorFunction {
     /// `timestamp(v)`: the evaluation time in seconds (the sample time when
     /// the input is a selector planned in timestamp mode).
     Timestamp,
+    /// The date functions of a value in seconds since the epoch, UTC.
+    DayOfMonth,
+    DayOfWeek,
+    DayOfYear,
+    DaysInMonth,
+    Hour,
+    Minute,
+    Month,
+    Year,
 }
 
 impl VectorFunction {
@@ -126,8 +137,26 @@ impl VectorFunction {
             "clamp_min" => ClampMin,
             "clamp_max" => ClampMax,
             "timestamp" => Timestamp,
+            "day_of_month" => DayOfMonth,
+            "day_of_week" => DayOfWeek,
+            "day_of_year" => DayOfYear,
+            "days_in_month" => DaysInMonth,
+            "hour" => Hour,
+            "minute" => Minute,
+            "month" => Month,
+            "year" => Year,
             _ => return None,
         })
+    }
+
+    /// Whether this is a date function (whose vector argument may be left
+    /// out, meaning `vector(time())`).
+    pub fn is_date(self) -> bool {
+        use VectorFunction::*;
+        matches!(
+            self,
+            DayOfMonth | DayOfWeek | DayOfYear | DaysInMonth | Hour | Minute | Month | Year
+        )
     }
 
     /// (required, optional) scalar parameters after the vector.
@@ -187,8 +216,66 @@ impl VectorFunction {
             ClampMin => clamp(v, p(0), f64::INFINITY)?,
             ClampMax => clamp(v, f64::NEG_INFINITY, p(0))?,
             Timestamp => t_secs,
+            DayOfMonth | DayOfWeek | DayOfYear | DaysInMonth | Hour | Minute | Month | Year => {
+                date_part(self, v)
+            }
         })
     }
+}
+
+/// Largest magnitude of seconds the date functions take: well within the
+/// range where Go's `time` computes the proleptic Gregorian calendar
+/// without overflowing.
+const MAX_DATE_SECS: f64 = 9.0e18;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+/// algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// (year, month, day) of days since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// A date function of `v` seconds since the epoch (truncated, as Go's
+/// `int64(v)`), UTC. The caller checks `|v| < MAX_DATE_SECS`.
+fn date_part(func: VectorFunction, v: f64) -> f64 {
+    use VectorFunction::*;
+    let secs = v as i64;
+    let days = secs.div_euclid(86_400);
+    let of_day = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let r = match func {
+        DayOfMonth => d,
+        DayOfWeek => (days + 4).rem_euclid(7),
+        DayOfYear => days - days_from_civil(y, 1, 1) + 1,
+        DaysInMonth => {
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            days_from_civil(ny, nm, 1) - days_from_civil(y, m, 1)
+        }
+        Hour => of_day / 3600,
+        Minute => of_day % 3600 / 60,
+        Month => m,
+        _ => y,
+    };
+    r as f64
 }
 
 /// Prometheus' `clamp`: nothing when `max < min`.
@@ -236,6 +323,11 @@ impl VectorOperator for VectorFunctionOp {
                     }
                     for (slot, vals) in at_step.iter_mut().zip(&values) {
                         *slot = vals.get(p.step).copied().unwrap_or(f64::NAN);
+                    }
+                    if func.is_date() && (p.v.is_nan() || p.v.abs() >= MAX_DATE_SECS) {
+                        Err(QueryError::unsupported(
+                            "a date function of a value that is not a time in range",
+                        ))?;
                     }
                     let t_secs = ctx.step_time(p.step) as f64 / 1000.0;
                     if let Some(v) = func.apply(p.v, &at_step, t_secs) {
@@ -376,5 +468,31 @@ mod tests {
             .is_nan());
         assert_eq!(VectorFunction::ClampMin.apply(-5.0, &[0.0], 0.0), Some(0.0));
         assert_eq!(VectorFunction::ClampMax.apply(5.0, &[0.0], 0.0), Some(0.0));
+    }
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::*;
+
+    #[test]
+    fn dates_match_go() {
+        use VectorFunction::*;
+        let t = 1_136_239_445.0; // 2006-01-02 22:04:05 UTC, a Monday.
+        let got: Vec<f64> = [Year, Month, DayOfMonth, DayOfYear, DayOfWeek, Hour, Minute]
+            .iter()
+            .map(|f| date_part(*f, t))
+            .collect();
+        assert_eq!(got, vec![2006.0, 1.0, 2.0, 2.0, 1.0, 22.0, 4.0]);
+        assert_eq!(date_part(DaysInMonth, 1_454_284_800.0), 29.0);
+        assert_eq!(date_part(DaysInMonth, 1_485_907_200.0), 28.0);
+        assert_eq!(date_part(DayOfYear, 1_483_191_420.0), 366.0);
+        assert_eq!(date_part(DayOfWeek, 0.0), 4.0);
+        // 1969-12-31 23:59:59.
+        assert_eq!(date_part(Year, -1.0), 1969.0);
+        assert_eq!(date_part(Hour, -1.0), 23.0);
+        assert_eq!(date_part(DayOfYear, -1.0), 365.0);
+        // Truncated toward zero, as Go's int64(v): -0.5 is 1970.
+        assert_eq!(date_part(Year, -0.5), 1970.0);
     }
 }

@@ -8,19 +8,24 @@
 //! lookback delta, staleness markers); the range-vector functions `rate`,
 //! `increase`, `delta`, `irate`, `idelta`, `changes`, `resets`, `deriv`,
 //! `predict_linear` and `avg`/`min`/`max`/`sum`/`count`/`last`/`present`/
-//! `stddev`/`stdvar`/`quantile` `_over_time`; the instant-vector functions
-//! `ceil`, `floor`, `exp`, `ln`, `log2`, `log10`, `sqrt`, `sgn`, `round`,
-//! `clamp`, `clamp_min`, `clamp_max`, `timestamp`, trigonometry, `rad`,
-//! `deg`, and `vector`, `scalar`, `time`, `pi`, `min_of`, `max_of`;
-//! `sum`/`avg`/`min`/`max`/`count` with `by`/`without`; arithmetic
+//! `stddev`/`stdvar`/`quantile`/`absent` `_over_time`; the instant-vector
+//! functions `abs`, `ceil`, `floor`, `exp`, `ln`, `log2`, `log10`, `sqrt`,
+//! `sgn`, `round`, `clamp`, `clamp_min`, `clamp_max`, `timestamp`,
+//! trigonometry, `rad`, `deg`, the date functions (`year`, `month`,
+//! `day_of_month`, `day_of_week`, `day_of_year`, `days_in_month`, `hour`,
+//! `minute`), `label_replace`, `label_join`, `sort`, `sort_desc`, `absent`,
+//! and `vector`, `scalar`, `time`, `pi`, `min_of`, `max_of`;
+//! `sum`/`avg`/`min`/`max`/`count`/`group`/`stddev`/`stdvar`/`topk`/
+//! `bottomk`/`quantile`/`count_values` with `by`/`without`; arithmetic
 //! (`+ - * / % ^`) and comparisons (`== != > < >= <=`, with or without
 //! `bool`) between scalars, between a vector and a scalar, and between two
-//! vectors with one-to-one matching (`on`, `ignoring`); the set operators
-//! `and`, `or`, `unless`; unary minus, number literals and parentheses.
-//! Everything else (`abs` included, for now) is
+//! vectors with one-to-one or many-to-one matching (`on`, `ignoring`,
+//! `group_left`, `group_right`); the set operators `and`, `or`, `unless`;
+//! unary minus, number literals and parentheses. Everything else is
 //! refused with [`QueryError::Unsupported`].
 
 mod aggregate;
+mod aggregate_param;
 mod arithmetic;
 mod binary;
 mod collect;
@@ -31,6 +36,7 @@ mod error;
 mod functions;
 mod instant_function;
 mod kahan;
+mod label_function;
 mod operator;
 mod plan;
 mod range_function;

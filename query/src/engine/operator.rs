@@ -32,6 +32,13 @@ pub(crate) trait VectorOperator: Send + Sync + fmt::Debug {
     /// can make two of them equal. False when every output series has the
     /// same name (or none), so that dropping it keeps label sets distinct.
     fn may_collide_without_name(&self) -> bool;
+
+    /// Whether an instant query's result keeps the order in which this
+    /// operator emits its series (`sort`, `topk`), rather than being sorted
+    /// by labels.
+    fn ordered(&self) -> bool {
+        false
+    }
 }
 
 /// A node that evaluates to a scalar at every step.

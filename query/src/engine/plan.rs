@@ -5,23 +5,28 @@ use std::sync::Arc;
 
 use promql_parser::parser::{
     token, AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, UnaryExpr,
-    VectorMatchCardinality,
+    VectorMatchCardinality, VectorSelector,
 };
 
 use super::aggregate::{AggregateFn, AggregateOp, Grouping};
+use super::aggregate_param::{CountValuesOp, KFn, QuantileOp, TopKOp};
 use super::arithmetic::{
     ArithOp, ScalarBinary, ScalarLiteral, ScalarNegate, VectorNegateOp, VectorScalarOp,
 };
-use super::binary::{Matching, SetBinaryOp, SetOp, VectorBinaryOp, VectorOpKind};
+use super::binary::{GroupModifier, Matching, SetBinaryOp, SetOp, VectorBinaryOp, VectorOpKind};
 use super::comparison::{CmpOp, ScalarCompare, VectorScalarCompareOp};
 use super::dedup::{DuplicateCheckOp, DuplicatePolicy};
 use super::error::QueryError;
 use super::instant_function::{
     ScalarMinMaxOp, ScalarOfVectorOp, TimeOp, VectorFunction, VectorFunctionOp, VectorOfScalarOp,
 };
+use super::label_function::{
+    absent_labels, check_label_name_decodable, AbsentOp, LabelRewrite, LabelRewriteOp, SortOp,
+};
 use super::operator::{Plan, ScalarOperator, VectorOperator};
 use super::range_function::{RangeFunction, RangeFunctionOp, ScalarParam};
 use super::selector::{InstantSelectorOp, SelectorSpec};
+use tidemark_storage::Labels;
 
 /// Plans an expression.
 pub(crate) fn plan(expr: &Expr) -> Result<Plan, QueryError> {
@@ -86,7 +91,10 @@ fn matching(b: &BinaryExpr, set_operator: bool) -> Result<Arc<Matching>, QueryEr
         return Err(QueryError::unsupported("the fill modifier"));
     }
     match (&modifier.card, set_operator) {
-        (VectorMatchCardinality::OneToOne, false) | (VectorMatchCardinality::ManyToMany, true) => {}
+        (VectorMatchCardinality::OneToOne, false)
+        | (VectorMatchCardinality::ManyToMany, true)
+        | (VectorMatchCardinality::ManyToOne(_), false)
+        | (VectorMatchCardinality::OneToMany(_), false) => {}
         (VectorMatchCardinality::ManyToOne(_), _) => {
             return Err(QueryError::unsupported("group_left"))
         }
@@ -123,8 +131,20 @@ fn vector_vector(
     lhs: Arc<dyn VectorOperator>,
     rhs: Arc<dyn VectorOperator>,
 ) -> Result<Plan, QueryError> {
+    let group = match b.modifier.as_ref().map(|m| &m.card) {
+        Some(VectorMatchCardinality::ManyToOne(l)) => Some(Arc::new(GroupModifier {
+            right: false,
+            include: l.labels.clone(),
+        })),
+        Some(VectorMatchCardinality::OneToMany(l)) => Some(Arc::new(GroupModifier {
+            right: true,
+            include: l.labels.clone(),
+        })),
+        _ => None,
+    };
     let node = Arc::new(VectorBinaryOp {
         kind,
+        group,
         matching: matching(b, false)?,
         lhs,
         rhs,
@@ -237,6 +257,70 @@ fn vector_scalar(
 
 fn plan_aggregate(a: &AggregateExpr) -> Result<Plan, QueryError> {
     let name = a.op.to_string();
+    let grouping = match &a.modifier {
+        None => Grouping::By(Vec::new()),
+        Some(LabelModifier::Include(l)) => Grouping::By(l.labels.clone()),
+        Some(LabelModifier::Exclude(l)) => Grouping::Without(l.labels.clone()),
+    };
+    let k_func = match name.as_str() {
+        "topk" => Some(KFn::Top),
+        "bottomk" => Some(KFn::Bottom),
+        _ => None,
+    };
+    if k_func.is_some() || name == "quantile" || name == "count_values" {
+        let Some(param) = &a.param else {
+            return Err(QueryError::BadData(format!(
+                "expected a parameter in aggregation \"{name}\""
+            )));
+        };
+        if name == "count_values" {
+            let Expr::StringLiteral(label) = unwrap_parens(param) else {
+                return Err(QueryError::BadData(
+                    "expected type string in aggregation parameter".to_owned(),
+                ));
+            };
+            check_label_name_decodable(&label.val)?;
+            if label.val.is_empty() {
+                return Err(QueryError::Execution(format!("invalid label name {label}")));
+            }
+            let grouping = match grouping {
+                Grouping::By(mut names) => {
+                    names.push(label.val.clone());
+                    Grouping::By(names)
+                }
+                without => without,
+            };
+            let input = aggregate_input(a)?;
+            return Ok(Plan::Vector(Arc::new(CountValuesOp {
+                grouping: Arc::new(grouping),
+                label: Arc::from(label.val.as_str()),
+                input,
+            })));
+        }
+        let param = match plan(param)? {
+            Plan::Scalar(s) => s,
+            Plan::Vector(_) => {
+                return Err(QueryError::BadData(
+                    "expected type scalar in aggregation parameter, got instant vector".to_owned(),
+                ))
+            }
+        };
+        let input = aggregate_input(a)?;
+        let grouping = Arc::new(grouping);
+        return Ok(Plan::Vector(match k_func {
+            Some(func) => Arc::new(TopKOp {
+                func,
+                grouping,
+                param,
+                input,
+            }),
+            None => Arc::new(QuantileOp {
+                grouping,
+                param,
+                input,
+            }),
+        }));
+    }
     let Some(func) = AggregateFn::from_name(&name) else {
         return Err(QueryError::unsupported(format!(
             "the aggregation \"{name}\""
@@ -247,15 +331,16 @@ fn plan_aggregate(a: &AggregateExpr) -> Result<Plan, QueryError> {
             "a parameter to \"{name}\""
         )));
     }
-    let grouping = match &a.modifier {
-        None => Grouping::By(Vec::new()),
-        Some(LabelModifier::Include(l)) => Grouping::By(l.labels.clone()),
-        Some(LabelModifier::Exclude(l)) => Grouping::Without(l.labels.clone()),
-    };
+    let input = aggregate_input(a)?;
+    Ok(Plan::Vector(Arc::new(AggregateOp::new(
+        func, grouping, input,
+    ))))
+}
+
+/// Plans the instant vector an aggregation aggregates.
+fn aggregate_input(a: &AggregateExpr) -> Result<Arc<dyn VectorOperator>, QueryError> {
     match plan(&a.expr)? {
-        Plan::Vector(input) => Ok(Plan::Vector(Arc::new(AggregateOp::new(
-            func, grouping, input,
-        )))),
+        Plan::Vector(input) => Ok(input),
         Plan::Scalar(_) => Err(QueryError::BadData(
             "expected type instant vector in aggregation expression, got scalar".to_owned(),
         )),
@@ -269,6 +354,15 @@ fn plan_call(c: &Call) -> Result<Plan, QueryError> {
         return plan_range_function(name, func, args);
     }
     if let Some(func) = VectorFunction::from_name(name) {
+        if func.is_date() && args.is_empty() {
+            // `f()` is `f(vector(time()))`.
+            return Ok(Plan::Vector(Arc::new(VectorFunctionOp {
+                func,
+                input: Arc::new(VectorOfScalarOp(Arc::new(TimeOp))),
+                params: Vec::new(),
+                input_is_timestamps: false,
+            })));
+        }
         return plan_vector_function(name, func, args);
     }
     match (name, args) {
@@ -285,11 +379,117 @@ fn plan_call(c: &Call) -> Result<Plan, QueryError> {
             lhs: scalar_argument(lhs)?,
             rhs: scalar_argument(rhs)?,
         }))),
+        ("label_replace", [v, dst, repl, src, re]) => {
+            let dst = string_argument(dst)?;
+            refuse_computed_name(v, [dst, string_argument(src)?])?;
+            let rewrite = LabelRewrite::replace(
+                dst,
+                string_argument(repl)?,
+                string_argument(src)?,
+                string_argument(re)?,
+            )?;
+            label_rewrite(dst, rewrite, v)
+        }
+        ("label_join", [v, dst, sep, src @ ..]) => {
+            let dst = string_argument(dst)?;
+            let src = src
+                .iter()
+                .map(|a| string_argument(a).map(str::to_owned))
+                .collect::<Result<Vec<_>, _>>()?;
+            refuse_computed_name(v, src.iter().map(String::as_str).chain([dst]))?;
+            let rewrite = LabelRewrite::join(dst, string_argument(sep)?, src)?;
+            label_rewrite(dst, rewrite, v)
+        }
+        ("sort" | "sort_desc", [v]) => Ok(Plan::Vector(Arc::new(SortOp {
+            desc: name == "sort_desc",
+            input: vector_argument(v)?,
+        }))),
+        ("absent", [v]) => {
+            let labels = match &**v {
+                Expr::VectorSelector(vs) => selector_absent_labels(vs)?,
+                _ => Labels::default(),
+            };
+            Ok(Plan::Vector(Arc::new(AbsentOp {
+                labels,
+                input: vector_argument(v)?,
+            })))
+        }
+        ("absent_over_time", [v]) => {
+            let ms = range_argument(v)?;
+            let labels = match &**v {
+                Expr::MatrixSelector(ms) => selector_absent_labels(&ms.vs)?,
+                _ => Labels::default(),
+            };
+            let spec = SelectorSpec::from_ast(&ms.vs)?;
+            let input = Arc::new(RangeFunctionOp::new(
+                RangeFunction::PresentOverTime,
+                spec,
+                ms.range,
+                None,
+            ));
+            Ok(Plan::Vector(Arc::new(AbsentOp { labels, input })))
+        }
+        (
+            "label_replace" | "label_join" | "sort" | "sort_desc" | "absent" | "absent_over_time",
+            _,
+        ) => Err(QueryError::BadData(format!(
+            "wrong number of arguments in call to \"{name}\""
+        ))),
         ("time" | "pi" | "vector" | "scalar" | "min_of" | "max_of", _) => Err(QueryError::BadData(
             format!("wrong number of arguments in call to \"{name}\""),
         )),
         _ => Err(QueryError::unsupported(format!("the function \"{name}\""))),
     }
+}
+
+/// The value of a string literal argument.
+fn string_argument(arg: &Expr) -> Result<&str, QueryError> {
+    match unwrap_parens(arg) {
+        Expr::StringLiteral(s) => Ok(&s.val),
+        _ => Err(QueryError::BadData(
+            "expected type string in call to function".to_owned(),
+        )),
+    }
+}
+
+/// Refuses `label_replace` / `label_join` reading or writing the metric
+/// name of anything but a selector: with Prometheus' delayed name removal
+/// the name is still there, without it it is gone; not settled yet.
+fn refuse_computed_name<'a>(
+    v: &Expr,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), QueryError> {
+    let uses_name = names.into_iter().any(|n| n == "__name__");
+    if uses_name && !matches!(unwrap_parens(v), Expr::VectorSelector(_)) {
+        return Err(QueryError::unsupported(
+            "the metric name in label_replace / label_join of a computed vector",
+        ));
+    }
+    Ok(())
+}
+
+/// `label_replace` / `label_join` of `v`.
+fn label_rewrite(dst: &str, rewrite: LabelRewrite, v: &Expr) -> Result<Plan, QueryError> {
+    let op = Arc::new(LabelRewriteOp {
+        dst: dst.to_owned(),
+        rewrite: Arc::new(rewrite),
+        input: vector_argument(v)?,
+    });
+    Ok(Plan::Vector(checked(
+        op,
+        true,
+        DuplicatePolicy::RejectOverlap,
+    )))
+}
+
+/// The labels `absent` gives for a selector.
+fn selector_absent_labels(vs: &VectorSelector) -> Result<Labels, QueryError> {
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(QueryError::unsupported(
+            "\"or\" in a selector given to absent",
+        ));
+    }
+    Ok(absent_labels(&vs.matchers.matchers))
 }
 
 /// Plans an argument that must be an instant vector.

@@ -133,6 +133,9 @@ async fn eval(engine: &Engine, cmd: &str, body: &[&str], line: &str) {
         Ok(v) => v,
         Err(e) => panic!("{line}: unexpected error: {e}"),
     };
+    // `expect ordered`: the vector must come in the order given.
+    let ordered = body.first().is_some_and(|l| l.trim() == "expect ordered");
+    let body = if ordered { &body[1..] } else { body };
 
     match value {
         QueryValue::Scalar { v, .. } => {
@@ -153,8 +156,12 @@ async fn eval(engine: &Engine, cmd: &str, body: &[&str], line: &str) {
                     )
                 })
                 .collect();
-            want.sort_by(|a, b| a.0.cmp(&b.0));
-            let got: Vec<(Labels, f64)> = samples.iter().map(|s| (s.labels.clone(), s.v)).collect();
+            let mut got: Vec<(Labels, f64)> =
+                samples.iter().map(|s| (s.labels.clone(), s.v)).collect();
+            if !ordered {
+                want.sort_by(|a, b| a.0.cmp(&b.0));
+                got.sort_by(|a, b| a.0.cmp(&b.0));
+            }
             assert_eq!(
                 want.iter().map(|w| &w.0).collect::<Vec<_>>(),
                 got.iter().map(|g| &g.0).collect::<Vec<_>>(),

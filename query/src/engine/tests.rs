@@ -711,7 +711,8 @@ eval instant at 0 c + on () b
     expect fail msg: found duplicate series for the match group {} on the right hand-side of the operation: [{__name__="b", i="0", job="x"}, {__name__="b", i="1", job="y"}];many-to-many matching not allowed: matching labels must be unique on one side
 
 eval instant at 0 a + on (job) group_left b
-    expect fail msg: group_left is not supported yet
+    {job="x", i="0"} 12
+    {job="y", i="0"} 33
 "#)
     .await;
 }
@@ -763,23 +764,20 @@ async fn unsupported_constructs_are_refused() {
 load 1m
     m{a="1"} 1
 
-eval instant at 0 label_replace(m, "a", "b", "c", "d")
-    expect fail msg: the function "label_replace" is not supported yet
+eval instant at 0 sort_by_label(m, "a")
+    expect fail msg: the function "sort_by_label" is not supported yet
 
 eval instant at 0 abs(-m)
     {a="1"} 1
 
-eval instant at 0 m * on () group_right m
-    expect fail msg: group_right is not supported yet
-
 eval instant at 0 m atan2 1
     expect fail msg: the binary operator "atan2" is not supported yet
 
-eval instant at 0 topk(1, m)
-    expect fail msg: the aggregation "topk" is not supported yet
+eval instant at 0 limitk(1, m)
+    expect fail msg: the aggregation "limitk" is not supported yet
 
-eval instant at 0 stddev(m)
-    expect fail msg: the aggregation "stddev" is not supported yet
+eval instant at 0 limit_ratio(0.5, m)
+    expect fail msg: the aggregation "limit_ratio" is not supported yet
 
 eval instant at 0 rate(m[5m:1m])
     expect fail msg: a subquery is not supported yet
@@ -793,8 +791,8 @@ eval instant at 0 "foo"
 eval instant at 0 m[5m]
     expect fail msg: a range vector selector outside a range-vector function is not supported yet
 
-eval instant at 0 absent(m)
-    expect fail msg: the function "absent" is not supported yet
+eval instant at 0 histogram_quantile(0.5, m)
+    expect fail msg: the function "histogram_quantile" is not supported yet
 
 
 eval instant at 0 sum(
@@ -1239,4 +1237,180 @@ async fn timeouts_fire_during_in_memory_scans() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn parameterised_aggregations() {
+    run(r#"
+load 1m
+    m{a="1", b="x"} 1 2
+    m{a="2", b="x"} 3 NaN
+    m{a="3", b="y"} 3 4
+
+eval instant at 0 topk(2, m)
+    expect ordered
+    m{a="3", b="y"} 3
+    m{a="2", b="x"} 3
+
+eval instant at 1m bottomk by (b) (1, m)
+    m{a="1", b="x"} 2
+    m{a="3", b="y"} 4
+
+eval instant at 1m topk(5, m)
+    expect ordered
+    m{a="3", b="y"} 4
+    m{a="1", b="x"} 2
+    m{a="2", b="x"} NaN
+
+eval instant at 0 topk(0, m)
+
+eval instant at 0 topk(NaN, m)
+    expect fail msg: Parameter value is NaN
+
+eval instant at 0 quantile by (b) (0.5, m)
+    {b="x"} 2
+    {b="y"} 3
+
+eval instant at 0 count_values by (b) ("value", m)
+    {b="x", value="1"} 1
+    {b="x", value="3"} 1
+    {b="y", value="3"} 1
+
+eval instant at 0 count_values without (a) ("b", m)
+    {b="1"} 1
+    {b="3"} 2
+
+eval instant at 0 count_values("", m)
+    expect fail msg: invalid label name ""
+
+eval instant at 0 group by (b) (m)
+    {b="x"} 1
+    {b="y"} 1
+
+eval instant at 0 stdvar(m)
+    {} 0.888888888888889
+
+eval instant at 0 stddev by (b) (m)
+    {b="x"} 1
+    {b="y"} 0
+"#)
+    .await;
+}
+
+#[tokio::test]
+async fn label_and_vector_functions() {
+    run(r#"
+load 1m
+    m{a="1", b="x"} 2 _
+    m{a="2", b="x"} NaN _
+    m{a="3", b="y"} 1 _
+
+eval instant at 0 label_replace(m, "c", "$1-$2", "b", "(x)(.*)")
+    m{a="1", b="x", c="x-"} 2
+    m{a="2", b="x", c="x-"} NaN
+    m{a="3", b="y"} 1
+
+eval instant at 0 label_replace(m, "a", "z", "b", ".*")
+    expect fail msg: vector cannot contain metrics with the same labelset
+
+eval instant at 0 label_replace(m, "c", "", "b", "(")
+    expect fail msg: invalid regular expression in label_replace(): (
+
+eval instant at 0 label_join(m, "c", "-", "a", "b", "nope")
+    m{a="1", b="x", c="1-x-"} 2
+    m{a="2", b="x", c="2-x-"} NaN
+    m{a="3", b="y", c="3-y-"} 1
+
+eval instant at 0 sort(m)
+    expect ordered
+    m{a="3", b="y"} 1
+    m{a="1", b="x"} 2
+    m{a="2", b="x"} NaN
+
+eval instant at 0 sort_desc(m)
+    expect ordered
+    m{a="1", b="x"} 2
+    m{a="3", b="y"} 1
+    m{a="2", b="x"} NaN
+
+eval instant at 0 absent(m)
+
+eval range from 0 to 10m step 5m absent(m{a="1", b=~"x", c="z"})
+    {a="1", c="z"} 1 1 1
+
+eval range from 0 to 4m step 1m absent_over_time(m{a="1"}[2m])
+    {a="1"} _ _ 1 1 1
+"#)
+    .await;
+}
+
+#[tokio::test]
+async fn many_to_one_matching() {
+    run(r#"
+load 1m
+    req{job="a", instance="1"} 10
+    req{job="a", instance="2"} 20
+    req{job="b", instance="3"} 30
+    info{job="a", version="v1", team="x"} 2
+    info{job="b", version="v2"} 3
+
+eval instant at 0 req * on (job) group_left (version, team) info
+    {job="a", instance="1", version="v1", team="x"} 20
+    {job="a", instance="2", version="v1", team="x"} 40
+    {job="b", instance="3", version="v2"} 90
+
+eval instant at 0 info - on (job) group_right req
+    {job="a", instance="1"} -8
+    {job="a", instance="2"} -18
+    {job="b", instance="3"} -27
+
+eval instant at 0 info < on (job) group_right req
+    req{job="a", instance="1"} 2
+    req{job="a", instance="2"} 2
+    req{job="b", instance="3"} 3
+
+eval instant at 0 req > bool on (job) group_left info
+    {job="a", instance="1"} 1
+    {job="a", instance="2"} 1
+    {job="b", instance="3"} 1
+
+eval instant at 0 info * on (job) group_left req
+    expect fail msg: found duplicate series for the match group {job="a"} on the right hand-side of the operation: [{__name__="req", instance="1", job="a"}, {__name__="req", instance="2", job="a"}];many-to-many matching not allowed: matching labels must be unique on one side
+
+eval instant at 0 req * on (job) group_right info
+    expect fail msg: found duplicate series for the match group {job="a"} on the left hand-side of the operation: [{__name__="req", instance="1", job="a"}, {__name__="req", instance="2", job="a"}];many-to-many matching not allowed: matching labels must be unique on one side
+
+eval instant at 0 info * on () group_left req{instance="1"}
+    {job="a", version="v1", team="x"} 20
+    {job="b", version="v2"} 30
+"#)
+    .await;
+}
+
+#[tokio::test]
+async fn topk_ranges_and_dates() {
+    run(r#"
+load 1m
+    m{a="1"} 1 5 3
+    m{a="2"} 2 4 6
+
+eval range from 0 to 2m step 1m topk(1, m)
+    m{a="1"} _ 5 _
+    m{a="2"} 2 _ 6
+
+eval range from 0 to 2m step 1m bottomk(time() / 60, m)
+    m{a="1"} _ _ 3
+    m{a="2"} _ 4 6
+
+eval range from 0 to 2m step 1m minute()
+    {} 0 1 2
+
+eval instant at 0 year(m * 0 + 86400 * 366)
+    {a="1"} 1971
+    {a="2"} 1971
+
+eval instant at 0 hour(m * NaN)
+    expect fail msg: a date function of a value that is not a time in range is not supported yet
+"#)
+    .await;
 }
