@@ -34,7 +34,7 @@ use prost::Message;
 use tidemark_partition_consumers::head::{Head, HeadOptions};
 use tidemark_schemas::prometheus::{Sample, TimeSeries, WriteRequest};
 use tidemark_storage::chunk::XorAppender;
-use tidemark_workload::SeriesSet;
+use tidemark_workload::{RunMode, SeriesSet};
 
 const TENANT: &str = "bench";
 const SERIES_PER_RECORD: usize = 2_000;
@@ -294,30 +294,6 @@ fn main() {
     summary_append(sizes);
     for (series, samples) in sizes.memory {
         memory_in_child(series, samples);
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RunMode {
-    /// `cargo bench`: criterion, then the summary.
-    Full,
-    /// `cargo test --benches` or `-- --test`: everything once, small.
-    Smoke,
-    /// `-- --list`.
-    Skip,
-}
-
-impl RunMode {
-    fn from_args() -> Self {
-        let args: Vec<String> = std::env::args().collect();
-        let has = |f: &str| args.iter().any(|a| a == f);
-        if has("--list") {
-            RunMode::Skip
-        } else if has("--bench") && !has("--test") {
-            RunMode::Full
-        } else {
-            RunMode::Smoke
-        }
     }
 }
 

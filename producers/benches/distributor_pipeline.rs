@@ -30,7 +30,7 @@ use tidemark_producers::distributor::{prepare, Prepared};
 use tidemark_producers::http::decode_body;
 use tidemark_producers::DistributorConfig;
 use tidemark_schemas::prometheus::WriteRequest;
-use tidemark_workload::SeriesSet;
+use tidemark_workload::{RunMode, SeriesSet};
 
 const SERIES: usize = 2_000;
 const PARTITIONS: i32 = 8;
@@ -134,30 +134,6 @@ fn main() {
         RunMode::Full => summary(Duration::from_millis(300), 7),
         RunMode::Smoke => summary(Duration::from_millis(5), 1),
         RunMode::Skip => {}
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RunMode {
-    /// `cargo bench`: criterion, then the summary.
-    Full,
-    /// `cargo test --benches` or `-- --test`: everything once, briefly.
-    Smoke,
-    /// `-- --list`.
-    Skip,
-}
-
-impl RunMode {
-    fn from_args() -> Self {
-        let args: Vec<String> = std::env::args().collect();
-        let has = |f: &str| args.iter().any(|a| a == f);
-        if has("--list") {
-            RunMode::Skip
-        } else if has("--bench") && !has("--test") {
-            RunMode::Full
-        } else {
-            RunMode::Smoke
-        }
     }
 }
 

@@ -282,3 +282,48 @@ mod tests {
         }
     }
 }
+
+/// How a benchmark binary was started, so that `cargo test --benches` runs
+/// it once and small while `cargo bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunMode {
+    /// `cargo bench`: criterion, then the summary.
+    Full,
+    /// `cargo test --benches` or `-- --test`: everything once, small.
+    Smoke,
+    /// `-- --list`.
+    Skip,
+}
+
+impl RunMode {
+    /// The mode from the process's arguments, as cargo passes them.
+    pub fn from_args() -> Self {
+        Self::from(std::env::args())
+    }
+
+    fn from(args: impl Iterator<Item = String>) -> Self {
+        let args: Vec<String> = args.collect();
+        let has = |f: &str| args.iter().any(|a| a == f);
+        if has("--list") {
+            RunMode::Skip
+        } else if has("--bench") && !has("--test") {
+            RunMode::Full
+        } else {
+            RunMode::Smoke
+        }
+    }
+}
+
+#[cfg(test)]
+mod run_mode_tests {
+    use super::RunMode;
+
+    #[test]
+    fn modes_from_cargo_arguments() {
+        let m = |a: &[&str]| RunMode::from(a.iter().map(|s| s.to_string()));
+        assert_eq!(m(&["b", "--bench"]), RunMode::Full);
+        assert_eq!(m(&["b", "--bench", "--test"]), RunMode::Smoke);
+        assert_eq!(m(&["b"]), RunMode::Smoke);
+        assert_eq!(m(&["b", "--list"]), RunMode::Skip);
+    }
+}

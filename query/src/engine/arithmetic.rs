@@ -73,10 +73,33 @@ impl ScalarOperator for ScalarNegate {
     }
 }
 
-/// `scalar op scalar`.
+/// How two scalars combine: an arithmetic operator, or a comparison with
+/// `bool` (1 where it holds, else 0).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ScalarCombine {
+    Arith(ArithOp),
+    CompareBool(super::comparison::CmpOp),
+}
+
+impl ScalarCombine {
+    fn apply(self, l: f64, r: f64) -> f64 {
+        match self {
+            ScalarCombine::Arith(op) => op.apply(l, r),
+            ScalarCombine::CompareBool(op) => {
+                if op.holds(l, r) {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+/// `scalar op scalar`, step by step.
 #[derive(Debug)]
 pub(crate) struct ScalarBinary {
-    pub op: ArithOp,
+    pub op: ScalarCombine,
     pub lhs: Arc<dyn ScalarOperator>,
     pub rhs: Arc<dyn ScalarOperator>,
 }

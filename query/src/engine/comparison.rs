@@ -3,12 +3,10 @@
 
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use promql_parser::parser::token;
 
 use super::context::EvalContext;
-use super::error::QueryError;
 use super::operator::{EvalStream, ScalarOperator, VectorOperator};
 
 /// A comparison operator.
@@ -46,30 +44,6 @@ impl CmpOp {
             CmpOp::Ge => lhs >= rhs,
             CmpOp::Le => lhs <= rhs,
         }
-    }
-}
-
-/// `scalar op bool scalar`: 1 where the comparison holds, else 0.
-#[derive(Debug)]
-pub(crate) struct ScalarCompare {
-    pub op: CmpOp,
-    pub lhs: Arc<dyn ScalarOperator>,
-    pub rhs: Arc<dyn ScalarOperator>,
-}
-
-impl ScalarOperator for ScalarCompare {
-    fn evaluate(&self, ctx: Arc<EvalContext>) -> BoxFuture<'static, Result<Vec<f64>, QueryError>> {
-        let op = self.op;
-        let lhs = self.lhs.evaluate(ctx.clone());
-        let rhs = self.rhs.evaluate(ctx);
-        async move {
-            let (l, r) = (lhs.await?, rhs.await?);
-            Ok(l.into_iter()
-                .zip(r)
-                .map(|(l, r)| if op.holds(l, r) { 1.0 } else { 0.0 })
-                .collect())
-        }
-        .boxed()
     }
 }
 

@@ -11,10 +11,11 @@ use promql_parser::parser::{
 use super::aggregate::{AggregateFn, AggregateOp, Grouping};
 use super::aggregate_param::{CountValuesOp, KFn, QuantileOp, TopKOp};
 use super::arithmetic::{
-    ArithOp, ScalarBinary, ScalarLiteral, ScalarNegate, VectorNegateOp, VectorScalarOp,
+    ArithOp, ScalarBinary, ScalarCombine, ScalarLiteral, ScalarNegate, VectorNegateOp,
+    VectorScalarOp,
 };
 use super::binary::{GroupModifier, Matching, SetBinaryOp, SetOp, VectorBinaryOp, VectorOpKind};
-use super::comparison::{CmpOp, ScalarCompare, VectorScalarCompareOp};
+use super::comparison::{CmpOp, VectorScalarCompareOp};
 use super::dedup::{DuplicateCheckOp, DuplicatePolicy};
 use super::error::QueryError;
 use super::instant_function::{
@@ -196,9 +197,11 @@ fn plan_binary(b: &BinaryExpr) -> Result<Plan, QueryError> {
         return Err(QueryError::unsupported("the bool modifier"));
     }
     match (plan(&b.lhs)?, plan(&b.rhs)?) {
-        (Plan::Scalar(lhs), Plan::Scalar(rhs)) => {
-            Ok(Plan::Scalar(Arc::new(ScalarBinary { op, lhs, rhs })))
-        }
+        (Plan::Scalar(lhs), Plan::Scalar(rhs)) => Ok(Plan::Scalar(Arc::new(ScalarBinary {
+            op: ScalarCombine::Arith(op),
+            lhs,
+            rhs,
+        }))),
         (Plan::Vector(vector), Plan::Scalar(scalar)) => {
             Ok(vector_scalar(op, vector, scalar, false))
         }
@@ -229,7 +232,11 @@ fn plan_comparison(b: &BinaryExpr, op: CmpOp) -> Result<Plan, QueryError> {
                     "comparisons between scalars must use BOOL modifier".to_owned(),
                 ));
             }
-            Ok(Plan::Scalar(Arc::new(ScalarCompare { op, lhs, rhs })))
+            Ok(Plan::Scalar(Arc::new(ScalarBinary {
+                op: ScalarCombine::CompareBool(op),
+                lhs,
+                rhs,
+            })))
         }
         (Plan::Vector(vector), Plan::Scalar(scalar)) => Ok(compare(vector, scalar, false)),
         (Plan::Scalar(scalar), Plan::Vector(vector)) => Ok(compare(vector, scalar, true)),
