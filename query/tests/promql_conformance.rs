@@ -24,7 +24,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use promql_parser::label::MatchOp as AstMatchOp;
 use promql_parser::parser::{Expr, VectorSelector};
-use tidemark_query::engine::{QueryError, QueryOptions, QueryValue};
+use tidemark_query::engine::{Annotations, QueryError, QueryOptions, QueryResult, QueryValue};
 use tidemark_query::test_store::MemStore;
 use tidemark_query::{Engine, EngineOptions};
 use tidemark_storage::matcher::matches_all;
@@ -100,12 +100,86 @@ struct Expect {
     ordered: bool,
     warn: bool,
     info: bool,
+    /// `expect warn [msg:|regex:] ...` lines.
+    warn_exps: Vec<AnnotationExpect>,
+    /// `expect info [msg:|regex:] ...` lines.
+    info_exps: Vec<AnnotationExpect>,
+    no_warn: bool,
+    no_info: bool,
     string: Option<String>,
-    range_vector: bool,
+    /// `expect range vector from <start> to <end> step <step>`.
+    range_vector: Option<(i64, i64, i64)>,
     /// Expected series/values (bodies of `{...} values` or scalar lines).
     results: Vec<ExpectedLine>,
     /// Why the expectations cannot be checked, if they cannot.
     unloadable: Option<String>,
+}
+
+/// What an `expect warn` / `expect info` line accepts.
+#[derive(Debug)]
+enum AnnotationExpect {
+    Any,
+    Msg(String),
+    Regex(String),
+}
+
+impl AnnotationExpect {
+    fn parse(arg: &str) -> Self {
+        if let Some(m) = arg.strip_prefix("msg:") {
+            AnnotationExpect::Msg(m.trim().to_owned())
+        } else if let Some(r) = arg.strip_prefix("regex:") {
+            AnnotationExpect::Regex(r.trim().to_owned())
+        } else {
+            AnnotationExpect::Any
+        }
+    }
+
+    fn matches(&self, anno: &str) -> bool {
+        match self {
+            AnnotationExpect::Any => true,
+            AnnotationExpect::Msg(m) => m == anno,
+            AnnotationExpect::Regex(re) => regex_matches(re, anno),
+        }
+    }
+}
+
+/// An unanchored match, as Go's `regexp.MatchString`.
+fn regex_matches(re: &str, s: &str) -> bool {
+    Matcher::new(MatchOp::Regex, "msg", format!("(?s:.*(?:{re}).*)")).is_ok_and(|r| r.matches(s))
+}
+
+/// promqltest's annotation check: every expect line matches an annotation
+/// of its kind and, when there are expect lines of a kind, every
+/// annotation of that kind matches one; `no_warn` / `no_info` forbid them.
+fn check_annotations(expect: &Expect, a: &Annotations) -> Result<(), String> {
+    if expect.warn && a.warnings.is_empty() {
+        return Err("expected warnings but got none".into());
+    }
+    if expect.info && a.infos.is_empty() {
+        return Err("expected infos but got none".into());
+    }
+    for (kind, exps, got, forbid) in [
+        ("warn", &expect.warn_exps, &a.warnings, expect.no_warn),
+        ("info", &expect.info_exps, &a.infos, expect.no_info),
+    ] {
+        if forbid && !got.is_empty() {
+            return Err(format!("unexpected {kind} annotations: {got:?}"));
+        }
+        if exps.is_empty() {
+            continue;
+        }
+        for e in exps {
+            if !got.iter().any(|g| e.matches(g)) {
+                return Err(format!("expected {kind} annotation {e:?}, got {got:?}"));
+            }
+        }
+        for g in got {
+            if !exps.iter().any(|e| e.matches(g)) {
+                return Err(format!("unexpected {kind} annotation {g:?}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -259,12 +333,22 @@ fn parse_eval(word: &str, rest: &str, lineno: usize, body: &[&str]) -> Result<Ev
                         expect.fail_regex = Some(r.trim().to_owned());
                     }
                 }
-                "warn" => expect.warn = true,
-                "info" => expect.info = true,
-                "no_warn" | "no_info" => {}
+                "warn" => expect.warn_exps.push(AnnotationExpect::parse(arg)),
+                "info" => expect.info_exps.push(AnnotationExpect::parse(arg)),
+                "no_warn" => expect.no_warn = true,
+                "no_info" => expect.no_info = true,
                 "ordered" => expect.ordered = true,
-                "string" => expect.string = Some(arg.to_owned()),
-                "range" => expect.range_vector = true,
+                "string" => expect.string = Some(unquote(arg)?),
+                "range" => {
+                    // `range vector from <start> to <end> step <step>`
+                    let w: Vec<&str> = arg.split_whitespace().collect();
+                    match w.as_slice() {
+                        ["vector", "from", s, "to", e, "step", st] => {
+                            expect.range_vector = Some((ms(s)?, ms(e)?, ms(st)?))
+                        }
+                        _ => return Err(format!("bad range vector expectation {arg:?}")),
+                    }
+                }
                 other => return Err(format!("unknown expectation {other:?}")),
             }
             continue;
@@ -284,6 +368,32 @@ fn parse_eval(word: &str, rest: &str, lineno: usize, body: &[&str]) -> Result<Ev
         expr: expr.trim().to_owned(),
         expect,
     })
+}
+
+/// A double- or back-quoted string of an `expect string` line.
+fn unquote(arg: &str) -> Result<String, String> {
+    let arg = arg.trim();
+    if arg.len() >= 2 && arg.starts_with('`') && arg.ends_with('`') {
+        return Ok(arg[1..arg.len() - 1].to_owned());
+    }
+    if arg.len() >= 2 && arg.starts_with('"') && arg.ends_with('"') {
+        let mut out = String::new();
+        let mut chars = arg[1..arg.len() - 1].chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some('t') => out.push('\t'),
+                    Some(o) => out.push(o),
+                    None => {}
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        return Ok(out);
+    }
+    Err(format!("expected a quoted string, got {arg:?}"))
 }
 
 fn parse_expected_line(l: &str) -> Result<ExpectedLine, String> {
@@ -732,12 +842,14 @@ fn almost_equal(a: f64, b: f64) -> bool {
 }
 
 enum Run {
-    Value(QueryValue),
+    Value(QueryResult),
     Error(QueryError),
     Panic(String),
 }
 
-async fn run_guarded<F: std::future::Future<Output = Result<QueryValue, QueryError>>>(f: F) -> Run {
+async fn run_guarded<F: std::future::Future<Output = Result<QueryResult, QueryError>>>(
+    f: F,
+) -> Run {
     match AssertUnwindSafe(f).catch_unwind().await {
         Ok(Ok(v)) => Run::Value(v),
         Ok(Err(e)) => Run::Error(e),
@@ -785,13 +897,14 @@ async fn classify(file: &str, case: &EvalCase, loaded: &mut Loaded) -> Outcome {
     let opts = QueryOptions::default();
     let run = match case.query {
         Query::Instant { at } => {
-            run_guarded(engine.instant_query(TENANT, &case.expr, at, &opts)).await
+            run_guarded(engine.instant_query_result(TENANT, &case.expr, at, &opts)).await
         }
         Query::Range { start, end, step } => {
-            run_guarded(engine.range_query(TENANT, &case.expr, start, end, step, &opts)).await
+            run_guarded(engine.range_query_result(TENANT, &case.expr, start, end, step, &opts))
+                .await
         }
     };
-    let value = match run {
+    let result = match run {
         Run::Panic(p) => return Outcome::Failed(format!("panic: {p}")),
         Run::Error(QueryError::Unsupported(what)) => {
             return Outcome::Unsupported(format!("engine: {what} is not supported yet"))
@@ -807,41 +920,56 @@ async fn classify(file: &str, case: &EvalCase, loaded: &mut Loaded) -> Outcome {
                 }
             }
             if let Some(re) = &case.expect.fail_regex {
-                // An unanchored match, as Go's regexp.MatchString.
-                match Matcher::new(MatchOp::Regex, "msg", format!("(?s:.*(?:{re}).*)")) {
-                    Ok(r) if r.matches(&msg) => {}
-                    Ok(_) => {
-                        return Outcome::Failed(format!("error {msg:?} does not match /{re}/"))
-                    }
-                    Err(e) => return Outcome::Unsupported(format!("regex {re:?}: {e}")),
+                if !regex_matches(re, &msg) {
+                    return Outcome::Failed(format!("error {msg:?} does not match /{re}/"));
                 }
             }
             return Outcome::Passed;
         }
         Run::Value(v) => v,
     };
+    let value = &result.value;
     if case.expect.fail {
-        return Outcome::Failed(format!("expected an error, got {}", summarize(&value)));
+        return Outcome::Failed(format!("expected an error, got {}", summarize(value)));
     }
-    if case.expect.string.is_some() || case.expect.range_vector {
-        return Outcome::Failed(format!(
-            "expected a string or range vector, got {}",
-            summarize(&value)
-        ));
+    if let Err(diff) = check_annotations(&case.expect, &result.annotations) {
+        return Outcome::Failed(diff);
+    }
+    if let Some(want) = &case.expect.string {
+        return match value {
+            QueryValue::String { v, .. } if v == want => Outcome::Passed,
+            other => Outcome::Failed(format!("want string {want:?}, got {}", summarize(other))),
+        };
+    }
+    if let Some((start, end, step)) = case.expect.range_vector {
+        return match compare_range(&case.expect, value, start, end, step) {
+            Ok(()) => Outcome::Passed,
+            Err(diff) => Outcome::Failed(format!("range vector: {diff}")),
+        };
     }
     let check = match case.query {
-        Query::Instant { at } => compare_instant(&case.expect, &value, at),
-        Query::Range { start, end, step } => compare_range(&case.expect, &value, start, end, step),
+        Query::Instant { at } => compare_instant(&case.expect, value, at),
+        Query::Range { start, end, step } => compare_range(&case.expect, value, start, end, step),
     };
     if let Err(diff) = check {
         return Outcome::Failed(diff);
     }
-    // As promqltest does: the instant query as a range query ending at the
-    // same time must agree with it.
+    // As promqltest does: the instant query as a range query around the
+    // same time must agree with it at that time (not for queries whose
+    // start()/end()/range()/step() differ between the two).
     if let Query::Instant { at } = case.query {
-        let run =
-            run_guarded(engine.range_query(TENANT, &case.expr, at - 60_000, at, 60_000, &opts))
-                .await;
+        if query_context_functions(&case.expr) {
+            return Outcome::Passed;
+        }
+        let run = run_guarded(engine.range_query_result(
+            TENANT,
+            &case.expr,
+            at - 60_000,
+            at + 60_000,
+            60_000,
+            &opts,
+        ))
+        .await;
         match run {
             Run::Panic(p) => return Outcome::Failed(format!("range mode: panic: {p}")),
             Run::Error(QueryError::Unsupported(what)) => {
@@ -850,7 +978,10 @@ async fn classify(file: &str, case: &EvalCase, loaded: &mut Loaded) -> Outcome {
                 ))
             }
             Run::Error(e) => return Outcome::Failed(format!("range mode: unexpected error: {e}")),
-            Run::Value(QueryValue::Matrix(series)) => {
+            Run::Value(QueryResult {
+                value: QueryValue::Matrix(series),
+                ..
+            }) => {
                 let got: Vec<(Labels, f64)> = series
                     .iter()
                     .filter_map(|s| {
@@ -860,10 +991,10 @@ async fn classify(file: &str, case: &EvalCase, loaded: &mut Loaded) -> Outcome {
                             .map(|p| (s.labels.clone(), p.v))
                     })
                     .collect();
-                let mut want: Vec<(Labels, f64)> = match &value {
+                let mut want: Vec<(Labels, f64)> = match value {
                     QueryValue::Vector(v) => v.iter().map(|s| (s.labels.clone(), s.v)).collect(),
                     QueryValue::Scalar { v, .. } => vec![(Labels::default(), *v)],
-                    QueryValue::Matrix(_) => vec![],
+                    QueryValue::Matrix(_) | QueryValue::String { .. } => vec![],
                 };
                 want.sort_by(|a, b| a.0.cmp(&b.0));
                 let mut got = got;
@@ -879,18 +1010,20 @@ async fn classify(file: &str, case: &EvalCase, loaded: &mut Loaded) -> Outcome {
                     ));
                 }
             }
-            Run::Value(v) => {
-                return Outcome::Failed(format!("range mode returned {}", summarize(&v)))
+            Run::Value(r) => {
+                return Outcome::Failed(format!("range mode returned {}", summarize(&r.value)))
             }
         }
     }
-    if case.expect.warn || case.expect.info {
-        return Outcome::Unsupported(
-            "right answer, but the case expects a warning/info annotation the engine does not emit"
-                .into(),
-        );
-    }
     Outcome::Passed
+}
+
+/// promqltest's `reQueryContextFuncs`: queries it does not re-run in range
+/// mode.
+fn query_context_functions(expr: &str) -> bool {
+    ["start()", "end()", "range()", "step()"]
+        .iter()
+        .any(|f| expr.contains(f))
 }
 
 fn summarize(v: &QueryValue) -> String {
@@ -969,8 +1102,8 @@ fn compare_instant(expect: &Expect, value: &QueryValue, at: i64) -> Result<(), S
             }
             Ok(())
         }
-        QueryValue::Matrix(_) => Err(format!(
-            "instant query returned a matrix: {}",
+        QueryValue::Matrix(_) | QueryValue::String { .. } => Err(format!(
+            "instant query returned {}",
             summarize(value)
         )),
     }
@@ -1348,15 +1481,22 @@ async fn flagged_outcome(f: &FlaggedCase, case: &EvalCase, loaded: &mut Loaded) 
     let opts = QueryOptions::default();
     let run = match case.query {
         Query::Instant { at } => {
-            run_guarded(engine.instant_query(TENANT, &case.expr, at, &opts)).await
+            run_guarded(engine.instant_query_result(TENANT, &case.expr, at, &opts)).await
         }
         Query::Range { start, end, step } => {
-            run_guarded(engine.range_query(TENANT, &case.expr, start, end, step, &opts)).await
+            run_guarded(engine.range_query_result(TENANT, &case.expr, start, end, step, &opts))
+                .await
         }
     };
     let matches = match (&run, &f.default) {
         (Run::Error(e), DefaultAnswer::Error(want)) => e.to_string() == *want,
-        (Run::Value(QueryValue::Vector(got)), DefaultAnswer::Vector(want)) => {
+        (
+            Run::Value(QueryResult {
+                value: QueryValue::Vector(got),
+                ..
+            }),
+            DefaultAnswer::Vector(want),
+        ) => {
             got.len() == want.len()
                 && got.iter().zip(want.iter()).all(|(g, (labels, v))| {
                     g.labels.to_string() == *labels && (g.v - v).abs() <= 1e-9 * v.abs()
@@ -1379,7 +1519,7 @@ async fn flagged_outcome(f: &FlaggedCase, case: &EvalCase, loaded: &mut Loaded) 
         Run::Value(v) => Outcome::Failed(format!(
             "want Prometheus' default answer, {}, got {}",
             f.default,
-            summarize(&v)
+            summarize(&v.value)
         )),
     }
 }

@@ -13,7 +13,9 @@ use super::params::{
 };
 use super::response::{self, ApiError};
 use super::ApiState;
-use crate::engine::{parse_series_selector, QueryOptions, MAX_STEPS, TOO_MANY_POINTS};
+use crate::engine::{
+    parse_series_selector, QueryOptions, QueryResult, MAX_STEPS, TOO_MANY_POINTS,
+};
 
 /// A request's tenant and parameters.
 struct Request {
@@ -113,8 +115,11 @@ pub(super) async fn query(
     let opts = query_options(&p)?;
     let q = p.get("query");
     tracing::debug!(%tenant, query = q, time, "instant query");
-    let value = st.engine().instant_query(&tenant, q, time, &opts).await?;
-    Ok(response::success(&response::query_data(&value), &[]))
+    let result = st
+        .engine()
+        .instant_query_result(&tenant, q, time, &opts)
+        .await?;
+    Ok(query_response(&p, &result))
 }
 
 /// `GET|POST /query_range`.
@@ -146,11 +151,22 @@ pub(super) async fn query_range(
     let opts = query_options(&p)?;
     let q = p.get("query");
     tracing::debug!(%tenant, query = q, start, end, step, "range query");
-    let value = st
+    let result = st
         .engine()
-        .range_query(&tenant, q, start, end, step, &opts)
+        .range_query_result(&tenant, q, start, end, step, &opts)
         .await?;
-    Ok(response::success(&response::query_data(&value), &[]))
+    Ok(query_response(&p, &result))
+}
+
+/// The body of a query answer: the value, `stats` when the `stats`
+/// parameter asks for them, warnings and infos.
+fn query_response(p: &Params, result: &QueryResult) -> String {
+    let stats = (!p.get("stats").is_empty()).then_some(&result.stats);
+    response::success_annotated(
+        &response::query_data_with_stats(&result.value, stats),
+        &result.annotations.warnings,
+        &result.annotations.infos,
+    )
 }
 
 /// Truncates to `limit` (0: none), with Prometheus' warning.

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use axum::http::StatusCode;
 use tidemark_storage::{Labels, StorageError};
 
-use crate::engine::{ErrorKind, QueryError, QueryValue};
+use crate::engine::{ErrorKind, QueryError, QueryStats, QueryValue};
 
 /// A failed request: status, `errorType` and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,12 +72,23 @@ impl From<StorageError> for ApiError {
 
 /// `{"status":"success","data":<data>}`, with `warnings` when there are any.
 pub fn success(data: &str, warnings: &[String]) -> String {
+    success_annotated(data, warnings, &[])
+}
+
+/// `{"status":"success","data":<data>}`, with `warnings` and `infos` when
+/// there are any.
+pub fn success_annotated(data: &str, warnings: &[String], infos: &[String]) -> String {
     let mut out = String::with_capacity(data.len() + 32);
     out.push_str(r#"{"status":"success","data":"#);
     out.push_str(data);
-    if !warnings.is_empty() {
-        out.push_str(r#","warnings":["#);
-        for (i, w) in warnings.iter().enumerate() {
+    for (key, list) in [("warnings", warnings), ("infos", infos)] {
+        if list.is_empty() {
+            continue;
+        }
+        out.push_str(",\"");
+        out.push_str(key);
+        out.push_str("\":[");
+        for (i, w) in list.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -91,12 +102,25 @@ pub fn success(data: &str, warnings: &[String]) -> String {
 
 /// The `data` of a query response: `{"resultType":...,"result":...}`.
 pub fn query_data(value: &QueryValue) -> String {
+    query_data_with_stats(value, None)
+}
+
+/// The `data` of a query response, with Prometheus' `stats` object when
+/// asked for (`stats=all`).
+pub fn query_data_with_stats(value: &QueryValue, stats: Option<&QueryStats>) -> String {
     let mut out = String::new();
     out.push_str(r#"{"resultType":""#);
     out.push_str(value.result_type());
     out.push_str(r#"","result":"#);
     match value {
         QueryValue::Scalar { t, v } => push_point(&mut out, *t, *v),
+        QueryValue::String { t, v } => {
+            out.push('[');
+            push_timestamp(&mut out, *t);
+            out.push(',');
+            push_json_str(&mut out, v);
+            out.push(']');
+        }
         QueryValue::Vector(samples) => {
             out.push('[');
             for (i, s) in samples.iter().enumerate() {
@@ -130,6 +154,14 @@ pub fn query_data(value: &QueryValue) -> String {
             }
             out.push(']');
         }
+    }
+    if let Some(st) = stats {
+        let secs = st.eval_seconds;
+        let _ = write!(
+            out,
+            r#","stats":{{"timings":{{"evalTotalTime":{secs},"resultSortTime":0,"queryPreparationTime":0,"innerEvalTime":{secs},"execQueueTime":0,"execTotalTime":{secs}}},"samples":{{"totalQueryableSamples":{}}}}}"#,
+            st.total_samples
+        );
     }
     out.push('}');
     out

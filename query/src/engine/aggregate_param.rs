@@ -8,7 +8,9 @@ use futures::StreamExt;
 use tidemark_storage::{Label, Labels};
 
 use super::aggregate::Grouping;
+use super::annotations::invalid_quantile;
 use super::context::EvalContext;
+use super::position::Pos;
 use super::error::QueryError;
 use super::operator::{EvalStream, ScalarOperator, VectorOperator};
 use super::range_function::quantile;
@@ -229,6 +231,8 @@ pub(crate) struct QuantileOp {
     pub grouping: Arc<Grouping>,
     pub param: Arc<dyn ScalarOperator>,
     pub input: Arc<dyn VectorOperator>,
+    /// Where the parameter starts in the query, for annotations.
+    pub param_pos: Option<Pos>,
 }
 
 impl VectorOperator for QuantileOp {
@@ -236,8 +240,22 @@ impl VectorOperator for QuantileOp {
         let grouping = self.grouping.clone();
         let param = self.param.clone();
         let input = self.input.clone();
+        let param_pos = self.param_pos;
         Box::pin(async_stream::try_stream! {
             let qs = param.evaluate(ctx.clone()).await?;
+            // As Prometheus: NaN, then the largest above 1, then the
+            // smallest below 0.
+            if qs.iter().any(|q| q.is_nan()) {
+                ctx.annotations.warn(invalid_quantile(f64::NAN), param_pos);
+            }
+            let max = qs.iter().copied().filter(|q| !q.is_nan()).fold(f64::NEG_INFINITY, f64::max);
+            if max > 1.0 {
+                ctx.annotations.warn(invalid_quantile(max), param_pos);
+            }
+            let min = qs.iter().copied().filter(|q| !q.is_nan()).fold(f64::INFINITY, f64::min);
+            if min < 0.0 {
+                ctx.annotations.warn(invalid_quantile(min), param_pos);
+            }
             let mut index: HashMap<Labels, usize> = HashMap::new();
             let mut groups: Vec<(Labels, Vec<Vec<f64>>)> = Vec::new();
             let mut stream = input.execute(ctx.clone());

@@ -9,6 +9,7 @@ use tidemark_storage::{Labels, Sample};
 use super::context::EvalContext;
 use super::error::{QueryError, DUPLICATE_LABELSET};
 use super::operator::Plan;
+use super::plan::AnyPlan;
 use super::value::{InstantSample, QueryValue, RangeSeries};
 
 /// The result shape a query asks for.
@@ -22,6 +23,42 @@ pub(crate) enum Shape {
 
 /// Evaluates `plan` and builds the result, sorted by labels.
 pub(crate) async fn collect(
+    plan: AnyPlan,
+    ctx: Arc<EvalContext>,
+    shape: Shape,
+) -> Result<QueryValue, QueryError> {
+    match plan {
+        AnyPlan::Value(plan) => collect_value(plan, ctx, shape).await,
+        AnyPlan::String(v) => Ok(QueryValue::String { t: ctx.start, v }),
+        AnyPlan::Matrix(input) => {
+            // Only instant queries get here: the samples of each series in
+            // the window of the evaluation time, with their own timestamps.
+            let timing = input.timing();
+            let end = timing.ref_time(&ctx, 0);
+            let start = end.saturating_sub(input.range_ms);
+            let mut stream = input.series(ctx.clone());
+            let mut out = Vec::new();
+            while let Some(series) = stream.next().await {
+                let series = series?;
+                let points: Vec<Sample> = series
+                    .samples
+                    .into_iter()
+                    .filter(|s| s.t > start && s.t <= end)
+                    .collect();
+                if !points.is_empty() {
+                    out.push(RangeSeries {
+                        labels: series.labels,
+                        points,
+                    });
+                }
+            }
+            out.sort_by(|a, b| a.labels.cmp(&b.labels));
+            Ok(QueryValue::Matrix(out))
+        }
+    }
+}
+
+async fn collect_value(
     plan: Plan,
     ctx: Arc<EvalContext>,
     shape: Shape,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tidemark_storage::Queryable;
 
+use super::annotations::AnnotationSink;
 use super::error::{QueryError, TOO_MANY_SAMPLES};
 
 /// The evaluation of one query: where to read, and at which steps.
@@ -19,7 +20,10 @@ pub(crate) struct EvalContext {
     pub num_steps: usize,
     /// Lookback delta of instant vector selectors, ms.
     pub lookback_ms: i64,
-    pub budget: SampleBudget,
+    /// Shared by the whole query, subqueries included.
+    pub budget: Arc<SampleBudget>,
+    /// Shared by the whole query, subqueries included.
+    pub annotations: Arc<AnnotationSink>,
 }
 
 impl EvalContext {
@@ -32,6 +36,36 @@ impl EvalContext {
     /// Timestamp of the last step, ms.
     pub fn end(&self) -> i64 {
         self.step_time(self.num_steps.saturating_sub(1))
+    }
+
+    /// A context for other steps (a subquery's), sharing this one's
+    /// storage, limits and annotations.
+    pub fn child(&self, start: i64, interval: i64, num_steps: usize) -> Arc<EvalContext> {
+        Arc::new(EvalContext {
+            tenant: self.tenant.clone(),
+            queryable: self.queryable.clone(),
+            start,
+            interval,
+            num_steps,
+            lookback_ms: self.lookback_ms,
+            budget: self.budget.clone(),
+            annotations: self.annotations.clone(),
+        })
+    }
+
+    /// A context for tests: one tenant, an empty store unless given.
+    #[cfg(test)]
+    pub fn for_test(start: i64, interval: i64, num_steps: usize, lookback_ms: i64) -> EvalContext {
+        EvalContext {
+            tenant: "t".into(),
+            queryable: Arc::new(crate::test_store::MemStore::default()),
+            start,
+            interval,
+            num_steps,
+            lookback_ms,
+            budget: Arc::new(SampleBudget::new(usize::MAX)),
+            annotations: Arc::default(),
+        }
     }
 }
 

@@ -39,6 +39,9 @@ mod kahan;
 mod label_function;
 mod operator;
 mod plan;
+mod position;
+mod range_input;
+mod annotations;
 mod range_function;
 mod selector;
 mod value;
@@ -56,13 +59,16 @@ use promql_parser::parser::Expr;
 use serde::{Deserialize, Serialize};
 use tidemark_storage::Queryable;
 
+pub use annotations::Annotations;
 pub use error::{ErrorKind, QueryError, DUPLICATE_LABELSET, TOO_MANY_POINTS, TOO_MANY_SAMPLES};
-pub use value::{InstantSample, QueryValue, RangeSeries};
+pub use value::{InstantSample, QueryResult, QueryStats, QueryValue, RangeSeries};
 
 pub(crate) use selector::parse_series_selector;
 
+use annotations::AnnotationSink;
 use collect::{collect, Shape};
 use context::{EvalContext, SampleBudget};
+use position::Positions;
 
 /// Most steps a range query may have, beyond the first: Prometheus'
 /// resolution limit.
@@ -81,6 +87,10 @@ pub struct EngineOptions {
     /// Longest a query may run.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Resolution of subqueries that give none (`x[1h:]`): Prometheus'
+    /// global evaluation interval.
+    #[serde(with = "humantime_serde")]
+    pub default_subquery_step: Duration,
 }
 
 impl Default for EngineOptions {
@@ -89,6 +99,7 @@ impl Default for EngineOptions {
             lookback_delta: Duration::from_secs(5 * 60),
             max_samples: 50_000_000,
             timeout: Duration::from_secs(2 * 60),
+            default_subquery_step: Duration::from_secs(60),
         }
     }
 }
@@ -126,7 +137,8 @@ impl Engine {
         &self.options
     }
 
-    /// Evaluates `query` for `tenant` at `time_ms`: a scalar or a vector.
+    /// Evaluates `query` for `tenant` at `time_ms`: a scalar, a vector, a
+    /// matrix (of a range selector or subquery) or a string.
     pub async fn instant_query(
         &self,
         tenant: &str,
@@ -134,6 +146,21 @@ impl Engine {
         time_ms: i64,
         opts: &QueryOptions,
     ) -> Result<QueryValue, QueryError> {
+        Ok(self
+            .instant_query_result(tenant, query, time_ms, opts)
+            .await?
+            .value)
+    }
+
+    /// [`Engine::instant_query`] with the annotations and statistics of
+    /// the evaluation.
+    pub async fn instant_query_result(
+        &self,
+        tenant: &str,
+        query: &str,
+        time_ms: i64,
+        opts: &QueryOptions,
+    ) -> Result<QueryResult, QueryError> {
         let expr = parse(query)?;
         self.run(tenant, query, &expr, time_ms, 1, 1, opts, Shape::Instant)
             .await
@@ -150,6 +177,23 @@ impl Engine {
         step_ms: i64,
         opts: &QueryOptions,
     ) -> Result<QueryValue, QueryError> {
+        Ok(self
+            .range_query_result(tenant, query, start_ms, end_ms, step_ms, opts)
+            .await?
+            .value)
+    }
+
+    /// [`Engine::range_query`] with the annotations and statistics of the
+    /// evaluation.
+    pub async fn range_query_result(
+        &self,
+        tenant: &str,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        opts: &QueryOptions,
+    ) -> Result<QueryResult, QueryError> {
         let num_steps = range_steps(start_ms, end_ms, step_ms)?;
         let expr = parse(query)?;
         match expr.value_type() {
@@ -189,8 +233,20 @@ impl Engine {
         num_steps: usize,
         opts: &QueryOptions,
         shape: Shape,
-    ) -> Result<QueryValue, QueryError> {
-        let plan = plan::plan(expr)?;
+    ) -> Result<QueryResult, QueryError> {
+        let began = Instant::now();
+        let positions = Positions::new(query, expr);
+        let annotations = Arc::new(AnnotationSink::default());
+        let end = start.saturating_add(interval.saturating_mul(num_steps as i64 - 1));
+        let planner = plan::Planner {
+            positions: &positions,
+            start,
+            end,
+            range_query: shape == Shape::Range,
+            default_subquery_step_ms: selector::duration_ms(&self.options.default_subquery_step),
+            annotations: &annotations,
+        };
+        let plan = plan::plan(expr, &planner)?;
         let lookback = opts
             .lookback_delta
             .filter(|d| !d.is_zero())
@@ -206,9 +262,9 @@ impl Engine {
             interval,
             num_steps,
             lookback_ms: selector::duration_ms(&lookback),
-            budget: SampleBudget::new(self.options.max_samples),
+            budget: Arc::new(SampleBudget::new(self.options.max_samples)),
+            annotations: annotations.clone(),
         });
-        let began = Instant::now();
         let result = match tokio::time::timeout(timeout, collect(plan, ctx.clone(), shape)).await {
             Ok(r) => r,
             Err(_) => Err(QueryError::Timeout),
@@ -222,7 +278,14 @@ impl Engine {
             ok = result.is_ok(),
             "query evaluated"
         );
-        result
+        Ok(QueryResult {
+            value: result?,
+            annotations: annotations.take(),
+            stats: QueryStats {
+                total_samples: ctx.budget.used() as u64,
+                eval_seconds: began.elapsed().as_secs_f64(),
+            },
+        })
     }
 }
 

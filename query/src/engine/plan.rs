@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use promql_parser::parser::{
-    token, AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, MatrixSelector, UnaryExpr,
-    VectorMatchCardinality, VectorSelector,
+    token, AggregateExpr, AtModifier, BinaryExpr, Call, Expr, LabelModifier, SubqueryExpr,
+    UnaryExpr, VectorMatchCardinality, VectorSelector,
 };
 
 use super::aggregate::{AggregateFn, AggregateOp, Grouping};
@@ -25,29 +25,126 @@ use super::label_function::{
     absent_labels, check_label_name_decodable, AbsentOp, LabelRewrite, LabelRewriteOp, SortOp,
 };
 use super::operator::{Plan, ScalarOperator, VectorOperator};
+use super::annotations::AnnotationSink;
+use super::position::{Pos, Positions};
 use super::range_function::{RangeFunction, RangeFunctionOp, ScalarParam};
-use super::selector::{InstantSelectorOp, SelectorSpec};
+use super::range_input::{RangeInput, RangeSource, Subquery};
+use super::selector::{duration_ms, InstantSelectorOp, SelectorSpec, Timing};
 use tidemark_storage::Labels;
 
-/// Plans an expression.
-pub(crate) fn plan(expr: &Expr) -> Result<Plan, QueryError> {
+/// What planning needs besides the expression.
+pub(crate) struct Planner<'a> {
+    /// Where calls start in the query text, for annotations.
+    pub positions: &'a Positions,
+    /// The query's first and last evaluation times, ms: what `@ start()`
+    /// and `@ end()` stand for.
+    pub start: i64,
+    pub end: i64,
+    /// Whether the query has more than one step (a range query).
+    pub range_query: bool,
+    /// Resolution of subqueries that give none, ms.
+    pub default_subquery_step_ms: i64,
+    /// Annotations found while planning (`sort` in a range query).
+    pub annotations: &'a AnnotationSink,
+}
+
+/// A planned expression of any type.
+#[derive(Debug)]
+pub(crate) enum AnyPlan {
+    /// Scalar or instant-vector valued.
+    Value(Plan),
+    /// A range vector: a range selector or a subquery.
+    Matrix(Arc<RangeInput>),
+    /// A string literal.
+    String(String),
+}
+
+/// Plans a query's expression.
+pub(crate) fn plan(expr: &Expr, planner: &Planner<'_>) -> Result<AnyPlan, QueryError> {
+    planner.plan_any(expr)
+}
+
+impl Planner<'_> {
+/// The resolved time of an `@` modifier, ms.
+fn at_ms(&self, at: Option<&AtModifier>) -> Option<i64> {
+    match at? {
+        AtModifier::Start => Some(self.start),
+        AtModifier::End => Some(self.end),
+        AtModifier::At(t) => Some(match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => duration_ms(&d),
+            Err(e) => -duration_ms(&e.duration()),
+        }),
+    }
+}
+
+/// The spec of a vector selector, `@` resolved.
+fn selector(&self, vs: &VectorSelector) -> Result<SelectorSpec, QueryError> {
+    SelectorSpec::from_ast(vs, self.at_ms(vs.at.as_ref()))
+}
+
+/// `expr[range:step] offset o @ t`.
+fn subquery(&self, sq: &SubqueryExpr) -> Result<Arc<RangeInput>, QueryError> {
+    let inner = match self.plan_any(&sq.expr)? {
+        AnyPlan::Value(Plan::Vector(v)) => v,
+        _ => {
+            return Err(QueryError::BadData(
+                "subquery is only allowed on instant vector".to_owned(),
+            ))
+        }
+    };
+    let step_ms = match &sq.step {
+        Some(d) if !d.is_zero() => duration_ms(d),
+        _ => self.default_subquery_step_ms,
+    }
+    .max(1);
+    let range_ms = duration_ms(&sq.range);
+    Ok(Arc::new(RangeInput {
+        source: RangeSource::Subquery(Subquery {
+            inner,
+            step_ms,
+            timing: Timing::new(sq.offset.as_ref(), self.at_ms(sq.at.as_ref())),
+        }),
+        range_ms,
+        range_secs: sq.range.as_secs_f64(),
+    }))
+}
+
+/// Plans an expression of any type.
+pub fn plan_any(&self, expr: &Expr) -> Result<AnyPlan, QueryError> {
+    Ok(match expr {
+        Expr::Paren(p) => return self.plan_any(&p.expr),
+        Expr::MatrixSelector(ms) => AnyPlan::Matrix(Arc::new(RangeInput {
+            source: RangeSource::Selector(self.selector(&ms.vs)?),
+            range_ms: duration_ms(&ms.range),
+            range_secs: ms.range.as_secs_f64(),
+        })),
+        Expr::Subquery(sq) => AnyPlan::Matrix(self.subquery(sq)?),
+        Expr::StringLiteral(s) => AnyPlan::String(s.val.clone()),
+        other => AnyPlan::Value(self.plan(other)?),
+    })
+}
+
+/// Plans a scalar or instant-vector valued expression.
+fn plan(&self, expr: &Expr) -> Result<Plan, QueryError> {
     match expr {
         Expr::NumberLiteral(n) => Ok(Plan::Scalar(Arc::new(ScalarLiteral(n.val)))),
-        Expr::Paren(p) => plan(&p.expr),
+        Expr::Paren(p) => self.plan(&p.expr),
         Expr::VectorSelector(vs) => Ok(Plan::Vector(Arc::new(InstantSelectorOp::new(
-            SelectorSpec::from_ast(vs)?,
+            self.selector(vs)?,
         )))),
-        Expr::Unary(u) => plan_unary(u),
-        Expr::Binary(b) => plan_binary(b),
-        Expr::Aggregate(a) => plan_aggregate(a),
-        Expr::Call(c) => plan_call(c),
-        Expr::MatrixSelector(_) => Err(QueryError::unsupported(
-            "a range vector selector outside a range-vector function",
+        Expr::Unary(u) => self.plan_unary(u),
+        Expr::Binary(b) => self.plan_binary(b),
+        Expr::Aggregate(a) => self.plan_aggregate(a),
+        Expr::Call(c) => self.plan_call(c),
+        Expr::MatrixSelector(_) | Expr::Subquery(_) => Err(QueryError::BadData(
+            "expected type instant vector or scalar, got range vector".to_owned(),
         )),
-        Expr::Subquery(_) => Err(QueryError::unsupported("a subquery")),
-        Expr::StringLiteral(_) => Err(QueryError::unsupported("a string literal")),
+        Expr::StringLiteral(_) => Err(QueryError::BadData(
+            "expected type instant vector or scalar, got string".to_owned(),
+        )),
         Expr::Extension(_) => Err(QueryError::unsupported("an extension expression")),
     }
+}
 }
 
 /// Wraps a name-dropping operator in a duplicate check when its input may
@@ -64,8 +161,9 @@ fn checked(
     }
 }
 
-fn plan_unary(u: &UnaryExpr) -> Result<Plan, QueryError> {
-    match plan(&u.expr)? {
+impl Planner<'_> {
+fn plan_unary(&self, u: &UnaryExpr) -> Result<Plan, QueryError> {
+    match self.plan(&u.expr)? {
         Plan::Scalar(s) => Ok(Plan::Scalar(Arc::new(ScalarNegate(s)))),
         Plan::Vector(v) => {
             let may_collide = v.may_collide_without_name();
@@ -77,6 +175,7 @@ fn plan_unary(u: &UnaryExpr) -> Result<Plan, QueryError> {
             )))
         }
     }
+}
 }
 
 /// The `on` / `ignoring` labels of a vector-vector operation, refusing
@@ -159,8 +258,9 @@ fn vector_vector(
     )))
 }
 
-fn plan_set_operator(b: &BinaryExpr, op: SetOp) -> Result<Plan, QueryError> {
-    match (plan(&b.lhs)?, plan(&b.rhs)?) {
+impl Planner<'_> {
+fn plan_set_operator(&self, b: &BinaryExpr, op: SetOp) -> Result<Plan, QueryError> {
+    match (self.plan(&b.lhs)?, self.plan(&b.rhs)?) {
         (Plan::Vector(lhs), Plan::Vector(rhs)) => Ok(Plan::Vector(Arc::new(SetBinaryOp {
             op,
             matching: matching(b, true)?,
@@ -173,8 +273,10 @@ fn plan_set_operator(b: &BinaryExpr, op: SetOp) -> Result<Plan, QueryError> {
         ))),
     }
 }
+}
 
-fn plan_binary(b: &BinaryExpr) -> Result<Plan, QueryError> {
+impl Planner<'_> {
+fn plan_binary(&self, b: &BinaryExpr) -> Result<Plan, QueryError> {
     let set_op = match b.op.id() {
         token::T_LAND => Some(SetOp::And),
         token::T_LOR => Some(SetOp::Or),
@@ -182,10 +284,10 @@ fn plan_binary(b: &BinaryExpr) -> Result<Plan, QueryError> {
         _ => None,
     };
     if let Some(op) = set_op {
-        return plan_set_operator(b, op);
+        return self.plan_set_operator(b, op);
     }
     if let Some(op) = CmpOp::from_token(b.op.id()) {
-        return plan_comparison(b, op);
+        return self.plan_comparison(b, op);
     }
     let Some(op) = ArithOp::from_token(b.op.id()) else {
         return Err(QueryError::unsupported(format!(
@@ -196,7 +298,7 @@ fn plan_binary(b: &BinaryExpr) -> Result<Plan, QueryError> {
     if b.return_bool() {
         return Err(QueryError::unsupported("the bool modifier"));
     }
-    match (plan(&b.lhs)?, plan(&b.rhs)?) {
+    match (self.plan(&b.lhs)?, self.plan(&b.rhs)?) {
         (Plan::Scalar(lhs), Plan::Scalar(rhs)) => Ok(Plan::Scalar(Arc::new(ScalarBinary {
             op: ScalarCombine::Arith(op),
             lhs,
@@ -211,8 +313,10 @@ fn plan_binary(b: &BinaryExpr) -> Result<Plan, QueryError> {
         }
     }
 }
+}
 
-fn plan_comparison(b: &BinaryExpr, op: CmpOp) -> Result<Plan, QueryError> {
+impl Planner<'_> {
+fn plan_comparison(&self, b: &BinaryExpr, op: CmpOp) -> Result<Plan, QueryError> {
     let return_bool = b.return_bool();
     let compare = |vector: Arc<dyn VectorOperator>, scalar, scalar_on_left| {
         let may_collide = return_bool && vector.may_collide_without_name();
@@ -225,7 +329,7 @@ fn plan_comparison(b: &BinaryExpr, op: CmpOp) -> Result<Plan, QueryError> {
         });
         Plan::Vector(checked(node, may_collide, DuplicatePolicy::RejectOverlap))
     };
-    match (plan(&b.lhs)?, plan(&b.rhs)?) {
+    match (self.plan(&b.lhs)?, self.plan(&b.rhs)?) {
         (Plan::Scalar(lhs), Plan::Scalar(rhs)) => {
             if !return_bool {
                 return Err(QueryError::BadData(
@@ -245,6 +349,7 @@ fn plan_comparison(b: &BinaryExpr, op: CmpOp) -> Result<Plan, QueryError> {
         }
     }
 }
+}
 
 fn vector_scalar(
     op: ArithOp,
@@ -262,7 +367,8 @@ fn vector_scalar(
     Plan::Vector(checked(node, may_collide, DuplicatePolicy::RejectOverlap))
 }
 
-fn plan_aggregate(a: &AggregateExpr) -> Result<Plan, QueryError> {
+impl Planner<'_> {
+fn plan_aggregate(&self, a: &AggregateExpr) -> Result<Plan, QueryError> {
     let name = a.op.to_string();
     let grouping = match &a.modifier {
         None => Grouping::By(Vec::new()),
@@ -297,14 +403,14 @@ fn plan_aggregate(a: &AggregateExpr) -> Result<Plan, QueryError> {
                 }
                 without => without,
             };
-            let input = aggregate_input(a)?;
+            let input = self.aggregate_input(a)?;
             return Ok(Plan::Vector(Arc::new(CountValuesOp {
                 grouping: Arc::new(grouping),
                 label: Arc::from(label.val.as_str()),
                 input,
             })));
         }
-        let param = match plan(param)? {
+        let param = match self.plan(param)? {
             Plan::Scalar(s) => s,
             Plan::Vector(_) => {
                 return Err(QueryError::BadData(
@@ -312,7 +418,7 @@ fn plan_aggregate(a: &AggregateExpr) -> Result<Plan, QueryError> {
                 ))
             }
         };
-        let input = aggregate_input(a)?;
+        let input = self.aggregate_input(a)?;
         let grouping = Arc::new(grouping);
         return Ok(Plan::Vector(match k_func {
             Some(func) => Arc::new(TopKOp {
@@ -325,6 +431,7 @@ fn plan_aggregate(a: &AggregateExpr) -> Result<Plan, QueryError> {
                 grouping,
                 param,
                 input,
+                param_pos: self.positions.aggregate_arg(a, 0),
             }),
         }));
     }
@@ -338,27 +445,31 @@ fn plan_aggregate(a: &AggregateExpr) -> Result<Plan, QueryError> {
             "a parameter to \"{name}\""
         )));
     }
-    let input = aggregate_input(a)?;
+    let input = self.aggregate_input(a)?;
     Ok(Plan::Vector(Arc::new(AggregateOp::new(
         func, grouping, input,
     ))))
 }
+}
 
+impl Planner<'_> {
 /// Plans the instant vector an aggregation aggregates.
-fn aggregate_input(a: &AggregateExpr) -> Result<Arc<dyn VectorOperator>, QueryError> {
-    match plan(&a.expr)? {
+fn aggregate_input(&self, a: &AggregateExpr) -> Result<Arc<dyn VectorOperator>, QueryError> {
+    match self.plan(&a.expr)? {
         Plan::Vector(input) => Ok(input),
         Plan::Scalar(_) => Err(QueryError::BadData(
             "expected type instant vector in aggregation expression, got scalar".to_owned(),
         )),
     }
 }
+}
 
-fn plan_call(c: &Call) -> Result<Plan, QueryError> {
+impl Planner<'_> {
+fn plan_call(&self, c: &Call) -> Result<Plan, QueryError> {
     let name = c.func.name;
     let args = c.args.args.as_slice();
     if let Some(func) = RangeFunction::from_name(name) {
-        return plan_range_function(name, func, args);
+        return self.plan_range_function(c, func);
     }
     if let Some(func) = VectorFunction::from_name(name) {
         if func.is_date() && args.is_empty() {
@@ -370,21 +481,21 @@ fn plan_call(c: &Call) -> Result<Plan, QueryError> {
                 input_is_timestamps: false,
             })));
         }
-        return plan_vector_function(name, func, args);
+        return self.plan_vector_function(name, func, args);
     }
     match (name, args) {
         ("time", []) => Ok(Plan::Scalar(Arc::new(TimeOp))),
         ("pi", []) => Ok(Plan::Scalar(Arc::new(ScalarLiteral(std::f64::consts::PI)))),
-        ("vector", [arg]) => Ok(Plan::Vector(Arc::new(VectorOfScalarOp(scalar_argument(
+        ("vector", [arg]) => Ok(Plan::Vector(Arc::new(VectorOfScalarOp(self.scalar_argument(
             arg,
         )?)))),
-        ("scalar", [arg]) => Ok(Plan::Scalar(Arc::new(ScalarOfVectorOp(vector_argument(
+        ("scalar", [arg]) => Ok(Plan::Scalar(Arc::new(ScalarOfVectorOp(self.vector_argument(
             arg,
         )?)))),
         ("min_of" | "max_of", [lhs, rhs]) => Ok(Plan::Scalar(Arc::new(ScalarMinMaxOp {
             max: name == "max_of",
-            lhs: scalar_argument(lhs)?,
-            rhs: scalar_argument(rhs)?,
+            lhs: self.scalar_argument(lhs)?,
+            rhs: self.scalar_argument(rhs)?,
         }))),
         ("label_replace", [v, dst, repl, src, re]) => {
             let dst = string_argument(dst)?;
@@ -395,7 +506,7 @@ fn plan_call(c: &Call) -> Result<Plan, QueryError> {
                 string_argument(src)?,
                 string_argument(re)?,
             )?;
-            label_rewrite(dst, rewrite, v)
+            self.label_rewrite(dst, rewrite, v)
         }
         ("label_join", [v, dst, sep, src @ ..]) => {
             let dst = string_argument(dst)?;
@@ -405,12 +516,20 @@ fn plan_call(c: &Call) -> Result<Plan, QueryError> {
                 .collect::<Result<Vec<_>, _>>()?;
             refuse_computed_name(v, src.iter().map(String::as_str).chain([dst]))?;
             let rewrite = LabelRewrite::join(dst, string_argument(sep)?, src)?;
-            label_rewrite(dst, rewrite, v)
+            self.label_rewrite(dst, rewrite, v)
         }
-        ("sort" | "sort_desc", [v]) => Ok(Plan::Vector(Arc::new(SortOp {
+        ("sort" | "sort_desc", [v]) => {
+            if self.range_query {
+                self.annotations.warn(
+                    "sort is ineffective for range queries since results are always ordered by labels",
+                    self.positions.call(c),
+                );
+            }
+            Ok(Plan::Vector(Arc::new(SortOp {
             desc: name == "sort_desc",
-            input: vector_argument(v)?,
-        }))),
+            input: self.vector_argument(v)?,
+        })))
+        }
         ("absent", [v]) => {
             let labels = match &**v {
                 Expr::VectorSelector(vs) => selector_absent_labels(vs)?,
@@ -418,20 +537,17 @@ fn plan_call(c: &Call) -> Result<Plan, QueryError> {
             };
             Ok(Plan::Vector(Arc::new(AbsentOp {
                 labels,
-                input: vector_argument(v)?,
+                input: self.vector_argument(v)?,
             })))
         }
         ("absent_over_time", [v]) => {
-            let ms = range_argument(v)?;
-            let labels = match &**v {
+            let labels = match unwrap_parens(v) {
                 Expr::MatrixSelector(ms) => selector_absent_labels(&ms.vs)?,
                 _ => Labels::default(),
             };
-            let spec = SelectorSpec::from_ast(&ms.vs)?;
             let input = Arc::new(RangeFunctionOp::new(
                 RangeFunction::PresentOverTime,
-                spec,
-                ms.range,
+                self.range_argument(v)?,
                 None,
             ));
             Ok(Plan::Vector(Arc::new(AbsentOp { labels, input })))
@@ -447,6 +563,7 @@ fn plan_call(c: &Call) -> Result<Plan, QueryError> {
         )),
         _ => Err(QueryError::unsupported(format!("the function \"{name}\""))),
     }
+}
 }
 
 /// The value of a string literal argument.
@@ -475,18 +592,20 @@ fn refuse_computed_name<'a>(
     Ok(())
 }
 
+impl Planner<'_> {
 /// `label_replace` / `label_join` of `v`.
-fn label_rewrite(dst: &str, rewrite: LabelRewrite, v: &Expr) -> Result<Plan, QueryError> {
+fn label_rewrite(&self, dst: &str, rewrite: LabelRewrite, v: &Expr) -> Result<Plan, QueryError> {
     let op = Arc::new(LabelRewriteOp {
         dst: dst.to_owned(),
         rewrite: Arc::new(rewrite),
-        input: vector_argument(v)?,
+        input: self.vector_argument(v)?,
     });
     Ok(Plan::Vector(checked(
         op,
         true,
         DuplicatePolicy::RejectOverlap,
     )))
+}
 }
 
 /// The labels `absent` gives for a selector.
@@ -499,14 +618,16 @@ fn selector_absent_labels(vs: &VectorSelector) -> Result<Labels, QueryError> {
     Ok(absent_labels(&vs.matchers.matchers))
 }
 
+impl Planner<'_> {
 /// Plans an argument that must be an instant vector.
-fn vector_argument(arg: &Expr) -> Result<Arc<dyn VectorOperator>, QueryError> {
-    match plan(arg)? {
+fn vector_argument(&self, arg: &Expr) -> Result<Arc<dyn VectorOperator>, QueryError> {
+    match self.plan(arg)? {
         Plan::Vector(v) => Ok(v),
         Plan::Scalar(_) => Err(QueryError::BadData(
             "expected type instant vector in call to function, got scalar".to_owned(),
         )),
     }
+}
 }
 
 /// The expression inside any parentheses.
@@ -517,7 +638,8 @@ fn unwrap_parens(expr: &Expr) -> &Expr {
     }
 }
 
-fn plan_vector_function(
+impl Planner<'_> {
+fn plan_vector_function(&self, 
     name: &str,
     func: VectorFunction,
     args: &[Box<Expr>],
@@ -531,17 +653,17 @@ fn plan_vector_function(
     }
     let params = scalar_args
         .iter()
-        .map(|a| scalar_argument(a))
+        .map(|a| self.scalar_argument(a))
         .collect::<Result<Vec<_>, _>>()?;
     // timestamp() of a selector is the time of the sample selected, not
     // the evaluation time.
     let (input, input_is_timestamps): (Arc<dyn VectorOperator>, bool) =
         match (func, unwrap_parens(vector_arg)) {
             (VectorFunction::Timestamp, Expr::VectorSelector(vs)) => (
-                Arc::new(InstantSelectorOp::timestamps(SelectorSpec::from_ast(vs)?)),
+                Arc::new(InstantSelectorOp::timestamps(self.selector(vs)?)),
                 true,
             ),
-            _ => (vector_argument(vector_arg)?, false),
+            _ => (self.vector_argument(vector_arg)?, false),
         };
     let may_collide = input.may_collide_without_name();
     let op = Arc::new(VectorFunctionOp {
@@ -556,6 +678,7 @@ fn plan_vector_function(
         DuplicatePolicy::RejectOverlap,
     )))
 }
+}
 
 fn wrong_arity(name: &str, want: usize, got: usize) -> QueryError {
     QueryError::BadData(format!(
@@ -563,21 +686,22 @@ fn wrong_arity(name: &str, want: usize, got: usize) -> QueryError {
     ))
 }
 
+impl Planner<'_> {
 /// Plans an argument that must be a scalar.
-fn scalar_argument(arg: &Expr) -> Result<Arc<dyn ScalarOperator>, QueryError> {
-    match plan(arg)? {
+fn scalar_argument(&self, arg: &Expr) -> Result<Arc<dyn ScalarOperator>, QueryError> {
+    match self.plan(arg)? {
         Plan::Scalar(s) => Ok(s),
         Plan::Vector(_) => Err(QueryError::BadData(
             "expected type scalar in call to function, got instant vector".to_owned(),
         )),
     }
 }
+}
 
-fn plan_range_function(
-    name: &str,
-    func: RangeFunction,
-    args: &[Box<Expr>],
-) -> Result<Plan, QueryError> {
+impl Planner<'_> {
+fn plan_range_function(&self, c: &Call, func: RangeFunction) -> Result<Plan, QueryError> {
+    let name = c.func.name;
+    let args = c.args.args.as_slice();
     let (range_arg, param) = match (func.scalar_param(), args) {
         (ScalarParam::None, [arg]) => (arg, None),
         (ScalarParam::Before, [param, arg]) => (arg, Some(param)),
@@ -585,26 +709,40 @@ fn plan_range_function(
         (ScalarParam::None, _) => return Err(wrong_arity(name, 1, args.len())),
         _ => return Err(wrong_arity(name, 2, args.len())),
     };
-    let ms = range_argument(range_arg)?;
-    let spec = SelectorSpec::from_ast(&ms.vs)?;
-    let param = param.map(|p| scalar_argument(p)).transpose()?;
-    let may_collide = !spec.name_pinned && !func.keeps_name();
-    let op = Arc::new(RangeFunctionOp::new(func, spec, ms.range, param));
+    let input = self.range_argument(range_arg)?;
+    let param_pos = param.and(match func.scalar_param() {
+        ScalarParam::Before => self.positions.call_arg(c, 0),
+        _ => self.positions.call_arg(c, 1),
+    });
+    let arg_index = usize::from(func.scalar_param() == ScalarParam::Before);
+    let arg_pos = self.positions.call_arg(c, arg_index);
+    let param = param.map(|p| self.scalar_argument(p)).transpose()?;
+    let may_collide = input.may_collide_without_name() && !func.keeps_name();
+    let op = Arc::new(
+        RangeFunctionOp::new(func, input, param).at_positions(arg_pos, param_pos),
+    );
     Ok(Plan::Vector(checked(
         op,
         may_collide,
         DuplicatePolicy::Reject,
     )))
 }
+}
 
-/// The matrix selector a range-vector function is applied to.
-fn range_argument(arg: &Expr) -> Result<&MatrixSelector, QueryError> {
-    match arg {
-        Expr::MatrixSelector(ms) => Ok(ms),
-        Expr::Paren(p) => range_argument(&p.expr),
-        Expr::Subquery(_) => Err(QueryError::unsupported("a subquery")),
-        _ => Err(QueryError::BadData(
+impl Planner<'_> {
+/// The range vector a range-vector function is applied to.
+fn range_argument(&self, arg: &Expr) -> Result<Arc<RangeInput>, QueryError> {
+    match self.plan_any(arg)? {
+        AnyPlan::Matrix(m) => Ok(m),
+        AnyPlan::Value(Plan::Vector(_)) => Err(QueryError::BadData(
             "expected type range vector in call to function, got instant vector".to_owned(),
         )),
+        AnyPlan::Value(Plan::Scalar(_)) => Err(QueryError::BadData(
+            "expected type range vector in call to function, got scalar".to_owned(),
+        )),
+        AnyPlan::String(_) => Err(QueryError::BadData(
+            "expected type range vector in call to function, got string".to_owned(),
+        )),
     }
+}
 }

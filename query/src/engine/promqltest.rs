@@ -202,6 +202,7 @@ async fn eval(engine: &Engine, cmd: &str, body: &[&str], line: &str) {
                 assert!(same, "{line}: {labels}: want {w:?}, got {:?}", g.points);
             }
         }
+        QueryValue::String { v, .. } => panic!("{line}: unexpected string {v:?}"),
     }
 }
 

@@ -5,13 +5,15 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use tidemark_storage::{is_stale_nan, Sample};
+use tidemark_storage::Sample;
 
+use super::annotations::{go_quote, invalid_quantile};
 use super::context::EvalContext;
 use super::functions::extrapolated_rate;
 use super::kahan::kahan_inc;
 use super::operator::{EvalStream, ScalarOperator, VectorOperator};
-use super::selector::SelectorSpec;
+use super::position::Pos;
+use super::range_input::{windows, RangeInput};
 use super::value::{EvalSeries, StepValue};
 
 /// A function of a range vector.
@@ -147,65 +149,86 @@ impl RangeFunction {
     }
 }
 
-/// `func(selector[range])`: for each series, at each step, the function
-/// over the samples in `(t - offset - range, t - offset]`. Drops the metric
+/// `func(range_vector)`: for each series, at each step, the function over
+/// the samples in `(t - offset - range, t - offset]`. Drops the metric
 /// name, as Prometheus does, except for `last_over_time`.
 #[derive(Debug)]
 pub(crate) struct RangeFunctionOp {
     func: RangeFunction,
-    spec: Arc<SelectorSpec>,
-    range_ms: i64,
-    range_secs: f64,
+    input: Arc<RangeInput>,
     /// The scalar parameter of `quantile_over_time` and `predict_linear`.
     param: Option<Arc<dyn ScalarOperator>>,
+    /// Where the range argument starts in the query, for annotations.
+    arg_pos: Option<Pos>,
+    /// Where the scalar parameter starts in the query, for annotations.
+    param_pos: Option<Pos>,
 }
 
 impl RangeFunctionOp {
     pub fn new(
         func: RangeFunction,
-        spec: SelectorSpec,
-        range: std::time::Duration,
+        input: Arc<RangeInput>,
         param: Option<Arc<dyn ScalarOperator>>,
     ) -> Self {
         RangeFunctionOp {
             func,
-            spec: Arc::new(spec),
-            range_ms: super::selector::duration_ms(&range),
-            range_secs: range.as_secs_f64(),
+            input,
             param,
+            arg_pos: None,
+            param_pos: None,
         }
+    }
+
+    /// Sets where the range argument and the scalar parameter start.
+    pub fn at_positions(mut self, arg_pos: Option<Pos>, param_pos: Option<Pos>) -> Self {
+        self.arg_pos = arg_pos;
+        self.param_pos = param_pos;
+        self
     }
 }
 
 impl VectorOperator for RangeFunctionOp {
     fn execute(&self, ctx: Arc<EvalContext>) -> EvalStream {
-        let spec = self.spec.clone();
-        let (func, range_ms, range_secs) = (self.func, self.range_ms, self.range_secs);
+        let input = self.input.clone();
+        let func = self.func;
+        let (arg_pos, param_pos) = (self.arg_pos, self.param_pos);
         let param = self.param.as_ref().map(|p| p.evaluate(ctx.clone()));
         Box::pin(async_stream::try_stream! {
             let params = match param {
                 Some(p) => p.await?,
                 None => Vec::new(),
             };
-            let mint = ctx
-                .start
-                .saturating_sub(spec.offset_ms)
-                .saturating_sub(range_ms)
-                .saturating_add(1);
-            let maxt = ctx.end().saturating_sub(spec.offset_ms);
-            let mut input = spec.select(&ctx, mint, maxt).await?;
-            while let Some(series) = input.next().await {
-                // Yield to the runtime now and then, so that timeouts fire
-                // and other queries progress during long in-memory scans.
-                tokio::task::consume_budget().await;
-                let mut series = series?;
-                ctx.budget.charge(series.samples.len())?;
-                // Range selectors skip staleness markers.
-                series.samples.retain(|s| !is_stale_nan(s.v));
-                let points = windows(&series.samples, &ctx, spec.offset_ms, range_ms, |step, w, start, end| {
+            if func == RangeFunction::QuantileOverTime {
+                for q in params.iter().filter(|q| q.is_nan() || **q < 0.0 || **q > 1.0) {
+                    ctx.annotations.warn(invalid_quantile(*q), param_pos);
+                }
+            }
+            let timing = input.timing();
+            let (range_ms, range_secs) = (input.range_ms, input.range_secs);
+            let counter_check = matches!(func, RangeFunction::Rate | RangeFunction::Increase);
+            let mut series_stream = input.series(ctx.clone());
+            while let Some(series) = series_stream.next().await {
+                let series = series?;
+                let points: Vec<StepValue> = windows(&series.samples, &ctx, &timing, range_ms, |step, w, start, end| {
                     let p = params.get(step).copied().unwrap_or(f64::NAN);
-                    func.apply(w, start, end, end.saturating_add(spec.offset_ms), range_secs, p)
-                });
+                    func.apply(w, start, end, ctx.step_time(step), range_secs, p)
+                })
+                .into_iter()
+                .map(|(step, v)| StepValue { step, v })
+                .collect();
+                if counter_check && !points.is_empty() {
+                    if let Some(name) = series.labels.metric_name() {
+                        if !["_total", "_sum", "_count", "_bucket"].iter().any(|s| name.ends_with(s)) {
+                            ctx.annotations.info(
+                                format!(
+                                    "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {}",
+                                    go_quote(name)
+                                ),
+                                arg_pos,
+                            );
+                        }
+                    }
+                }
                 if !points.is_empty() {
                     let labels = if func.keeps_name() {
                         series.labels
@@ -221,7 +244,7 @@ impl VectorOperator for RangeFunctionOp {
     fn may_collide_without_name(&self) -> bool {
         // Name-dropping functions are checked for duplicates when planned
         // and their output has no name.
-        self.func.keeps_name() && !self.spec.name_pinned
+        self.func.keeps_name() && self.input.may_collide_without_name()
     }
 }
 
@@ -389,71 +412,31 @@ fn linear_regression(window: &[Sample], intercept_time: i64) -> (f64, f64) {
     (slope, intercept)
 }
 
-/// Applies `f(step, window, range_start, range_end)` at every step to the
-/// window `(range_start, range_end]` of `samples` (sorted by time), when
-/// that window is not empty.
-fn windows(
-    samples: &[Sample],
-    ctx: &EvalContext,
-    offset_ms: i64,
-    range_ms: i64,
-    f: impl Fn(usize, &[Sample], i64, i64) -> Option<f64>,
-) -> Vec<StepValue> {
-    let mut out = Vec::new();
-    let (mut lo, mut hi) = (0, 0);
-    for step in 0..ctx.num_steps {
-        let range_end = ctx.step_time(step).saturating_sub(offset_ms);
-        let range_start = range_end.saturating_sub(range_ms);
-        while hi < samples.len() && samples[hi].t <= range_end {
-            hi += 1;
-        }
-        while lo < hi && samples[lo].t <= range_start {
-            lo += 1;
-        }
-        if lo == hi {
-            continue;
-        }
-        if let Some(v) = f(step, &samples[lo..hi], range_start, range_end) {
-            out.push(StepValue { step, v });
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::context::SampleBudget;
-    use crate::test_store::MemStore;
 
     #[test]
     fn windows_are_left_open() {
-        let ctx = EvalContext {
-            tenant: "t".into(),
-            queryable: Arc::new(MemStore::default()),
-            start: 20,
-            interval: 10,
-            num_steps: 3,
-            lookback_ms: 0,
-            budget: SampleBudget::new(usize::MAX),
-        };
+        let ctx = EvalContext::for_test(20, 10, 3, 0);
         let samples: Vec<Sample> = (0..6)
             .map(|i| Sample {
                 t: i * 10,
                 v: i as f64,
             })
             .collect();
-        let got = windows(&samples, &ctx, 0, 20, |_, w, _, _| Some(w.len() as f64));
+        let t = crate::engine::selector::Timing::default();
+        let got: Vec<(usize, f64)> = windows(&samples, &ctx, &t, 20, |_, w, _, _| Some(w.len() as f64));
         // (0,20] -> 10,20; (10,30] -> 20,30; (20,40] -> 30,40
         assert_eq!(
-            got.iter().map(|p| p.v).collect::<Vec<_>>(),
+            got.iter().map(|p| p.1).collect::<Vec<_>>(),
             vec![2.0, 2.0, 2.0]
         );
-        let got = windows(&samples, &ctx, 0, 20, |_, w, _, _| {
+        let got = windows(&samples, &ctx, &t, 20, |_, w, _, _| {
             w.first().map(|s| s.t as f64)
         });
         assert_eq!(
-            got.iter().map(|p| p.v).collect::<Vec<_>>(),
+            got.iter().map(|p| p.1).collect::<Vec<_>>(),
             vec![10.0, 20.0, 30.0]
         );
     }

@@ -15,24 +15,59 @@ use super::error::QueryError;
 use super::operator::{EvalStream, VectorOperator};
 use super::value::{EvalSeries, StepValue};
 
-/// What a selector reads: its matchers (the metric name included) and
-/// offset.
+/// When a selector or subquery looks at its data, relative to the
+/// evaluation steps: its `offset` and `@` modifiers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Timing {
+    /// `offset`, ms; negative for `offset -5m`.
+    pub offset_ms: i64,
+    /// `@`, ms since the epoch (`start()` / `end()` resolved): every step
+    /// then looks at this time.
+    pub at_ms: Option<i64>,
+}
+
+impl Timing {
+    /// From the parsed modifiers; `at_ms` is the resolved `@` time.
+    pub fn new(offset: Option<&Offset>, at_ms: Option<i64>) -> Self {
+        let offset_ms = match offset {
+            None => 0,
+            Some(Offset::Pos(d)) => duration_ms(d),
+            Some(Offset::Neg(d)) => -duration_ms(d),
+        };
+        Timing { offset_ms, at_ms }
+    }
+
+    /// The time the data is looked at for a step: the step's time (or the
+    /// `@` time) minus the offset.
+    pub fn ref_time(&self, ctx: &EvalContext, step: usize) -> i64 {
+        self.at_ms
+            .unwrap_or_else(|| ctx.step_time(step))
+            .saturating_sub(self.offset_ms)
+    }
+
+    /// The reference times of the first and last steps.
+    pub fn ref_bounds(&self, ctx: &EvalContext) -> (i64, i64) {
+        (
+            self.ref_time(ctx, 0),
+            self.ref_time(ctx, ctx.num_steps.saturating_sub(1)),
+        )
+    }
+}
+
+/// What a selector reads: its matchers (the metric name included),
+/// offset and `@`.
 #[derive(Debug, Clone)]
 pub(crate) struct SelectorSpec {
     pub matchers: Vec<Matcher>,
-    /// `offset`, ms; negative for `offset -5m`.
-    pub offset_ms: i64,
+    pub timing: Timing,
     /// Whether an equality matcher fixes the metric name of every series.
     pub name_pinned: bool,
 }
 
 impl SelectorSpec {
-    /// Builds the spec of a parsed selector, refusing what is not
-    /// supported yet.
-    pub fn from_ast(vs: &VectorSelector) -> Result<Self, QueryError> {
-        if vs.at.is_some() {
-            return Err(QueryError::unsupported("the @ modifier"));
-        }
+    /// Builds the spec of a parsed selector; `at_ms` is its resolved `@`
+    /// time, if it has one.
+    pub fn from_ast(vs: &VectorSelector, at_ms: Option<i64>) -> Result<Self, QueryError> {
         if !vs.matchers.or_matchers.is_empty() {
             return Err(QueryError::unsupported("\"or\" between label matchers"));
         }
@@ -46,14 +81,9 @@ impl SelectorSpec {
         let name_pinned = matchers
             .iter()
             .any(|m| m.name == METRIC_NAME && m.op == MatchOp::Equal && !m.value.is_empty());
-        let offset_ms = match &vs.offset {
-            None => 0,
-            Some(Offset::Pos(d)) => duration_ms(d),
-            Some(Offset::Neg(d)) => -duration_ms(d),
-        };
         Ok(SelectorSpec {
             matchers,
-            offset_ms,
+            timing: Timing::new(vs.offset.as_ref(), at_ms),
             name_pinned,
         })
     }
@@ -79,7 +109,7 @@ impl SelectorSpec {
 pub(crate) fn parse_series_selector(s: &str) -> Result<Vec<Matcher>, String> {
     match super::parse(s).map_err(|e| e.to_string())? {
         Expr::VectorSelector(vs) if vs.offset.is_none() && vs.at.is_none() => {
-            let spec = SelectorSpec::from_ast(&vs).map_err(|e| e.to_string())?;
+            let spec = SelectorSpec::from_ast(&vs, None).map_err(|e| e.to_string())?;
             if spec.matchers.iter().all(|m| m.matches_empty()) {
                 return Err("match[] must contain at least one non-empty matcher".to_owned());
             }
@@ -140,12 +170,8 @@ impl VectorOperator for InstantSelectorOp {
         let timestamps = self.timestamps;
         Box::pin(async_stream::try_stream! {
             // The lookback window is open on the left.
-            let mint = ctx
-                .start
-                .saturating_sub(spec.offset_ms)
-                .saturating_sub(ctx.lookback_ms)
-                .saturating_add(1);
-            let maxt = ctx.end().saturating_sub(spec.offset_ms);
+            let (first, maxt) = spec.timing.ref_bounds(&ctx);
+            let mint = first.saturating_sub(ctx.lookback_ms).saturating_add(1);
             let mut input = spec.select(&ctx, mint, maxt).await?;
             while let Some(series) = input.next().await {
                 // Yield to the runtime now and then, so that timeouts fire
@@ -153,7 +179,7 @@ impl VectorOperator for InstantSelectorOp {
                 tokio::task::consume_budget().await;
                 let series = series?;
                 ctx.budget.charge(series.samples.len())?;
-                let points = lookback_values(&series.samples, &ctx, spec.offset_ms, timestamps);
+                let points = lookback_values(&series.samples, &ctx, &spec.timing, timestamps);
                 if !points.is_empty() {
                     yield EvalSeries { labels: series.labels, points };
                 }
@@ -171,14 +197,14 @@ impl VectorOperator for InstantSelectorOp {
 fn lookback_values(
     samples: &[Sample],
     ctx: &EvalContext,
-    offset_ms: i64,
+    timing: &Timing,
     timestamps: bool,
 ) -> Vec<StepValue> {
     let mut out = Vec::new();
     // Number of samples at or before the current reference time.
     let mut upto = 0;
     for step in 0..ctx.num_steps {
-        let ref_t = ctx.step_time(step).saturating_sub(offset_ms);
+        let ref_t = timing.ref_time(ctx, step);
         while upto < samples.len() && samples[upto].t <= ref_t {
             upto += 1;
         }
@@ -201,20 +227,10 @@ fn lookback_values(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::context::SampleBudget;
-    use crate::test_store::MemStore;
     use tidemark_storage::STALE_NAN_BITS;
 
     fn ctx(start: i64, interval: i64, num_steps: usize, lookback_ms: i64) -> EvalContext {
-        EvalContext {
-            tenant: "t".into(),
-            queryable: Arc::new(MemStore::default()),
-            start,
-            interval,
-            num_steps,
-            lookback_ms,
-            budget: SampleBudget::new(usize::MAX),
-        }
+        EvalContext::for_test(start, interval, num_steps, lookback_ms)
     }
 
     fn s(t: i64, v: f64) -> Sample {
@@ -226,7 +242,7 @@ mod tests {
         let stale = f64::from_bits(STALE_NAN_BITS);
         let samples = [s(0, 1.0), s(10, 2.0), s(20, stale), s(30, 3.0)];
         let c = ctx(0, 5, 10, 15);
-        let got: Vec<_> = lookback_values(&samples, &c, 0, false)
+        let got: Vec<_> = lookback_values(&samples, &c, &Timing { offset_ms: 0, at_ms: None }, false)
             .iter()
             .map(|p| (p.step, p.v))
             .collect();
@@ -249,12 +265,12 @@ mod tests {
     fn offset_shifts_the_reference_time() {
         let samples = [s(0, 1.0), s(10, 2.0)];
         let c = ctx(10, 10, 2, 100);
-        let got: Vec<_> = lookback_values(&samples, &c, 10, false)
+        let got: Vec<_> = lookback_values(&samples, &c, &Timing { offset_ms: 10, at_ms: None }, false)
             .iter()
             .map(|p| p.v)
             .collect();
         assert_eq!(got, vec![1.0, 2.0]);
-        let got: Vec<_> = lookback_values(&samples, &c, -10, false)
+        let got: Vec<_> = lookback_values(&samples, &c, &Timing { offset_ms: -10, at_ms: None }, false)
             .iter()
             .map(|p| p.v)
             .collect();

@@ -779,17 +779,6 @@ eval instant at 0 limitk(1, m)
 eval instant at 0 limit_ratio(0.5, m)
     expect fail msg: the aggregation "limit_ratio" is not supported yet
 
-eval instant at 0 rate(m[5m:1m])
-    expect fail msg: a subquery is not supported yet
-
-eval instant at 0 m @ 100
-    expect fail msg: the @ modifier is not supported yet
-
-eval instant at 0 "foo"
-    expect fail msg: a string literal is not supported yet
-
-eval instant at 0 m[5m]
-    expect fail msg: a range vector selector outside a range-vector function is not supported yet
 
 eval instant at 0 histogram_quantile(0.5, m)
     expect fail msg: the function "histogram_quantile" is not supported yet
@@ -1116,7 +1105,17 @@ async fn operators_stream_one_series_at_a_time() {
         pulled: pulled.clone(),
     });
     let expr = promql_parser::parser::parse("-rate(m_total[5m])").unwrap();
-    let operator::Plan::Vector(op) = plan::plan(&expr).unwrap() else {
+    let positions = super::position::Positions::new("-rate(m_total[5m])", &expr);
+    let sink = super::annotations::AnnotationSink::default();
+    let planner = plan::Planner {
+        positions: &positions,
+        start: 300_000,
+        end: 300_000,
+        range_query: false,
+        default_subquery_step_ms: 60_000,
+        annotations: &sink,
+    };
+    let plan::AnyPlan::Value(operator::Plan::Vector(op)) = plan::plan(&expr, &planner).unwrap() else {
         panic!("vector plan")
     };
     let ctx = Arc::new(EvalContext {
@@ -1126,7 +1125,8 @@ async fn operators_stream_one_series_at_a_time() {
         interval: 1,
         num_steps: 1,
         lookback_ms: 300_000,
-        budget: SampleBudget::new(usize::MAX),
+        budget: Arc::new(SampleBudget::new(usize::MAX)),
+        annotations: Arc::default(),
     });
     let mut stream = op.execute(ctx);
     let first = stream.next().await.unwrap().unwrap();

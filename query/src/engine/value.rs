@@ -26,8 +26,29 @@ pub enum QueryValue {
     Scalar { t: i64, v: f64 },
     /// An instant vector, sorted by labels.
     Vector(Vec<InstantSample>),
-    /// A range query result, series sorted by labels.
+    /// A range query result, or an instant query of a range vector;
+    /// series sorted by labels.
     Matrix(Vec<RangeSeries>),
+    /// A string literal at the evaluation time of an instant query.
+    String { t: i64, v: String },
+}
+
+/// What an evaluation gives besides its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    pub value: QueryValue,
+    /// Warnings and infos, as Prometheus words them.
+    pub annotations: super::Annotations,
+    pub stats: QueryStats,
+}
+
+/// Statistics of one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct QueryStats {
+    /// Samples loaded from storage or materialised by operators.
+    pub total_samples: u64,
+    /// Wall time of planning and evaluation, seconds.
+    pub eval_seconds: f64,
 }
 
 impl QueryValue {
@@ -37,6 +58,7 @@ impl QueryValue {
             QueryValue::Scalar { .. } => "scalar",
             QueryValue::Vector(_) => "vector",
             QueryValue::Matrix(_) => "matrix",
+            QueryValue::String { .. } => "string",
         }
     }
 }
