@@ -95,6 +95,31 @@ pub(crate) fn fmt_g(v: f64) -> String {
     s
 }
 
+/// Go's `%.{prec}g`.
+pub(crate) fn fmt_g_prec(v: f64, prec: usize) -> String {
+    if !v.is_finite() {
+        return fmt_g(v);
+    }
+    let prec = prec.max(1);
+    let e = format!("{:.*e}", prec - 1, v);
+    let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |m: &str| {
+        if m.contains('.') {
+            m.trim_end_matches('0').trim_end_matches('.').to_owned()
+        } else {
+            m.to_owned()
+        }
+    };
+    if exp < -4 || exp >= prec as i32 {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mant), exp.abs())
+    } else {
+        let decimals = (prec as i32 - 1 - exp).max(0) as usize;
+        trim(&format!("{v:.decimals$}"))
+    }
+}
+
 /// `maybeAddMetricName`: ` for metric name "x"` when the name is known.
 pub(crate) fn for_metric_name(name: Option<&str>) -> String {
     match name {
@@ -145,6 +170,10 @@ mod tests {
         assert_eq!(fmt_g(f64::NAN), "NaN");
         assert_eq!(fmt_g(1e21), "1e+21");
         assert_eq!(fmt_g(0.00001), "1e-05");
+        assert_eq!(fmt_g_prec(0.5, 2), "0.5");
+        assert_eq!(fmt_g_prec(12.0, 2), "12");
+        assert_eq!(fmt_g_prec(123.0, 2), "1.2e+02");
+        assert_eq!(fmt_g_prec(0.000012345, 2), "1.2e-05");
     }
 
     #[test]

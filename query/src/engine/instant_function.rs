@@ -254,6 +254,19 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     (y, m, d)
 }
 
+/// `2006-01-02T15:04:05Z` of seconds since the epoch, UTC.
+pub(crate) fn rfc3339_secs(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// A date function of `v` seconds since the epoch (truncated, as Go's
 /// `int64(v)`), UTC. The caller checks `|v| < MAX_DATE_SECS`.
 fn date_part(func: VectorFunction, v: f64) -> f64 {

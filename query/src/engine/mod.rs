@@ -34,6 +34,7 @@ mod context;
 mod dedup;
 mod error;
 mod functions;
+mod histogram;
 mod instant_function;
 mod kahan;
 mod label_function;
@@ -91,6 +92,9 @@ pub struct EngineOptions {
     /// global evaluation interval.
     #[serde(with = "humantime_serde")]
     pub default_subquery_step: Duration,
+    /// Whether functions Prometheus marks experimental (behind its
+    /// `promql-experimental-functions` feature flag) are enabled.
+    pub experimental_functions: bool,
 }
 
 impl Default for EngineOptions {
@@ -100,6 +104,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(2 * 60),
             default_subquery_step: Duration::from_secs(60),
+            experimental_functions: false,
         }
     }
 }
@@ -245,6 +250,7 @@ impl Engine {
             range_query: shape == Shape::Range,
             default_subquery_step_ms: selector::duration_ms(&self.options.default_subquery_step),
             annotations: &annotations,
+            experimental_functions: self.options.experimental_functions,
         };
         let plan = plan::plan(expr, &planner)?;
         let lookback = opts

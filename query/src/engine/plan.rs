@@ -18,6 +18,7 @@ use super::binary::{GroupModifier, Matching, SetBinaryOp, SetOp, VectorBinaryOp,
 use super::comparison::{CmpOp, VectorScalarCompareOp};
 use super::dedup::{DuplicateCheckOp, DuplicatePolicy};
 use super::error::QueryError;
+use super::histogram::{HistogramFn, HistogramOp};
 use super::instant_function::{
     ScalarMinMaxOp, ScalarOfVectorOp, TimeOp, VectorFunction, VectorFunctionOp, VectorOfScalarOp,
 };
@@ -46,6 +47,8 @@ pub(crate) struct Planner<'a> {
     pub default_subquery_step_ms: i64,
     /// Annotations found while planning (`sort` in a range query).
     pub annotations: &'a AnnotationSink,
+    /// Whether Prometheus' experimental functions are enabled.
+    pub experimental_functions: bool,
 }
 
 /// A planned expression of any type.
@@ -65,6 +68,16 @@ pub(crate) fn plan(expr: &Expr, planner: &Planner<'_>) -> Result<AnyPlan, QueryE
 }
 
 impl Planner<'_> {
+/// Refuses an experimental function unless they are enabled, as
+/// Prometheus' parser does.
+fn experimental(&self, name: &str) -> Result<(), QueryError> {
+    if self.experimental_functions {
+        Ok(())
+    } else {
+        Err(QueryError::Parse(format!("function {name:?} is not enabled")))
+    }
+}
+
 /// The resolved time of an `@` modifier, ms.
 fn at_ms(&self, at: Option<&AtModifier>) -> Option<i64> {
     match at? {
@@ -518,6 +531,47 @@ fn plan_call(&self, c: &Call) -> Result<Plan, QueryError> {
             let rewrite = LabelRewrite::join(dst, string_argument(sep)?, src)?;
             self.label_rewrite(dst, rewrite, v)
         }
+        ("histogram_quantile", [q, v]) => {
+            let op = Arc::new(HistogramOp {
+                func: HistogramFn::Quantile {
+                    q: self.scalar_argument(q)?,
+                    q_pos: self.positions.call_arg(c, 0),
+                },
+                input: self.vector_argument(v)?,
+                input_pos: self.positions.call_arg(c, 1),
+            });
+            Ok(Plan::Vector(checked(op, true, DuplicatePolicy::RejectOverlap)))
+        }
+        ("histogram_fraction", [lower, upper, v]) => {
+            let op = Arc::new(HistogramOp {
+                func: HistogramFn::Fraction {
+                    lower: self.scalar_argument(lower)?,
+                    upper: self.scalar_argument(upper)?,
+                },
+                input: self.vector_argument(v)?,
+                input_pos: self.positions.call_arg(c, 2),
+            });
+            Ok(Plan::Vector(checked(op, true, DuplicatePolicy::RejectOverlap)))
+        }
+        ("histogram_quantiles", [v, label, qs @ ..]) if !qs.is_empty() => {
+            self.experimental(name)?;
+            let label = string_argument(label)?;
+            check_label_name_decodable(label)?;
+            let qs = qs
+                .iter()
+                .enumerate()
+                .map(|(i, q)| Ok((self.scalar_argument(q)?, self.positions.call_arg(c, i + 2))))
+                .collect::<Result<Vec<_>, QueryError>>()?;
+            let op = Arc::new(HistogramOp {
+                func: HistogramFn::Quantiles {
+                    label: label.to_owned(),
+                    qs,
+                },
+                input: self.vector_argument(v)?,
+                input_pos: self.positions.call_arg(c, 0),
+            });
+            Ok(Plan::Vector(checked(op, true, DuplicatePolicy::RejectOverlap)))
+        }
         ("sort" | "sort_desc", [v]) => {
             if self.range_query {
                 self.annotations.warn(
@@ -553,7 +607,8 @@ fn plan_call(&self, c: &Call) -> Result<Plan, QueryError> {
             Ok(Plan::Vector(Arc::new(AbsentOp { labels, input })))
         }
         (
-            "label_replace" | "label_join" | "sort" | "sort_desc" | "absent" | "absent_over_time",
+            "label_replace" | "label_join" | "sort" | "sort_desc" | "absent" | "absent_over_time"
+            | "histogram_quantile" | "histogram_fraction" | "histogram_quantiles",
             _,
         ) => Err(QueryError::BadData(format!(
             "wrong number of arguments in call to \"{name}\""

@@ -780,8 +780,8 @@ eval instant at 0 limit_ratio(0.5, m)
     expect fail msg: the aggregation "limit_ratio" is not supported yet
 
 
-eval instant at 0 histogram_quantile(0.5, m)
-    expect fail msg: the function "histogram_quantile" is not supported yet
+eval instant at 0 histogram_quantiles(m, "q", 0.5)
+    expect fail msg: parse error: function "histogram_quantiles" is not enabled
 
 
 eval instant at 0 sum(
@@ -1114,6 +1114,7 @@ async fn operators_stream_one_series_at_a_time() {
         range_query: false,
         default_subquery_step_ms: 60_000,
         annotations: &sink,
+        experimental_functions: false,
     };
     let plan::AnyPlan::Value(operator::Plan::Vector(op)) = plan::plan(&expr, &planner).unwrap() else {
         panic!("vector plan")
