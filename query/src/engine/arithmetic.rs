@@ -21,6 +21,7 @@ pub(crate) enum ArithOp {
     Div,
     Mod,
     Pow,
+    Atan2,
 }
 
 impl ArithOp {
@@ -33,6 +34,7 @@ impl ArithOp {
             token::T_DIV => Some(ArithOp::Div),
             token::T_MOD => Some(ArithOp::Mod),
             token::T_POW => Some(ArithOp::Pow),
+            token::T_ATAN2 => Some(ArithOp::Atan2),
             _ => None,
         }
     }
@@ -47,6 +49,7 @@ impl ArithOp {
             ArithOp::Div => lhs / rhs,
             ArithOp::Mod => lhs % rhs,
             ArithOp::Pow => lhs.powf(rhs),
+            ArithOp::Atan2 => lhs.atan2(rhs),
         }
     }
 }

@@ -15,16 +15,21 @@ use super::error::QueryError;
 use super::operator::{EvalStream, VectorOperator};
 use super::value::{EvalSeries, StepValue};
 
-/// Refuses label names the parser may have decoded from `\x` escapes:
-/// promql-parser turns `"\xff"` (invalid UTF-8, an invalid label name for
-/// Prometheus) into `"ÿ"`, so such names cannot be judged.
-pub(crate) fn check_label_name_decodable(name: &str) -> Result<(), QueryError> {
-    if name.chars().any(|c| ('\u{80}'..='\u{ff}').contains(&c)) {
-        return Err(QueryError::unsupported(
-            "a label name with characters between U+0080 and U+00FF",
-        ));
-    }
-    Ok(())
+/// Whether a label name is not valid UTF-8 as Prometheus reads the query:
+/// promql-parser turns the byte escape `"\xff"` (invalid UTF-8 for Go)
+/// into `"ÿ"`, so a character in U+0080..U+00FF that the query text holds
+/// neither literally nor as a `\u` escape came from a byte escape.
+pub(crate) fn invalid_utf8_name(name: &str, query: &str) -> bool {
+    name.chars()
+        .filter(|c| ('\u{80}'..='\u{ff}').contains(c))
+        .any(|c| {
+            let u = c as u32;
+            !query.contains(c)
+                && !query.contains(&format!("\\u{u:04x}"))
+                && !query.contains(&format!("\\u{u:04X}"))
+                && !query.contains(&format!("\\U{u:08x}"))
+                && !query.contains(&format!("\\U{u:08X}"))
+        })
 }
 
 /// How `label_replace` / `label_join` compute the new label's value.
@@ -48,6 +53,7 @@ impl LabelRewrite {
         replacement: &str,
         src: &str,
         regex: &str,
+        query: &str,
     ) -> Result<Self, QueryError> {
         let anchored = Matcher::new_matcher(
             promql_parser::parser::token::T_EQL_REGEX,
@@ -61,8 +67,7 @@ impl LabelRewrite {
                 "invalid regular expression in label_replace(): {regex}"
             ))
         })?;
-        check_label_name_decodable(dst)?;
-        if dst.is_empty() {
+        if dst.is_empty() || invalid_utf8_name(dst, query) {
             return Err(QueryError::Execution(format!(
                 "invalid destination label name in label_replace(): {dst}"
             )));
@@ -75,16 +80,21 @@ impl LabelRewrite {
     }
 
     /// Builds a `label_join`, validating as Prometheus does.
-    pub fn join(dst: &str, separator: &str, src: Vec<String>) -> Result<Self, QueryError> {
-        for name in src.iter().map(String::as_str).chain([dst]) {
-            check_label_name_decodable(name)?;
-        }
-        if let Some(bad) = src.iter().find(|s| s.is_empty()) {
+    pub fn join(
+        dst: &str,
+        separator: &str,
+        src: Vec<String>,
+        query: &str,
+    ) -> Result<Self, QueryError> {
+        if let Some(bad) = src
+            .iter()
+            .find(|s| s.is_empty() || invalid_utf8_name(s, query))
+        {
             return Err(QueryError::Execution(format!(
                 "invalid source label name in label_join(): {bad}"
             )));
         }
-        if dst.is_empty() {
+        if dst.is_empty() || invalid_utf8_name(dst, query) {
             return Err(QueryError::Execution(format!(
                 "invalid destination label name in label_join(): {dst}"
             )));
@@ -264,13 +274,13 @@ mod tests {
 
     #[test]
     fn replacement_templates_expand_like_go() {
-        let r = LabelRewrite::replace("dst", "$1-${2}x$2x", "src", "(a+)(b*)").unwrap();
+        let r = LabelRewrite::replace("dst", "$1-${2}x$2x", "src", "(a+)(b*)", "").unwrap();
         let labels = Labels::from_pairs([("src", "aab")]);
         assert_eq!(r.value(&labels).as_deref(), Some("aa-bx"));
         assert!(r.value(&Labels::from_pairs([("src", "c")])).is_none());
-        assert!(LabelRewrite::replace("dst", "", "src", "(").is_err());
-        assert!(LabelRewrite::replace("", "", "src", ".*").is_err());
-        let err = LabelRewrite::join("", "-", vec!["a".to_owned()]).unwrap_err();
+        assert!(LabelRewrite::replace("dst", "", "src", "(", "").is_err());
+        assert!(LabelRewrite::replace("", "", "src", ".*", "").is_err());
+        let err = LabelRewrite::join("", "-", vec!["a".to_owned()], "").unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid destination label name in label_join(): "

@@ -23,7 +23,7 @@ use super::instant_function::{
     ScalarMinMaxOp, ScalarOfVectorOp, TimeOp, VectorFunction, VectorFunctionOp, VectorOfScalarOp,
 };
 use super::label_function::{
-    absent_labels, check_label_name_decodable, AbsentOp, LabelRewrite, LabelRewriteOp, SortOp,
+    absent_labels, invalid_utf8_name, AbsentOp, LabelRewrite, LabelRewriteOp, SortOp,
 };
 use super::operator::{Plan, ScalarOperator, VectorOperator};
 use super::annotations::AnnotationSink;
@@ -405,8 +405,7 @@ fn plan_aggregate(&self, a: &AggregateExpr) -> Result<Plan, QueryError> {
                     "expected type string in aggregation parameter".to_owned(),
                 ));
             };
-            check_label_name_decodable(&label.val)?;
-            if label.val.is_empty() {
+            if label.val.is_empty() || invalid_utf8_name(&label.val, self.positions.query()) {
                 return Err(QueryError::Execution(format!("invalid label name {label}")));
             }
             let grouping = match grouping {
@@ -512,12 +511,12 @@ fn plan_call(&self, c: &Call) -> Result<Plan, QueryError> {
         }))),
         ("label_replace", [v, dst, repl, src, re]) => {
             let dst = string_argument(dst)?;
-            refuse_computed_name(v, [dst, string_argument(src)?])?;
             let rewrite = LabelRewrite::replace(
                 dst,
                 string_argument(repl)?,
                 string_argument(src)?,
                 string_argument(re)?,
+                self.positions.query(),
             )?;
             self.label_rewrite(dst, rewrite, v)
         }
@@ -527,8 +526,8 @@ fn plan_call(&self, c: &Call) -> Result<Plan, QueryError> {
                 .iter()
                 .map(|a| string_argument(a).map(str::to_owned))
                 .collect::<Result<Vec<_>, _>>()?;
-            refuse_computed_name(v, src.iter().map(String::as_str).chain([dst]))?;
-            let rewrite = LabelRewrite::join(dst, string_argument(sep)?, src)?;
+            let rewrite =
+                LabelRewrite::join(dst, string_argument(sep)?, src, self.positions.query())?;
             self.label_rewrite(dst, rewrite, v)
         }
         ("histogram_quantile", [q, v]) => {
@@ -556,7 +555,9 @@ fn plan_call(&self, c: &Call) -> Result<Plan, QueryError> {
         ("histogram_quantiles", [v, label, qs @ ..]) if !qs.is_empty() => {
             self.experimental(name)?;
             let label = string_argument(label)?;
-            check_label_name_decodable(label)?;
+            if label.is_empty() || invalid_utf8_name(label, self.positions.query()) {
+                return Err(QueryError::Execution(format!("invalid label name {label:?}")));
+            }
             let qs = qs
                 .iter()
                 .enumerate()
@@ -629,22 +630,6 @@ fn string_argument(arg: &Expr) -> Result<&str, QueryError> {
             "expected type string in call to function".to_owned(),
         )),
     }
-}
-
-/// Refuses `label_replace` / `label_join` reading or writing the metric
-/// name of anything but a selector: with Prometheus' delayed name removal
-/// the name is still there, without it it is gone; not settled yet.
-fn refuse_computed_name<'a>(
-    v: &Expr,
-    names: impl IntoIterator<Item = &'a str>,
-) -> Result<(), QueryError> {
-    let uses_name = names.into_iter().any(|n| n == "__name__");
-    if uses_name && !matches!(unwrap_parens(v), Expr::VectorSelector(_)) {
-        return Err(QueryError::unsupported(
-            "the metric name in label_replace / label_join of a computed vector",
-        ));
-    }
-    Ok(())
 }
 
 impl Planner<'_> {

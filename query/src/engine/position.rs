@@ -122,6 +122,11 @@ impl Positions {
         }
     }
 
+    /// The query text.
+    pub fn query(&self) -> &str {
+        &self.query
+    }
+
     fn pos(&self, byte: usize) -> Pos {
         let before = &self.query[..byte.min(self.query.len())];
         let line = before.matches('\n').count() + 1;

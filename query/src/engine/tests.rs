@@ -771,7 +771,7 @@ eval instant at 0 abs(-m)
     {a="1"} 1
 
 eval instant at 0 m atan2 1
-    expect fail msg: the binary operator "atan2" is not supported yet
+    {a="1"} 0.7853981633974483
 
 eval instant at 0 limitk(1, m)
     expect fail msg: the aggregation "limitk" is not supported yet
