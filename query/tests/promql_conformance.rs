@@ -52,10 +52,6 @@ const EXPERIMENTAL_FILES: &[(&str, &str)] = &[
     ),
     ("info.test", "info() (promql-experimental-functions)"),
     (
-        "limit.test",
-        "limitk/limit_ratio (promql-experimental-functions)",
-    ),
-    (
         "type_and_unit.test",
         "type-and-unit labels (type-and-unit-labels)",
     ),
@@ -67,8 +63,6 @@ const EXPERIMENTAL_FILES: &[(&str, &str)] = &[
 
 /// Functions and aggregations Prometheus marks experimental.
 const EXPERIMENTAL_FUNCTIONS: &[&str] = &[
-    "limitk",
-    "limit_ratio",
     "info",
     "sort_by_label",
     "sort_by_label_desc",
@@ -752,7 +746,38 @@ fn identifiers_followed_by_paren(expr: &str) -> Vec<(String, bool)> {
 }
 
 /// Arithmetic or parentheses inside `[...]`, or after `offset`.
+/// The expression with the contents of its string literals removed, so
+/// that `[`, `-` and the like inside regexes are not taken for syntax.
+fn without_strings(expr: &str) -> String {
+    let mut out = String::with_capacity(expr.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for c in expr.chars() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q != '`' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                    out.push(c);
+                }
+            }
+            None => {
+                if matches!(c, '"' | '\'' | '`') {
+                    quote = Some(c);
+                }
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
 fn has_duration_expression(expr: &str) -> bool {
+    let expr = without_strings(expr);
+    let expr = expr.as_str();
     let mut rest = expr;
     while let Some(i) = rest.find('[') {
         let Some(j) = rest[i..].find(']') else { break };

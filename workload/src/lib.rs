@@ -2,7 +2,9 @@
 //! load tests.
 //!
 //! [`SeriesSet`] numbers node_exporter-like series as Prometheus scrapes them
-//! from many hosts: 106 series of 52 metric names per host, hosts spread over
+//! from many hosts, and a request-duration histogram of an HTTP server on
+//! each: 154 series of 55 metric names per host (106 node_exporter series,
+//! 48 of `http_request_duration_seconds` for 4 handlers), hosts spread over
 //! 3 regions and their zones, 7 to 10 labels per series sorted by name, float
 //! values that move like counters and gauges do. Series `i` is always the
 //! same series with the same values: everything is computed from `i` and the
@@ -22,6 +24,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use tidemark_schemas::prometheus::{Label, Sample, TimeSeries, WriteRequest};
 
+mod histogram;
 mod node_exporter;
 
 use node_exporter::{host_templates, Model, Template};
@@ -46,7 +49,7 @@ impl SeriesSet {
         Self::default()
     }
 
-    /// Series each host exposes (106).
+    /// Series each host exposes (154).
     pub fn series_per_host(&self) -> usize {
         self.templates.len()
     }
@@ -88,6 +91,13 @@ impl SeriesSet {
                 round(base + rate * (scrape as f64 + 0.5 * u(scrape)), rate)
             }
             Model::Noisy(level) => round(level * (0.95 + 0.1 * u(scrape)), level),
+            Model::Histogram { handler, part } => {
+                // Every series of a (host, handler) histogram shares one
+                // source of randomness, so that its buckets agree.
+                let host = (i / self.templates.len()) as u64;
+                let seed = mix((host << 8) ^ handler as u64 ^ 0x4849_5354);
+                histogram::value(handler, part, scrape, |s| unit(mix(seed ^ s)))
+            }
         }
     }
 
@@ -210,6 +220,8 @@ mod tests {
             a.value(72, 0),
             a.value(75, 0),
             a.value(1_000, 1),
+            a.value(106 + 7, 3),
+            a.value(154 + 153, 2),
         ];
         assert_eq!(
             values,
@@ -218,7 +230,9 @@ mod tests {
                 2_143_657.17,
                 1.26,
                 33_396_543_488.0,
-                144_664_523_301.0
+                2_229_792_339.0,
+                8_461_480.0,
+                3_695.0
             ]
         );
     }
@@ -253,9 +267,9 @@ mod tests {
     #[test]
     fn counts_and_counters() {
         let set = SeriesSet::new();
-        assert_eq!(set.series_per_host(), 106);
-        let names: HashSet<_> = (0..106).map(|i| set.labels(i)[0].value.clone()).collect();
-        assert_eq!(names.len(), 52, "metric names per host");
+        assert_eq!(set.series_per_host(), 154);
+        let names: HashSet<_> = (0..154).map(|i| set.labels(i)[0].value.clone()).collect();
+        assert_eq!(names.len(), 55, "metric names per host");
 
         let req = set.write_request(10..2_010, 3, 42);
         assert_eq!(req.timeseries.len(), 2_000);
@@ -272,14 +286,133 @@ mod tests {
         }
 
         // Counters never decrease from one scrape to the next.
-        for i in 0..106 {
-            if matches!(set.templates[i].model, Model::Counter(_)) {
+        for i in 0..154 {
+            if matches!(
+                set.templates[i].model,
+                Model::Counter(_) | Model::Histogram { .. }
+            ) {
                 assert!(
                     (0..50).all(|s| set.value(i, s) <= set.value(i, s + 1)),
                     "counter {i} decreased"
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+    use crate::histogram::{Part, BUCKETS, HANDLERS};
+
+    /// Label `name` of series `i`.
+    fn get(set: &SeriesSet, i: usize, name: &str) -> Option<String> {
+        set.labels(i)
+            .into_iter()
+            .find(|l| &l.name[..] == name.as_bytes())
+            .map(|l| String::from_utf8(l.value.to_vec()).unwrap())
+    }
+
+    /// Series indices of `(host, handler)`: buckets in `le` order, sum, count.
+    fn histogram(set: &SeriesSet, host: usize, handler: &str) -> (Vec<usize>, usize, usize) {
+        let per_host = set.series_per_host();
+        let of = |name: &str| -> Vec<usize> {
+            (host * per_host..(host + 1) * per_host)
+                .filter(|&i| {
+                    get(set, i, "__name__").as_deref() == Some(name)
+                        && get(set, i, "handler").as_deref() == Some(handler)
+                })
+                .collect()
+        };
+        let buckets = of("http_request_duration_seconds_bucket");
+        let sum = of("http_request_duration_seconds_sum");
+        let count = of("http_request_duration_seconds_count");
+        assert_eq!(
+            (buckets.len(), sum.len(), count.len()),
+            (BUCKETS.len(), 1, 1)
+        );
+        (buckets, sum[0], count[0])
+    }
+
+    #[test]
+    fn buckets_cumulative_and_counters_monotonic() {
+        let set = SeriesSet::new();
+        for host in [0, 1, 7, 64] {
+            for (handler, _, _) in HANDLERS {
+                let (buckets, sum, count) = histogram(&set, host, handler);
+                let les: Vec<String> = buckets
+                    .iter()
+                    .map(|&i| get(&set, i, "le").unwrap())
+                    .collect();
+                let expected: Vec<String> = BUCKETS.iter().map(|(le, _)| le.to_string()).collect();
+                assert_eq!(les, expected, "le labels in order, +Inf last");
+                let mut previous: Option<Vec<f64>> = None;
+                for scrape in (0..5_755).step_by(7).chain(5_755..5_770) {
+                    let counts: Vec<f64> = buckets.iter().map(|&i| set.value(i, scrape)).collect();
+                    assert!(
+                        counts.windows(2).all(|w| w[0] <= w[1]),
+                        "host {host} {handler} scrape {scrape}: buckets not cumulative: {counts:?}"
+                    );
+                    assert!(counts.iter().all(|c| c.fract() == 0.0 && *c >= 0.0));
+                    assert_eq!(
+                        counts[counts.len() - 1],
+                        set.value(count, scrape),
+                        "+Inf bucket is _count"
+                    );
+                    assert!(
+                        counts[0] < counts[counts.len() - 1],
+                        "some requests are slow"
+                    );
+                    let mut all = counts.clone();
+                    all.push(set.value(sum, scrape));
+                    if let Some(p) = &previous {
+                        assert!(
+                            p.iter().zip(&all).all(|(a, b)| a <= b),
+                            "host {host} {handler} scrape {scrape}: a counter decreased"
+                        );
+                    }
+                    previous = Some(all);
+                }
+                // Consecutive scrapes too, not only sampled ones.
+                for &i in buckets.iter().chain([&sum, &count]) {
+                    assert!((0..300).all(|s| set.value(i, s) <= set.value(i, s + 1)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn histogram_quantile_is_meaningful() {
+        // The 0.99 quantile over 20 scrapes (5m at 15s), by linear
+        // interpolation as histogram_quantile does: within the bucket
+        // range, and higher for query_range than for push.
+        let set = SeriesSet::new();
+        let p99 = |handler: &str, from: u64| -> f64 {
+            let (buckets, _, _) = histogram(&set, 3, handler);
+            let inc: Vec<f64> = buckets
+                .iter()
+                .map(|&i| set.value(i, from + 20) - set.value(i, from))
+                .collect();
+            let rank = 0.99 * inc[inc.len() - 1];
+            let k = inc.iter().position(|&c| c >= rank).unwrap();
+            assert!(k < inc.len() - 1, "{handler}: p99 in the +Inf bucket");
+            let (lo, lo_count) = if k == 0 {
+                (0.0, 0.0)
+            } else {
+                (BUCKETS[k - 1].1, inc[k - 1])
+            };
+            lo + (BUCKETS[k].1 - lo) * (rank - lo_count) / (inc[k] - lo_count)
+        };
+        let (push, range) = (p99("/api/v1/push", 100), p99("/api/v1/query_range", 100));
+        assert!(push > 0.0 && push < range && range <= 2.5, "{push} {range}");
+        // The slow share swings over the day, so the quantile moves.
+        let later = p99("/api/v1/query_range", 100 + 5_760 / 4);
+        assert!((later - range).abs() > 1e-3, "{range} {later}");
+        // Part::Bucket(+Inf) and Part::Count agree by construction.
+        assert_eq!(
+            histogram::value(1, Part::Bucket(f64::INFINITY), 9, |_| 0.3),
+            histogram::value(1, Part::Count, 9, |_| 0.3)
+        );
     }
 }
 

@@ -9,6 +9,12 @@ pub(crate) enum Model {
     Constant(f64),
     /// Gauge moving around this level.
     Noisy(f64),
+    /// Part of the request-duration histogram of handler `handler` (an
+    /// index into [`crate::histogram::HANDLERS`]).
+    Histogram {
+        handler: usize,
+        part: crate::histogram::Part,
+    },
 }
 
 /// One series of a host: metric name, labels of its own and value model.
@@ -18,8 +24,8 @@ pub(crate) struct Template {
     pub(crate) model: Model,
 }
 
-/// The series one host exposes: 106 series of 52 metric names.
-pub(crate) fn host_templates() -> Vec<Template> {
+/// The series one node_exporter exposes: 106 series of 52 metric names.
+pub(crate) fn node_templates() -> Vec<Template> {
     use Model::*;
     let mut out = Vec::new();
     let mut add = |name: &'static str, labels: &[(&'static str, &'static str)], model: Model| {
@@ -178,5 +184,36 @@ pub(crate) fn host_templates() -> Vec<Template> {
         Constant(1_043.0),
     );
     add("scrape_series_added", &[], Constant(0.0));
+    out
+}
+
+/// The series one host exposes: node_exporter's, then an HTTP server's
+/// request-duration histogram (4 handlers x (10 buckets + sum + count)):
+/// 154 series of 55 metric names.
+pub(crate) fn host_templates() -> Vec<Template> {
+    use crate::histogram::{Part, BUCKETS, HANDLERS};
+    let mut out = node_templates();
+    for (handler, &(path, _, _)) in HANDLERS.iter().enumerate() {
+        for (le, bound) in BUCKETS {
+            out.push(Template {
+                name: "http_request_duration_seconds_bucket",
+                labels: vec![("handler", path), ("le", le)],
+                model: Model::Histogram {
+                    handler,
+                    part: Part::Bucket(bound),
+                },
+            });
+        }
+        for (name, part) in [
+            ("http_request_duration_seconds_sum", Part::Sum),
+            ("http_request_duration_seconds_count", Part::Count),
+        ] {
+            out.push(Template {
+                name,
+                labels: vec![("handler", path)],
+                model: Model::Histogram { handler, part },
+            });
+        }
+    }
     out
 }

@@ -417,3 +417,144 @@ mod tests {
         assert_eq!(format_go_float(f64::NEG_INFINITY), "-Inf");
     }
 }
+
+/// `limitk` / `limit_ratio` (experimental in Prometheus).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LimitFn {
+    /// `limitk(k, v)`: per step and group, the first `k` series with a
+    /// value.
+    K,
+    /// `limit_ratio(r, v)`: a deterministic sample of about `r` of the
+    /// series (the complement for a negative `r`), chosen by label hash.
+    Ratio,
+}
+
+/// `limitk` / `limit_ratio`: keeps input series as they are, point by
+/// point, streaming (it holds one counter per group and step).
+#[derive(Debug)]
+pub(crate) struct LimitOp {
+    pub func: LimitFn,
+    pub grouping: Arc<Grouping>,
+    pub param: Arc<dyn ScalarOperator>,
+    pub input: Arc<dyn VectorOperator>,
+    /// Where the parameter starts in the query, for annotations.
+    pub param_pos: Option<Pos>,
+}
+
+/// Prometheus' `HashRatioSampler` offset: the labels' hash (xxHash64 of
+/// `name 0xff value 0xff ...`) as a fraction of the largest `u64`.
+fn ratio_offset(labels: &Labels) -> f64 {
+    let mut buf = Vec::with_capacity(256);
+    for l in labels.iter() {
+        buf.extend_from_slice(l.name.as_bytes());
+        buf.push(0xff);
+        buf.extend_from_slice(l.value.as_bytes());
+        buf.push(0xff);
+    }
+    xxhash_rust::xxh64::xxh64(&buf, 0) as f64 / u64::MAX as f64
+}
+
+/// Whether a series with sampling `offset` is within ratio `r` in [-1, 1].
+fn ratio_keeps(r: f64, offset: f64) -> bool {
+    (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r)
+}
+
+impl VectorOperator for LimitOp {
+    fn execute(&self, ctx: Arc<EvalContext>) -> EvalStream {
+        let func = self.func;
+        let grouping = self.grouping.clone();
+        let param = self.param.clone();
+        let input = self.input.clone();
+        let param_pos = self.param_pos;
+        Box::pin(async_stream::try_stream! {
+            let ps = param.evaluate(ctx.clone()).await?;
+            let max = ps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let min = ps.iter().copied().fold(f64::INFINITY, f64::min);
+            match func {
+                LimitFn::K => {
+                    if ps.iter().any(|k| k.is_nan()) {
+                        Err(QueryError::Execution("Parameter value is NaN".to_owned()))?;
+                    }
+                    if ps.is_empty() || max < 1.0 {
+                        return;
+                    }
+                    if min <= MIN_INT64_F {
+                        Err(QueryError::Execution(format!("Scalar value {min} underflows int64")))?;
+                    }
+                    if max >= MAX_INT64_F {
+                        Err(QueryError::Execution(format!("Scalar value {max} overflows int64")))?;
+                    }
+                }
+                LimitFn::Ratio => {
+                    if ps.iter().all(|r| *r == 0.0) {
+                        return;
+                    }
+                    if ps.iter().any(|r| r.is_nan()) {
+                        Err(QueryError::Execution("Ratio value is NaN".to_owned()))?;
+                    }
+                    if max > 1.0 {
+                        ctx.annotations.warn(invalid_ratio(max, 1.0), param_pos);
+                    }
+                    if min < -1.0 {
+                        ctx.annotations.warn(invalid_ratio(min, -1.0), param_pos);
+                    }
+                }
+            }
+            let mut counts: HashMap<Labels, Vec<i64>> = HashMap::new();
+            let mut stream = input.execute(ctx.clone());
+            while let Some(s) = stream.next().await {
+                tokio::task::consume_budget().await;
+                let s = s?;
+                let points: Vec<StepValue> = match func {
+                    LimitFn::K => {
+                        let key = grouping.group_labels(&s.labels);
+                        let taken = counts
+                            .entry(key)
+                            .or_insert_with(|| vec![0; ctx.num_steps]);
+                        s.points
+                            .iter()
+                            .filter(|p| {
+                                let k = ps.get(p.step).map_or(0, |k| k.trunc() as i64);
+                                match taken.get_mut(p.step) {
+                                    Some(n) if *n < k => {
+                                        *n += 1;
+                                        true
+                                    }
+                                    _ => false,
+                                }
+                            })
+                            .copied()
+                            .collect()
+                    }
+                    LimitFn::Ratio => {
+                        let offset = ratio_offset(&s.labels);
+                        s.points
+                            .iter()
+                            .filter(|p| {
+                                let r = ps.get(p.step).copied().unwrap_or(0.0).clamp(-1.0, 1.0);
+                                r != 0.0 && ratio_keeps(r, offset)
+                            })
+                            .copied()
+                            .collect()
+                    }
+                };
+                if !points.is_empty() {
+                    yield EvalSeries { labels: s.labels, points };
+                }
+            }
+        })
+    }
+
+    fn may_collide_without_name(&self) -> bool {
+        self.input.may_collide_without_name()
+    }
+}
+
+/// The warning for a `limit_ratio` ratio outside [-1, 1].
+fn invalid_ratio(r: f64, to: f64) -> String {
+    format!(
+        "ratio value should be between -1 and 1, got {}, capping to {}",
+        super::annotations::fmt_g(r),
+        super::annotations::fmt_g(to)
+    )
+}

@@ -9,7 +9,7 @@ use promql_parser::parser::{
 };
 
 use super::aggregate::{AggregateFn, AggregateOp, Grouping};
-use super::aggregate_param::{CountValuesOp, KFn, QuantileOp, TopKOp};
+use super::aggregate_param::{CountValuesOp, KFn, LimitFn, LimitOp, QuantileOp, TopKOp};
 use super::arithmetic::{
     ArithOp, ScalarBinary, ScalarCombine, ScalarLiteral, ScalarNegate, VectorNegateOp,
     VectorScalarOp,
@@ -388,6 +388,28 @@ fn plan_aggregate(&self, a: &AggregateExpr) -> Result<Plan, QueryError> {
         Some(LabelModifier::Include(l)) => Grouping::By(l.labels.clone()),
         Some(LabelModifier::Exclude(l)) => Grouping::Without(l.labels.clone()),
     };
+    let limit = match name.as_str() {
+        "limitk" => Some(LimitFn::K),
+        "limit_ratio" => Some(LimitFn::Ratio),
+        _ => None,
+    };
+    if let Some(func) = limit {
+        self.experimental(&name)?;
+        let Some(param) = &a.param else {
+            return Err(QueryError::BadData(format!(
+                "expected a parameter in aggregation \"{name}\""
+            )));
+        };
+        let param = self.scalar_argument(param)?;
+        let input = self.aggregate_input(a)?;
+        return Ok(Plan::Vector(Arc::new(LimitOp {
+            func,
+            grouping: Arc::new(grouping),
+            param,
+            input,
+            param_pos: self.positions.aggregate_arg(a, 0),
+        })));
+    }
     let k_func = match name.as_str() {
         "topk" => Some(KFn::Top),
         "bottomk" => Some(KFn::Bottom),

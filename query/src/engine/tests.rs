@@ -774,10 +774,7 @@ eval instant at 0 m atan2 1
     {a="1"} 0.7853981633974483
 
 eval instant at 0 limitk(1, m)
-    expect fail msg: the aggregation "limitk" is not supported yet
-
-eval instant at 0 limit_ratio(0.5, m)
-    expect fail msg: the aggregation "limit_ratio" is not supported yet
+    expect fail msg: parse error: function "limitk" is not enabled
 
 
 eval instant at 0 histogram_quantiles(m, "q", 0.5)
@@ -1414,4 +1411,68 @@ eval instant at 0 hour(m * NaN)
     expect fail msg: a date function of a value that is not a time in range is not supported yet
 "#)
     .await;
+}
+
+fn experimental() -> EngineOptions {
+    EngineOptions {
+        experimental_functions: true,
+        ..EngineOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn limitk_and_limit_ratio() {
+    run_with(
+        r#"
+load 5m
+    http_requests{job="api-server", instance="0", group="production"} 0+10x10
+    http_requests{job="api-server", instance="1", group="production"} 0+20x10
+    http_requests{job="api-server", instance="0", group="canary"} 0+30x10
+    http_requests{job="api-server", instance="1", group="canary"} 0+40x10
+    http_requests{job="api-server", instance="2", group="canary"} 0+50x10
+    http_requests{job="api-server", instance="3", group="canary"} 0+60x10
+
+eval instant at 50m limitk by (group) (1, http_requests)
+    http_requests{job="api-server", instance="0", group="canary"} 300
+    http_requests{job="api-server", instance="0", group="production"} 100
+
+eval instant at 50m count(limitk(2, http_requests))
+    {} 2
+
+eval range from 0 to 50m step 25m count(limitk by (group) (2, http_requests))
+    {} 4 4 4
+
+eval instant at 50m count(limitk(0, http_requests))
+
+eval instant at 50m count(limit_ratio(1, http_requests))
+    {} 6
+
+eval instant at 50m count(limit_ratio(0.5, http_requests) or limit_ratio(-0.5, http_requests))
+    {} 6
+
+eval instant at 50m count(limit_ratio(0.5, http_requests) and limit_ratio(-0.5, http_requests))
+
+eval instant at 50m limitk(NaN, http_requests)
+    expect fail msg: Parameter value is NaN
+
+eval instant at 50m limit_ratio(NaN, http_requests)
+    expect fail msg: Ratio value is NaN
+"#,
+        experimental(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn limit_ratio_warns_when_capping() {
+    let store = MemStore::default();
+    let engine = Engine::new(Arc::new(store), experimental());
+    let r = engine
+        .instant_query_result("t", "limit_ratio(1.1, m)", 0, &QueryOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.annotations.warnings,
+        vec!["PromQL warning: ratio value should be between -1 and 1, got 1.1, capping to 1 (1:13)"]
+    );
 }
