@@ -250,6 +250,16 @@ impl Config {
         if self.querier.ingester_client_timeout.is_zero() {
             bail!("querier.ingester_client_timeout must be positive");
         }
+        let engine = &self.querier.engine;
+        if engine.default_subquery_step.as_millis() == 0 {
+            bail!("querier.default_evaluation_interval must be at least 1ms");
+        }
+        if engine.timeout.is_zero() {
+            bail!("querier.timeout must be positive");
+        }
+        if engine.max_samples == 0 {
+            bail!("querier.max_samples must be positive");
+        }
         Ok(())
     }
 
@@ -453,6 +463,12 @@ pub struct Flags {
     /// Longest a query may run (default 2m).
     #[arg(long = "querier.timeout", env = flag_env!("QUERIER_TIMEOUT"), value_parser = parse_duration, help_heading = "Querier")]
     pub query_timeout: Option<Duration>,
+    /// Resolution of subqueries that give none, as `x[1h:]` (default 1m).
+    #[arg(long = "querier.default-evaluation-interval", env = flag_env!("QUERIER_DEFAULT_EVALUATION_INTERVAL"), value_parser = parse_duration, help_heading = "Querier")]
+    pub default_evaluation_interval: Option<Duration>,
+    /// Enable PromQL functions Prometheus marks experimental: limitk, limit_ratio, histogram_quantiles (default false).
+    #[arg(long = "querier.promql-experimental-functions-enabled", env = flag_env!("QUERIER_PROMQL_EXPERIMENTAL_FUNCTIONS_ENABLED"), num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, help_heading = "Querier")]
+    pub experimental_functions: Option<bool>,
 }
 
 macro_rules! set {
@@ -546,6 +562,8 @@ impl Flags {
         set!(q.engine.lookback_delta, self.lookback_delta);
         set!(q.engine.max_samples, self.max_samples);
         set!(q.engine.timeout, self.query_timeout);
+        set!(q.engine.default_subquery_step, self.default_evaluation_interval);
+        set!(q.engine.experimental_functions, self.experimental_functions);
         // The distributor splits records at the log's record size limit.
         c.distributor.max_record_size_bytes = if c.uses_kafka() {
             c.ingest_storage.kafka.producer_max_record_size_bytes

@@ -136,6 +136,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/label/{name}/values", get(label_values))
         .route("/series", get(series).post(series))
         .route("/metadata", get(metadata))
+        .route("/format_query", get(format_query).post(format_query))
+        .route("/parse_query", get(parse_query).post(parse_query))
         .route("/status/buildinfo", get(buildinfo))
         .with_state(state);
     Router::new()
@@ -214,6 +216,30 @@ async fn series(
         "series",
         endpoints::series(&st, &headers, q.as_deref(), &body),
     )
+    .await
+}
+
+async fn format_query(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    st.respond("format_query", async {
+        endpoints::format_query(&st, &headers, q.as_deref(), &body)
+    })
+    .await
+}
+
+async fn parse_query(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Response {
+    st.respond("parse_query", async {
+        endpoints::parse_query(&st, &headers, q.as_deref(), &body)
+    })
     .await
 }
 

@@ -548,3 +548,70 @@ async fn unknown_routes_are_404() {
     let r = get(&app(), "/api/v1/nope").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn annotations_strings_matrices_and_stats() {
+    let app = app();
+    // `up` is not a counter: an info, as Prometheus gives.
+    let r = get(&app, "/api/v1/query?query=rate(up%5B5m%5D)&time=1700000000").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        r.json()["infos"],
+        json!([r#"PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: "up" (1:6)"#])
+    );
+    assert!(r.json().get("warnings").is_none(), "{}", r.body);
+    // sort in a range query: a warning.
+    let r = get(
+        &app,
+        "/api/v1/query_range?query=sort(up)&start=1699999900&end=1700000000&step=50",
+    )
+    .await;
+    assert_eq!(
+        r.json()["warnings"],
+        json!(["PromQL warning: sort is ineffective for range queries since results are always ordered by labels (1:1)"])
+    );
+    // A string literal and a range vector as instant results.
+    let r = get(&app, "/api/v1/query?query=%22hello%22&time=1700000000").await;
+    assert_eq!(
+        r.body,
+        r#"{"status":"success","data":{"resultType":"string","result":[1700000000,"hello"]}}"#
+    );
+    let r = get(
+        &app,
+        "/api/v1/query?query=up%7Bjob%3D%22api%22%7D%5B1m%5D&time=1700000000",
+    )
+    .await;
+    assert_eq!(
+        r.json()["data"],
+        json!({"resultType":"matrix","result":[{"metric":{"__name__":"up","instance":"0","job":"api"},"values":[[1699999985,"1"],[1700000000,"1"]]}]})
+    );
+    // Statistics only when asked for.
+    let r = get(&app, "/api/v1/query?query=up&time=1700000000&stats=all").await;
+    let j = r.json();
+    assert_eq!(j["data"]["stats"]["samples"]["totalQueryableSamples"], json!(6));
+    assert!(j["data"]["stats"]["timings"]["evalTotalTime"].is_number());
+    let r = get(&app, "/api/v1/query?query=up&time=1700000000").await;
+    assert!(r.json()["data"].get("stats").is_none());
+}
+
+#[tokio::test]
+async fn format_and_parse_query() {
+    let app = app();
+    let r = get(
+        &app,
+        "/api/v1/format_query?query=sum%20by(job)(rate(x%5B5m%5D))",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.json()["data"], json!("sum by (job) (rate(x[5m]))"));
+    let r = post_form(&app, "/prometheus/api/v1/parse_query", "query=up+%3E+1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["data"]["type"], json!("binaryExpr"));
+    assert_eq!(j["data"]["op"], json!(">"));
+    assert_eq!(j["data"]["lhs"]["type"], json!("vectorSelector"));
+    assert_eq!(j["data"]["lhs"]["name"], json!("up"));
+    let r = get(&app, "/api/v1/format_query?query=sum(").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["errorType"], json!("bad_data"));
+}

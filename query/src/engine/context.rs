@@ -33,11 +33,6 @@ impl EvalContext {
             .saturating_add((step as i64).saturating_mul(self.interval))
     }
 
-    /// Timestamp of the last step, ms.
-    pub fn end(&self) -> i64 {
-        self.step_time(self.num_steps.saturating_sub(1))
-    }
-
     /// A context for other steps (a subquery's), sharing this one's
     /// storage, limits and annotations.
     pub fn child(&self, start: i64, interval: i64, num_steps: usize) -> Arc<EvalContext> {

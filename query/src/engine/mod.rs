@@ -90,7 +90,7 @@ pub struct EngineOptions {
     pub timeout: Duration,
     /// Resolution of subqueries that give none (`x[1h:]`): Prometheus'
     /// global evaluation interval.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "humantime_serde", rename = "default_evaluation_interval")]
     pub default_subquery_step: Duration,
     /// Whether functions Prometheus marks experimental (behind its
     /// `promql-experimental-functions` feature flag) are enabled.
@@ -317,7 +317,7 @@ fn range_steps(start_ms: i64, end_ms: i64, step_ms: i64) -> Result<usize, QueryE
 }
 
 /// Parses a query, turning parser failures (panics included) into errors.
-fn parse(query: &str) -> Result<Expr, QueryError> {
+pub fn parse(query: &str) -> Result<Expr, QueryError> {
     match std::panic::catch_unwind(|| promql_parser::parser::parse(query)) {
         Ok(Ok(expr)) => Ok(expr),
         Ok(Err(msg)) => Err(QueryError::Parse(msg)),

@@ -27,7 +27,7 @@ use super::label_function::{
 };
 use super::operator::{Plan, ScalarOperator, VectorOperator};
 use super::annotations::AnnotationSink;
-use super::position::{Pos, Positions};
+use super::position::Positions;
 use super::range_function::{RangeFunction, RangeFunctionOp, ScalarParam};
 use super::range_input::{RangeInput, RangeSource, Subquery};
 use super::selector::{duration_ms, InstantSelectorOp, SelectorSpec, Timing};

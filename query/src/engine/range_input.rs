@@ -81,11 +81,6 @@ impl RangeInput {
         }
     }
 
-    /// The metric name every series has, if a matcher fixes it.
-    pub fn is_selector(&self) -> bool {
-        matches!(self.source, RangeSource::Selector(_))
-    }
-
     /// The series of this range vector with the samples every window of
     /// `ctx`'s steps needs (staleness markers removed).
     pub fn series(self: &Arc<Self>, ctx: Arc<EvalContext>) -> RangeStream {
