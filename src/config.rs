@@ -466,7 +466,7 @@ pub struct Flags {
     /// Resolution of subqueries that give none, as `x[1h:]` (default 1m).
     #[arg(long = "querier.default-evaluation-interval", env = flag_env!("QUERIER_DEFAULT_EVALUATION_INTERVAL"), value_parser = parse_duration, help_heading = "Querier")]
     pub default_evaluation_interval: Option<Duration>,
-    /// Enable PromQL functions Prometheus marks experimental: limitk, limit_ratio, histogram_quantiles (default false).
+    /// Enable PromQL functions Prometheus marks experimental: limitk, limit_ratio, histogram_quantiles, sort_by_label, mad_over_time, ts_of_*_over_time (default false).
     #[arg(long = "querier.promql-experimental-functions-enabled", env = flag_env!("QUERIER_PROMQL_EXPERIMENTAL_FUNCTIONS_ENABLED"), num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, help_heading = "Querier")]
     pub experimental_functions: Option<bool>,
 }

@@ -64,15 +64,7 @@ const EXPERIMENTAL_FILES: &[(&str, &str)] = &[
 /// Functions and aggregations Prometheus marks experimental.
 const EXPERIMENTAL_FUNCTIONS: &[&str] = &[
     "info",
-    "sort_by_label",
-    "sort_by_label_desc",
-    "mad_over_time",
     "double_exponential_smoothing",
-    "ts_of_min_over_time",
-    "ts_of_max_over_time",
-    "ts_of_last_over_time",
-    "ts_of_first_over_time",
-    "first_over_time",
 ];
 
 fn data_dir() -> PathBuf {

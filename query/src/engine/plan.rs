@@ -23,7 +23,7 @@ use super::instant_function::{
     ScalarMinMaxOp, ScalarOfVectorOp, TimeOp, VectorFunction, VectorFunctionOp, VectorOfScalarOp,
 };
 use super::label_function::{
-    absent_labels, invalid_utf8_name, AbsentOp, LabelRewrite, LabelRewriteOp, SortOp,
+    absent_labels, invalid_utf8_name, AbsentOp, SortByLabelOp, LabelRewrite, LabelRewriteOp, SortOp,
 };
 use super::operator::{Plan, ScalarOperator, VectorOperator};
 use super::annotations::AnnotationSink;
@@ -595,6 +595,24 @@ fn plan_call(&self, c: &Call) -> Result<Plan, QueryError> {
             });
             Ok(Plan::Vector(checked(op, true, DuplicatePolicy::RejectOverlap)))
         }
+        ("sort_by_label" | "sort_by_label_desc", [v, labels @ ..]) => {
+            self.experimental(name)?;
+            if self.range_query {
+                self.annotations.warn(
+                    "sort is ineffective for range queries since results are always ordered by labels",
+                    self.positions.call(c),
+                );
+            }
+            let labels = labels
+                .iter()
+                .map(|l| string_argument(l).map(str::to_owned))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Plan::Vector(Arc::new(SortByLabelOp {
+                desc: name == "sort_by_label_desc",
+                labels,
+                input: self.vector_argument(v)?,
+            })))
+        }
         ("sort" | "sort_desc", [v]) => {
             if self.range_query {
                 self.annotations.warn(
@@ -763,6 +781,9 @@ fn scalar_argument(&self, arg: &Expr) -> Result<Arc<dyn ScalarOperator>, QueryEr
 impl Planner<'_> {
 fn plan_range_function(&self, c: &Call, func: RangeFunction) -> Result<Plan, QueryError> {
     let name = c.func.name;
+    if func.experimental() {
+        self.experimental(name)?;
+    }
     let args = c.args.args.as_slice();
     let (range_arg, param) = match (func.scalar_param(), args) {
         (ScalarParam::None, [arg]) => (arg, None),

@@ -40,6 +40,15 @@ pub(crate) enum RangeFunction {
     QuantileOverTime,
     /// `predict_linear(range, t)`: the scalar parameter comes second.
     PredictLinear,
+    FirstOverTime,
+    /// Experimental: median absolute deviation.
+    MadOverTime,
+    /// Experimental: timestamps (seconds) of the first, last, largest and
+    /// smallest sample.
+    TsOfFirstOverTime,
+    TsOfLastOverTime,
+    TsOfMaxOverTime,
+    TsOfMinOverTime,
 }
 
 /// Where a range function's scalar parameter goes, if it has one.
@@ -74,6 +83,12 @@ impl RangeFunction {
             "stdvar_over_time" => StdvarOverTime,
             "quantile_over_time" => QuantileOverTime,
             "predict_linear" => PredictLinear,
+            "first_over_time" => FirstOverTime,
+            "mad_over_time" => MadOverTime,
+            "ts_of_first_over_time" => TsOfFirstOverTime,
+            "ts_of_last_over_time" => TsOfLastOverTime,
+            "ts_of_max_over_time" => TsOfMaxOverTime,
+            "ts_of_min_over_time" => TsOfMinOverTime,
             _ => return None,
         })
     }
@@ -87,10 +102,20 @@ impl RangeFunction {
         }
     }
 
-    /// Whether the output keeps the metric name: `last_over_time` acts
-    /// like an offset, every other function drops it.
+    /// Whether the output keeps the metric name: `last_over_time` and
+    /// `first_over_time` act like an offset, every other function drops it.
     pub fn keeps_name(self) -> bool {
-        self == RangeFunction::LastOverTime
+        matches!(self, RangeFunction::LastOverTime | RangeFunction::FirstOverTime)
+    }
+
+    /// Whether Prometheus keeps the function behind its
+    /// `promql-experimental-functions` flag.
+    pub fn experimental(self) -> bool {
+        use RangeFunction::*;
+        matches!(
+            self,
+            MadOverTime | TsOfFirstOverTime | TsOfLastOverTime | TsOfMaxOverTime | TsOfMinOverTime
+        )
     }
 
     /// The function's value over one window, `None` for no output.
@@ -145,6 +170,22 @@ impl RangeFunction {
                 let mut values: Vec<f64> = window.iter().map(|s| s.v).collect();
                 Some(quantile(param, &mut values))
             }
+            FirstOverTime => Some(window[0].v),
+            MadOverTime => {
+                if window.iter().any(|s| s.v.is_nan()) {
+                    return Some(f64::NAN);
+                }
+                let mut values: Vec<f64> = window.iter().map(|s| s.v).collect();
+                let median = quantile(0.5, &mut values);
+                for v in values.iter_mut() {
+                    *v = (*v - median).abs();
+                }
+                Some(quantile(0.5, &mut values))
+            }
+            TsOfFirstOverTime => Some(window[0].t as f64 / 1000.0),
+            TsOfLastOverTime => Some(last.t as f64 / 1000.0),
+            TsOfMaxOverTime => Some(ts_of_pick(window, |cur, best| cur >= best || best.is_nan())),
+            TsOfMinOverTime => Some(ts_of_pick(window, |cur, best| cur <= best || best.is_nan())),
         }
     }
 }
@@ -291,6 +332,18 @@ fn pick(window: &[Sample], better: impl Fn(f64, f64) -> bool) -> f64 {
         }
     }
     best
+}
+
+/// The timestamp (seconds) of the sample `better(candidate, best)` ends on.
+fn ts_of_pick(window: &[Sample], better: impl Fn(f64, f64) -> bool) -> f64 {
+    let (mut best, mut t) = (window[0].v, window[0].t);
+    for s in window {
+        if better(s.v, best) {
+            best = s.v;
+            t = s.t;
+        }
+    }
+    t as f64 / 1000.0
 }
 
 /// Kahan sum; an infinite sum is returned without its compensation.
