@@ -23,6 +23,10 @@ const EXPRESSIONS: &[&str] = &[
     "max by (quantile) (prometheus_target_interval_length_seconds)",
     "avg(prometheus_tsdb_head_chunks) * 2 - 1",
     "count by (__name__) ({__name__=~\"prometheus_tsdb_.*\", job=\"prometheus\"})",
+    "histogram_quantile(0.9, sum by (le) (rate(prometheus_http_request_duration_seconds_bucket[1m])))",
+    "max_over_time(sum(rate(prometheus_http_requests_total[30s]))[1m:5s])",
+    "prometheus_tsdb_head_chunks @ end() - prometheus_tsdb_head_chunks offset 2s",
+    "topk(3, prometheus_http_requests_total)",
 ];
 
 struct Prometheus {
