@@ -1,7 +1,7 @@
 //! `tidemark bench`: a Prometheus remote-write 1.0 load generator.
 //!
 //! It generates `--series` node_exporter-like series of `tidemark-workload`
-//! (about 50 metric names, 106 series per host, 7 to 10 labels sorted by
+//! (55 metric names, 154 series per host with a request-duration histogram, 7 to 10 labels sorted by
 //! name, float samples that move like counters and gauges do) and pushes
 //! them as fast as the server accepts: every "scrape" sends one sample per
 //! series in snappy-compressed `WriteRequest`s of up to

@@ -217,10 +217,8 @@ impl Config {
         if self.target == Target::Querier && self.querier.ingester_addresses.is_empty() {
             bail!("-target=querier needs -querier.ingester-addresses");
         }
-        if matches!(
-            self.target,
-            Target::Distributor | Target::Ingester | Target::Querier
-        ) && !self.uses_kafka()
+        // A querier reads ingesters over HTTP and never the log.
+        if matches!(self.target, Target::Distributor | Target::Ingester) && !self.uses_kafka()
         {
             bail!(
                 "-target={} runs one component of a cluster and needs Kafka (-ingest-storage.kafka.address); \
@@ -649,8 +647,14 @@ mod tests {
     fn invalid_combinations_are_refused() {
         assert!(
             parse(&["-target=querier"]).is_err(),
-            "querier without Kafka"
+            "querier without ingesters"
         );
+        assert!(
+            parse(&["-target=ingester"]).is_err(),
+            "ingester without Kafka"
+        );
+        // A querier never opens the log, so it needs no Kafka address.
+        assert!(parse(&["-target=querier", "-querier.ingester-addresses=http://i:9009"]).is_ok());
         assert!(parse(&["-ingest-storage.embedded.partitions=0"]).is_err());
         assert!(parse(&["-querier.lookback-delta=abc"]).is_err());
     }

@@ -1,7 +1,7 @@
 //! The in-memory head's append rate and memory per series.
 //!
 //! Input: ingest-log record batches of 2,000 node_exporter-like series of
-//! `tidemark-workload` (about 50 metric names, 106 series per host, 7 to 10
+//! `tidemark-workload` (55 metric names, 154 series per host, 7 to 10
 //! labels) with one float sample each, decoded from protobuf as the
 //! partition consumer sees them, scrape after scrape 15 s apart.
 //!

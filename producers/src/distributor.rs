@@ -194,6 +194,19 @@ impl Distributor {
     pub async fn push(&self, tenant: &str, body: &[u8]) -> Result<PushOutcome, PushError> {
         let now = now_ms();
         let prepared = prepare(tenant, body, self.log.partition_count(), &self.cfg, now)?;
+        self.write(tenant, prepared).await
+    }
+
+    /// [`Distributor::push`] for a decompressed remote write 2.0 request.
+    pub async fn push_v2(&self, tenant: &str, body: &[u8]) -> Result<PushOutcome, PushError> {
+        let now = now_ms();
+        let prepared =
+            crate::rw2::prepare_v2(tenant, body, self.log.partition_count(), &self.cfg, now)?;
+        self.write(tenant, prepared).await
+    }
+
+    /// Produces prepared records and waits for every acknowledgement.
+    async fn write(&self, tenant: &str, prepared: Prepared) -> Result<PushOutcome, PushError> {
         let started = Instant::now();
         let records: usize = prepared.records.iter().map(|(_, r)| r.len()).sum();
         try_join_all(
@@ -227,6 +240,7 @@ impl Distributor {
             return Err(PushError::Validation {
                 first: first.message.clone(),
                 failed: prepared.errors.len(),
+                written: prepared.outcome.samples,
             });
         }
         Ok(prepared.outcome)

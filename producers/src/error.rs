@@ -20,9 +20,14 @@ pub enum PushError {
     BadProtobuf(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
-    /// Some series were refused; the valid ones were written.
+    /// Some series were refused; the valid ones (`written` samples) were
+    /// written.
     #[error("{first}{}", if *.failed > 1 { format!(" (and {} more invalid series)", .failed - 1) } else { String::new() })]
-    Validation { first: String, failed: usize },
+    Validation {
+        first: String,
+        failed: usize,
+        written: usize,
+    },
     #[error("failed pushing to the ingest log: {0}")]
     Log(#[from] LogError),
 }
@@ -62,6 +67,7 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         let v = PushError::Validation {
+            written: 0,
             first: "bad".into(),
             failed: 3,
         };

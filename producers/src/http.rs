@@ -1,5 +1,6 @@
 //! HTTP push endpoints: `POST`/`PUT` on `/api/v1/push` and the legacy
-//! `/api/prom/push`, snappy-compressed remote write 1.0.
+//! `/api/prom/push`, snappy-compressed remote write 1.0 and 2.0 (chosen by
+//! the `proto` parameter of `Content-Type`).
 
 use std::sync::Arc;
 
@@ -44,8 +45,28 @@ impl IntoResponse for PushError {
     }
 }
 
+/// The remote write protocol of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `prometheus.WriteRequest`.
+    V1,
+    /// `io.prometheus.write.v2.Request`.
+    V2,
+}
+
+/// Response headers of remote write 2.0 that report what was written.
+pub const SAMPLES_WRITTEN: &str = "X-Prometheus-Remote-Write-Samples-Written";
+pub const HISTOGRAMS_WRITTEN: &str = "X-Prometheus-Remote-Write-Histograms-Written";
+pub const EXEMPLARS_WRITTEN: &str = "X-Prometheus-Remote-Write-Exemplars-Written";
+
 async fn push(State(state): State<PushState>, headers: HeaderMap, body: Body) -> Response {
-    let result = handle(&state, &headers, body).await;
+    let (protocol, result) = match check_content_type(&headers) {
+        Ok(protocol) => (
+            Some(protocol),
+            handle(&state, &headers, body, protocol).await,
+        ),
+        Err(e) => (None, Err(e)),
+    };
     let status = match &result {
         Ok(_) => StatusCode::OK,
         Err(e) => e.status(),
@@ -58,18 +79,38 @@ async fn push(State(state): State<PushState>, headers: HeaderMap, body: Body) ->
             status: status.as_u16(),
         })
         .inc();
-    match result {
-        Ok(()) => StatusCode::OK.into_response(),
+    // Remote write 2.0 senders learn what was written, also when some
+    // series were refused. Tidemark stores no native histograms nor
+    // exemplars, so those counts are 0.
+    let written = match &result {
+        Ok(samples) => Some(*samples),
+        Err(PushError::Validation { written, .. }) => Some(*written),
+        Err(_) => None,
+    };
+    let mut response = match result {
+        Ok(_) => StatusCode::OK.into_response(),
         Err(e) => e.into_response(),
+    };
+    if let (Some(Protocol::V2), Some(samples)) = (protocol, written) {
+        let h = response.headers_mut();
+        h.insert(SAMPLES_WRITTEN, samples.into());
+        h.insert(HISTOGRAMS_WRITTEN, 0.into());
+        h.insert(EXEMPLARS_WRITTEN, 0.into());
     }
+    response
 }
 
-async fn handle(state: &PushState, headers: &HeaderMap, body: Body) -> Result<(), PushError> {
+/// Handles a push; the number of samples written.
+async fn handle(
+    state: &PushState,
+    headers: &HeaderMap,
+    body: Body,
+    protocol: Protocol,
+) -> Result<usize, PushError> {
     let tenant = tenant_from_header(
         headers.get(ORG_ID_HEADER).and_then(|v| v.to_str().ok()),
         state.multitenancy_enabled,
     )?;
-    check_content_type(headers)?;
     let limit = state.distributor.config().max_recv_msg_size;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -87,19 +128,24 @@ async fn handle(state: &PushState, headers: &HeaderMap, body: Body) -> Result<()
             limit,
         })?;
     let body = decode_body(&raw, limit)?;
-    state.distributor.push(&tenant, &body).await?;
-    Ok(())
+    let outcome = match protocol {
+        Protocol::V1 => state.distributor.push(&tenant, &body).await?,
+        Protocol::V2 => state.distributor.push_v2(&tenant, &body).await?,
+    };
+    Ok(outcome.samples)
 }
 
-/// Remote write 1.0 is `application/x-protobuf` (optionally with
-/// `proto=prometheus.WriteRequest`); another proto message is refused with
-/// 415 so that a remote-write 2.0 sender falls back to 1.0.
-fn check_content_type(headers: &HeaderMap) -> Result<(), PushError> {
+/// The protocol of a request from its `Content-Type`: remote write 1.0 is
+/// `application/x-protobuf` with no `proto` or
+/// `proto=prometheus.WriteRequest`, 2.0 is
+/// `proto=io.prometheus.write.v2.Request`; any other message is refused
+/// with 415, so that a sender can fall back to a protocol we accept.
+pub fn check_content_type(headers: &HeaderMap) -> Result<Protocol, PushError> {
     let Some(ct) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
     else {
-        return Ok(());
+        return Ok(Protocol::V1);
     };
     let proto = ct
         .split(';')
@@ -108,9 +154,10 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), PushError> {
         .next()
         .map(|p| p.trim_matches('"'));
     match proto {
-        None | Some("prometheus.WriteRequest") => Ok(()),
+        None | Some("prometheus.WriteRequest") => Ok(Protocol::V1),
+        Some("io.prometheus.write.v2.Request") => Ok(Protocol::V2),
         Some(other) => Err(PushError::UnsupportedMediaType(format!(
-            "unsupported remote write protobuf message {other:?}: this endpoint accepts prometheus.WriteRequest (remote write 1.0)"
+            "unsupported remote write protobuf message {other:?}: this endpoint accepts prometheus.WriteRequest (remote write 1.0) and io.prometheus.write.v2.Request (2.0)"
         ))),
     }
 }
@@ -326,20 +373,105 @@ mod tests {
         assert_eq!(total_records(&log).await, 1, "the valid series was written");
     }
 
-    #[tokio::test]
-    async fn remote_write_2_is_refused_with_415() {
-        let dir = tempfile::tempdir().unwrap();
-        let (app, _log) = app(dir.path(), false);
+    fn rw2_body(symbols: &[&str], series: Vec<(Vec<u32>, usize)>) -> Vec<u8> {
+        use tidemark_schemas::write_v2;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let req = write_v2::Request {
+            symbols: symbols.iter().map(|s| s.to_string()).collect(),
+            timeseries: series
+                .into_iter()
+                .map(|(refs, histograms)| write_v2::TimeSeries {
+                    labels_refs: refs,
+                    samples: vec![write_v2::Sample {
+                        value: 1.0,
+                        timestamp: now,
+                        start_timestamp: 0,
+                    }],
+                    histograms: vec![write_v2::Histogram::default(); histograms],
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .unwrap()
+    }
+
+    async fn send_v2(app: &Router, proto: &str, body: Vec<u8>) -> Response {
         let req = Request::builder()
             .method("POST")
             .uri("/api/v1/push")
-            .header(
-                "Content-Type",
-                "application/x-protobuf;proto=io.prometheus.write.v2.Request",
-            )
-            .body(Body::from(body(vec![vec![("__name__", "up")]])))
+            .header("Content-Type", format!("application/x-protobuf;proto={proto}"))
+            .header(ORG_ID_HEADER, "t")
+            .body(Body::from(body))
             .unwrap();
-        let resp = app.oneshot(req).await.unwrap();
+        app.clone().oneshot(req).await.unwrap()
+    }
+
+    fn header(r: &Response, name: &str) -> Option<String> {
+        r.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn remote_write_2_is_written_and_reports_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, log) = app(dir.path(), true);
+        let v2 = "io.prometheus.write.v2.Request";
+        let r = send_v2(
+            &app,
+            v2,
+            rw2_body(
+                &["", "__name__", "up", "job", "a", "b"],
+                vec![(vec![1, 2, 3, 4], 0), (vec![1, 2, 3, 5], 0)],
+            ),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, SAMPLES_WRITTEN).as_deref(), Some("2"));
+        assert_eq!(header(&r, HISTOGRAMS_WRITTEN).as_deref(), Some("0"));
+        assert_eq!(header(&r, EXEMPLARS_WRITTEN).as_deref(), Some("0"));
+        assert!(total_records(&log).await >= 1);
+
+        // A native histogram is refused (400), the float sample written.
+        let r = send_v2(
+            &app,
+            v2,
+            rw2_body(&["", "__name__", "h"], vec![(vec![1, 2], 1)]),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(header(&r, SAMPLES_WRITTEN).as_deref(), Some("1"));
+
+        // A reference outside the symbol table refuses the whole request.
+        let before = total_records(&log).await;
+        let r = send_v2(&app, v2, rw2_body(&["", "__name__"], vec![(vec![1, 7], 0)])).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let text = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&text).contains("outside the symbol table"),
+            "{text:?}"
+        );
+        // symbols[0] must be the empty string.
+        let r = send_v2(&app, v2, rw2_body(&["x", "__name__", "up"], vec![(vec![1, 2], 0)])).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(total_records(&log).await, before, "nothing written");
+    }
+
+    #[tokio::test]
+    async fn unknown_protobuf_messages_are_refused_with_415() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _log) = app(dir.path(), false);
+        let resp = send_v2(
+            &app,
+            "io.prometheus.write.v3.Request",
+            body(vec![vec![("__name__", "up")]]),
+        )
+        .await;
         assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 }

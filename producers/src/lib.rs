@@ -1,7 +1,8 @@
 //! The distributor: the write path's front door.
 //!
-//! It accepts Prometheus remote write over HTTP ([`http`]), names the tenant
-//! ([`tenant`]), reads the request in place ([`scan`]), validates every
+//! It accepts Prometheus remote write 1.0 and 2.0 ([`rw2`]) over HTTP
+//! ([`http`]), names the tenant ([`tenant`]), reads 1.0 requests in place
+//! ([`scan`]), validates every
 //! series ([`validation`]), shards the tenant's
 //! series over the ingest log's partitions ([`shard`]), encodes one record
 //! batch per partition ([`records`]) and answers only after the log
@@ -13,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod records;
+pub mod rw2;
 pub mod scan;
 pub mod shard;
 pub mod validation;

@@ -1,6 +1,7 @@
 //! Tidemark's wire formats.
 //!
 //! * [`prometheus`]: Prometheus remote write 1.0 (`WriteRequest` and friends).
+//! * [`write_v2`]: Prometheus remote write 2.0 (`io.prometheus.write.v2`).
 //! * [`ingest`]: the body of an ingest-log record, and [`record`] for the
 //!   versioning rules that wrap it.
 //! * [`ingester`]: the internal, streaming query API of partition consumers.
@@ -8,6 +9,19 @@
 pub mod prometheus {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 }
+
+/// Prometheus remote write 2.0, nested as its protobuf package is.
+pub mod io {
+    pub mod prometheus {
+        pub mod write {
+            pub mod v2 {
+                include!(concat!(env!("OUT_DIR"), "/io.prometheus.write.v2.rs"));
+            }
+        }
+    }
+}
+
+pub use io::prometheus::write::v2 as write_v2;
 
 /// Tidemark's own messages, nested as their protobuf packages are.
 pub mod tidemark {

@@ -51,20 +51,23 @@
 #      geometric mean and median of each ratio over the pairs that succeeded
 #      on both servers. Issue's goal: latency ratio <= 0.5, memory <= 0.3.
 #
-# Peak memory of a query: before each run the script writes 5 to
-# /proc/<pid>/clear_refs (resets VmHWM; needs root or the same user), reads
-# VmRSS, runs the query, then reads VmHWM: peak = VmHWM - VmRSS before (the
-# median over the repeats is reported; clamped at 0). The process measured is
-# the Tidemark querier (it holds no data; the -target=all process that serves
-# it the series is not counted) and the Prometheus server (which holds the
-# data and runs the query). Before each Prometheus run a GC is forced
-# (GET /debug/pprof/heap?gc=1) and the script sleeps 1s. Go keeps freed heap
-# mapped, so a query can reuse memory that is already resident and not raise
-# VmHWM: Prometheus' figure is a lower bound, and the memory ratio errs
-# against Tidemark. Prometheus reads blocks through mmap, and the pages it
-# touches count in its RSS as well. Prometheus' `stats=all` peakSamples of
-# the warm-up run is shown for reference.
-#
+# Peak memory of a query is measured in a phase of its own, after the timed
+# runs, as the growth of the process' anonymous resident memory (RssAnon in
+# /proc/<pid>/status, sampled every millisecond while the query runs) over
+# its value just before: file-backed pages (Prometheus' mmapped blocks, the
+# binaries) are not counted, and allocators' retained memory is kept small:
+#   - Tidemark: the -target=querier process (it holds no data; the
+#     -target=all process that serves it the series is not counted) is
+#     restarted for every run and primed with an instant `count(up)`, so the
+#     figure is the query's whole footprint in a fresh process;
+#   - Prometheus: restarted once for this phase with GOGC=10 and
+#     GODEBUG=madvdontneed=1, and a GC is forced (GET /debug/pprof/heap?gc=1)
+#     one second before every run: its heap then stays within ~10% of its
+#     live data, so RSS growth follows the query's live memory. What Go
+#     still reuses from earlier garbage makes the figure a lower bound for
+#     Prometheus (the ratio errs against Tidemark). Prometheus' own
+#     `stats=all` peakSamples of the warm-up run is shown for reference.
+# MEM_REPEAT runs per (query, range) and server; medians.
 # Every process it started is stopped on exit, and its temporary directory
 # removed (KEEP_TMP=1 keeps it, with logs and every answer).
 #
@@ -76,6 +79,7 @@
 #   PROMETHEUS=/usr/bin/prometheus
 #   TIDEMARK_FLAGS="..."   extra flags for the -target=all process
 #   QUERIER_FLAGS="..."    extra flags for the -target=querier process
+#   MEM_REPEAT=3           memory runs per (query, range) and server
 #   SKIP_BUILD=1           use the existing release binary
 #   KEEP_TMP=1             keep the temporary directory
 #   CARGO_TARGET_DIR       default $HOME/.cache/tidemark/target
@@ -118,6 +122,7 @@ PROMETHEUS_PORT="${PROMETHEUS_PORT:-19090}"
 PROMETHEUS="${PROMETHEUS:-/usr/bin/prometheus}"
 TIDEMARK_FLAGS="${TIDEMARK_FLAGS:-}"
 QUERIER_FLAGS="${QUERIER_FLAGS:-}"
+MEM_REPEAT="${MEM_REPEAT:-3}"
 READY_TIMEOUT_SECS=60
 QUIET_TIMEOUT_SECS=600
 
@@ -138,6 +143,7 @@ die() { log "$*"; exit 1; }
 TMP="$(mktemp -d -t tidemark-promql.XXXXXX)"
 PIDS=()   # servers, stopped in reverse order
 BENCH_PID=""
+QUERIER_PID=""
 
 stop_pid() {
     local pid="$1"
@@ -157,6 +163,7 @@ stop_pid() {
 
 cleanup() {
     stop_pid "$BENCH_PID"
+    stop_pid "$QUERIER_PID"
     local i
     for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
         stop_pid "${PIDS[$i]}"
@@ -221,6 +228,7 @@ rss_mib() {
 load() {
     local name="$1" url="$2" metrics="$3" counter="$4"
     local want=$((SERIES * TARGET_SCRAPES)) started=$SECONDS got=0 last_report=$SECONDS
+    local prev=-1 progress_at=$SECONDS
     local base
     base="$(metric "$metrics" "$counter")"
     log "loading $name: $TARGET_SCRAPES scrapes of $SERIES series = $want samples into $url"
@@ -244,6 +252,13 @@ load() {
         if ! kill -0 "$BENCH_PID" 2>/dev/null; then
             cat "$TMP/load-$name.out" >&2
             die "the bench stopped after $got of $want samples into $name (output above)"
+        fi
+        if ((got != prev)); then
+            prev=$got
+            progress_at=$SECONDS
+        elif ((SECONDS - progress_at >= 120)); then
+            tail -n 20 "$TMP/$name.log" >&2 2>/dev/null || true
+            die "$name took no sample for 120s, stuck at $got of $want (server log above; bench output in $TMP/load-$name.out)"
         fi
         if ((SECONDS - last_report >= 30)); then
             log "  $name: $got of $want samples after $((SECONDS - started))s"
@@ -313,11 +328,11 @@ r = d["data"]["result"]
 print(r[0]["value"][1] if r else "empty")' "$out"
 }
 
-# run_one SERVER PID OUT QUERY START END STEP [EXTRA...]: one timed run;
-# prints "<http code> <ms> <peak KiB>".
+# run_one SERVER OUT QUERY START END STEP [EXTRA...]: one timed run;
+# prints "<http code> <ms>".
 run_one() {
-    local server="$1" pid="$2" out="$3" q="$4" start="$5" end="$6" step="$7"
-    shift 7
+    local server="$1" out="$2" q="$3" start="$4" end="$5" step="$6"
+    shift 6
     local url
     local -a hdr=()
     if [[ "$server" == tidemark ]]; then
@@ -325,24 +340,98 @@ run_one() {
         hdr=(-H "X-Scope-OrgID: $TENANT")
     else
         url="http://127.0.0.1:$PROMETHEUS_PORT/api/v1/query_range"
-        curl -fsS -o /dev/null "http://127.0.0.1:$PROMETHEUS_PORT/debug/pprof/heap?gc=1" || true
-        sleep 1
     fi
-    echo 5 >"/proc/$pid/clear_refs" 2>/dev/null || true
-    local before after w
-    before="$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")"
+    local w
     w="$(curl -sS -o "$out" -w '%{http_code} %{time_total}' "${hdr[@]}" \
         --data-urlencode "query=$q" -d "start=$start" -d "end=$end" -d "step=$step" "$@" "$url" 2>/dev/null)" ||
         w="000 0"
-    after="$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")"
-    local peak=$((after - before))
-    ((peak < 0)) && peak=0
-    awk -v w="$w" -v p="$peak" 'BEGIN { split(w, a, " "); printf "%s %.3f %d\n", a[1], a[2] * 1000, p }'
+    awk -v w="$w" 'BEGIN { split(w, a, " "); printf "%s %.3f\n", a[1], a[2] * 1000 }'
 }
 
-# bench_server SERVER PID: every query and range; appends to results.tsv.
-bench_server() {
-    local server="$1" pid="$2" entry name q range range_s step start end
+# mem_one SERVER PID QUERY START END STEP: one memory run; prints
+# "<http code> <peak KiB>", the peak growth of PID's RssAnon over the run.
+mem_one() {
+    local server="$1" pid="$2" q="$3" start="$4" end="$5" step="$6"
+    local samples="$TMP/rss-samples"
+    rm -f "$samples"
+    python3 - "$pid" "$samples" <<'PY' &
+import signal, sys, time
+pid, out = sys.argv[1], sys.argv[2]
+running = True
+def stop(*_):
+    global running
+    running = False
+signal.signal(signal.SIGTERM, stop)
+def anon():
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+base = anon()
+peak = base
+with open(out + ".ready", "w") as f:
+    f.write("1")
+while running:
+    peak = max(peak, anon())
+    time.sleep(0.001)
+peak = max(peak, anon())
+with open(out, "w") as f:
+    f.write(f"{base} {peak}\n")
+PY
+    local sampler=$!
+    for _ in $(seq 1 500); do
+        [[ -e "$samples.ready" ]] && break
+        sleep 0.01
+    done
+    local code
+    code="$(run_one "$server" "$TMP/answers/last.json" "$q" "$start" "$end" "$step" | cut -d' ' -f1)"
+    kill -TERM "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    rm -f "$samples.ready"
+    local base peak
+    read -r base peak <"$samples" || { base=0; peak=0; }
+    echo "$code $((peak - base))"
+}
+
+# start_querier: (re)starts the Tidemark querier; sets QUERIER_PID.
+start_querier() {
+    stop_pid "$QUERIER_PID"
+    # shellcheck disable=SC2086 # QUERIER_FLAGS is a list of flags
+    "$BIN" -target=querier -data-dir="$TMP/querier" \
+        -server.http-listen-address=127.0.0.1 -server.http-listen-port="$QUERIER_PORT" \
+        -auth.multitenancy-enabled=true -log.level=warn \
+        -querier.ingester-addresses="http://127.0.0.1:$TIDEMARK_PORT" \
+        $QUERIER_FLAGS >>"$TMP/querier.log" 2>&1 &
+    QUERIER_PID=$!
+    wait_ready tidemark-querier "http://127.0.0.1:$QUERIER_PORT/ready" "$TMP/querier.log" "$QUERIER_PID"
+}
+
+# start_prometheus [ENV...]: (re)starts Prometheus on the loaded data, with
+# the given environment; sets PROMETHEUS_PID.
+start_prometheus() {
+    if [[ -n "${PROMETHEUS_PID:-}" ]]; then
+        stop_pid "$PROMETHEUS_PID"
+    fi
+    env "$@" "$PROMETHEUS" \
+        --config.file="$TMP/prometheus.yml" \
+        --storage.tsdb.path="$TMP/prometheus" \
+        --storage.tsdb.retention.time=30d \
+        --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
+        --web.enable-remote-write-receiver \
+        --log.level=warn \
+        >>"$TMP/prometheus.log" 2>&1 &
+    PROMETHEUS_PID=$!
+    wait_ready prometheus "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" "$TMP/prometheus.log" "$PROMETHEUS_PID"
+}
+
+# each_case FUNCTION: calls FUNCTION NAME QUERY RANGE START END STEP for
+# every query and range.
+each_case() {
+    local fn="$1" entry name q range range_s step start end
     for entry in "${QUERIES[@]}"; do
         name="${entry%%$'\t'*}"
         q="${entry#*$'\t'}"
@@ -352,32 +441,66 @@ bench_server() {
             ((step < INTERVAL_S)) && step=$INTERVAL_S
             end=$((T - T % step))
             start=$((end - range_s))
-            local answer="$TMP/answers/$server-$name-$range.json"
-            local -a extra=()
-            [[ "$server" == prometheus ]] && extra=(-d stats=all)
-            local code ms peak
-            read -r code ms peak < <(run_one "$server" "$pid" "$answer" "$q" "$start" "$end" "$step" "${extra[@]}")
-            if [[ "$code" != 200 ]]; then
-                local msg
-                msg="$(head -c 300 "$answer" 2>/dev/null | tr '\n' ' ')"
-                log "$server $name $range: FAILED (HTTP $code) ${msg}"
-                printf '%s\t%s\t%s\t%s\t\t\t%s\n' "$server" "$name" "$range" "$code" "$msg" >>"$TMP/results.tsv"
-                continue
-            fi
-            local lat="" peaks="" i
-            for ((i = 0; i < REPEAT; i++)); do
-                read -r code ms peak < <(run_one "$server" "$pid" "$TMP/answers/last.json" "$q" "$start" "$end" "$step")
-                if [[ "$code" != 200 ]]; then
-                    log "$server $name $range: run $i FAILED (HTTP $code)"
-                    continue
-                fi
-                lat+="${lat:+,}$ms"
-                peaks+="${peaks:+,}$peak"
-            done
-            log "$server $name $range (step ${step}s): ms [$lat], peak KiB [$peaks]"
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t\n' "$server" "$name" "$range" 200 "$lat" "$peaks" >>"$TMP/results.tsv"
+            "$fn" "$name" "$q" "$range" "$start" "$end" "$step"
         done
     done
+}
+
+# time_case SERVER NAME QUERY RANGE START END STEP: warm-up (its answer is
+# kept) and REPEAT timed runs; appends to latency.tsv.
+time_case() {
+    local server="$1" name="$2" q="$3" range="$4" start="$5" end="$6" step="$7"
+    local answer="$TMP/answers/$server-$name-$range.json"
+    local -a extra=()
+    [[ "$server" == prometheus ]] && extra=(-d stats=all)
+    local code ms
+    read -r code ms < <(run_one "$server" "$answer" "$q" "$start" "$end" "$step" "${extra[@]}")
+    if [[ "$code" != 200 ]]; then
+        local msg
+        msg="$(head -c 300 "$answer" 2>/dev/null | tr '\n\t' '  ')"
+        log "$server $name $range: FAILED (HTTP $code) ${msg}"
+        printf '%s\t%s\t%s\t%s\t\t%s\n' "$server" "$name" "$range" "$code" "$msg" >>"$TMP/latency.tsv"
+        return
+    fi
+    local lat="" i
+    for ((i = 0; i < REPEAT; i++)); do
+        read -r code ms < <(run_one "$server" "$TMP/answers/last.json" "$q" "$start" "$end" "$step")
+        [[ "$code" == 200 ]] && lat+="${lat:+,}$ms"
+    done
+    log "$server $name $range (step ${step}s): ms [$lat]"
+    printf '%s\t%s\t%s\t%s\t%s\t\n' "$server" "$name" "$range" 200 "$lat" >>"$TMP/latency.tsv"
+}
+
+time_tidemark() { time_case tidemark "$@"; }
+time_prometheus() { time_case prometheus "$@"; }
+
+# mem_tidemark NAME QUERY RANGE START END STEP: MEM_REPEAT runs, each on a
+# fresh, primed querier; appends to memory.tsv.
+mem_tidemark() {
+    local name="$1" q="$2" range="$3" start="$4" end="$5" step="$6" peaks="" i code peak
+    for ((i = 0; i < MEM_REPEAT; i++)); do
+        start_querier
+        instant tidemark 'count(up)' "$end" >/dev/null
+        read -r code peak < <(mem_one tidemark "$QUERIER_PID" "$q" "$start" "$end" "$step")
+        [[ "$code" == 200 ]] && peaks+="${peaks:+,}$peak"
+    done
+    log "tidemark $name $range: peak KiB [$peaks]"
+    printf 'tidemark\t%s\t%s\t%s\n' "$name" "$range" "$peaks" >>"$TMP/memory.tsv"
+}
+
+# mem_prometheus NAME QUERY RANGE START END STEP: a warm-up, then
+# MEM_REPEAT runs each one second after a forced GC; appends to memory.tsv.
+mem_prometheus() {
+    local name="$1" q="$2" range="$3" start="$4" end="$5" step="$6" peaks="" i code peak
+    run_one prometheus "$TMP/answers/last.json" "$q" "$start" "$end" "$step" >/dev/null
+    for ((i = 0; i < MEM_REPEAT; i++)); do
+        curl -fsS -o /dev/null "http://127.0.0.1:$PROMETHEUS_PORT/debug/pprof/heap?gc=1" || true
+        sleep 1
+        read -r code peak < <(mem_one prometheus "$PROMETHEUS_PID" "$q" "$start" "$end" "$step")
+        [[ "$code" == 200 ]] && peaks+="${peaks:+,}$peak"
+    done
+    log "prometheus $name $range: peak KiB [$peaks]"
+    printf 'prometheus\t%s\t%s\t%s\n' "$name" "$range" "$peaks" >>"$TMP/memory.tsv"
 }
 
 command -v curl >/dev/null || die "curl is needed"
@@ -428,7 +551,8 @@ done
 [[ -n "$RANGES_RUN" ]] || die "no range fits in BACKFILL=$BACKFILL"
 HEAD_RETENTION_S=$((BACKFILL_S + 7200))
 mkdir -p "$TMP/answers" "$TMP/tidemark" "$TMP/querier" "$TMP/prometheus"
-: >"$TMP/results.tsv"
+: >"$TMP/latency.tsv"
+: >"$TMP/memory.tsv"
 : >"$TMP/load-times"
 
 log "settings: series=$SERIES backfill=$BACKFILL interval=$INTERVAL ranges=[$RANGES_RUN] repeat=$REPEAT; data at $(date -u -d "@$((T_DATA - BACKFILL_S))" +%FT%TZ) .. $(date -u -d "@$T_DATA" +%FT%TZ) (+$MARGIN_SCRAPES scrapes), queries end at $(date -u -d "@$T" +%FT%TZ)"
@@ -446,33 +570,15 @@ TIDEMARK_PID=$!
 PIDS+=("$TIDEMARK_PID")
 wait_ready tidemark "http://127.0.0.1:$TIDEMARK_PORT/ready" "$TMP/tidemark.log" "$TIDEMARK_PID"
 
-# A querier never opens the ingest log, but the flag check wants a Kafka
-# address for any single-component target: give it one that is never dialled.
-# shellcheck disable=SC2086 # QUERIER_FLAGS is a list of flags
-"$BIN" -target=querier -ingest-storage.kafka.address=127.0.0.1:9 -data-dir="$TMP/querier" \
-    -server.http-listen-address=127.0.0.1 -server.http-listen-port="$QUERIER_PORT" \
-    -auth.multitenancy-enabled=true -log.level=warn \
-    -querier.ingester-addresses="http://127.0.0.1:$TIDEMARK_PORT" \
-    $QUERIER_FLAGS >"$TMP/querier.log" 2>&1 &
-QUERIER_PID=$!
-PIDS+=("$QUERIER_PID")
-wait_ready tidemark-querier "http://127.0.0.1:$QUERIER_PORT/ready" "$TMP/querier.log" "$QUERIER_PID"
+start_querier
 
 cat >"$TMP/prometheus.yml" <<'EOF'
 global:
   scrape_interval: 15s
 EOF
-"$PROMETHEUS" \
-    --config.file="$TMP/prometheus.yml" \
-    --storage.tsdb.path="$TMP/prometheus" \
-    --storage.tsdb.retention.time=30d \
-    --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
-    --web.enable-remote-write-receiver \
-    --log.level=warn \
-    >"$TMP/prometheus.log" 2>&1 &
-PROMETHEUS_PID=$!
+PROMETHEUS_PID=""
+start_prometheus
 PIDS+=("$PROMETHEUS_PID")
-wait_ready prometheus "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" "$TMP/prometheus.log" "$PROMETHEUS_PID"
 PROMETHEUS_VERSION="$("$PROMETHEUS" --version 2>&1 | head -n 1)"
 
 # --- Loading, one server at a time
@@ -498,15 +604,19 @@ done
 [[ "$(instant prometheus 'count({__name__=~".+"})' "$T")" == "$SERIES" ]] ||
     die "the servers do not hold $SERIES series at the newest scrape"
 
-# --- Queries: Tidemark (querier), then Prometheus
-for pid in "$QUERIER_PID" "$PROMETHEUS_PID"; do
-    echo 5 2>/dev/null >"/proc/$pid/clear_refs" ||
-        log "WARNING: cannot write /proc/$pid/clear_refs (not root?): peaks are then VmHWM since start minus VmRSS, not per query"
-done
-log "timing tidemark's querier (pid $QUERIER_PID)"
-bench_server tidemark "$QUERIER_PID"
-log "timing prometheus (pid $PROMETHEUS_PID)"
-bench_server prometheus "$PROMETHEUS_PID"
+# --- Latency: Tidemark (querier), then Prometheus, warm processes
+log "timing tidemark's querier"
+each_case time_tidemark
+log "timing prometheus"
+each_case time_prometheus
+
+# --- Memory: fresh queriers; Prometheus restarted with a tight GC
+log "memory: tidemark on a fresh querier per run"
+each_case mem_tidemark
+log "memory: prometheus restarted with GOGC=10 GODEBUG=madvdontneed=1"
+start_prometheus GOGC=10 GODEBUG=madvdontneed=1
+PIDS+=("$PROMETHEUS_PID")
+each_case mem_prometheus
 
 # --- Summary
 echo
@@ -518,20 +628,25 @@ done <"$TMP/load-times"
 echo "  tidemark: $("$BIN" --version 2>&1 | head -n 1), queries on a -target=querier process reading from -target=all"
 echo "  prometheus: $PROMETHEUS_VERSION"
 echo "  $REPEAT timed runs after 1 warm-up per (query, range); medians; ratios are tidemark/prometheus"
+echo "  peak memory: growth of RssAnon during the query, median of $MEM_REPEAT runs; tidemark on a fresh querier per run, prometheus (GOGC=10) one second after a forced GC (a lower bound)"
 python3 - "$TMP" "$REPEAT" "${QUERIES[@]}" <<'PY'
 import json, math, os, statistics, sys
 
 tmp, repeat, queries = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 exprs = dict(q.split("\t", 1) for q in queries)
 rows = {}
-for line in open(os.path.join(tmp, "results.tsv")):
-    server, name, rng, code, lat, peaks, msg = line.rstrip("\n").split("\t")
+for line in open(os.path.join(tmp, "latency.tsv")):
+    server, name, rng, code, lat, msg = line.rstrip("\n").split("\t")
     rows[(server, name, rng)] = dict(
         code=code,
         lat=[float(x) for x in lat.split(",") if x],
-        peak=[int(x) for x in peaks.split(",") if x],
+        peak=[],
         msg=msg,
     )
+for line in open(os.path.join(tmp, "memory.tsv")):
+    server, name, rng, peaks = line.rstrip("\n").split("\t")
+    if (server, name, rng) in rows:
+        rows[(server, name, rng)]["peak"] = [int(x) for x in peaks.split(",") if x]
 
 def load(server, name, rng):
     try:
@@ -593,7 +708,7 @@ for name in names:
         if t is None or p is None:
             continue
         cells = []
-        ok = t["code"] == "200" and p["code"] == "200" and t["lat"] and p["lat"]
+        ok = t["code"] == "200" and p["code"] == "200" and t["lat"] and p["lat"] and t["peak"] and p["peak"]
         tl = statistics.median(t["lat"]) if t["lat"] else None
         pl = statistics.median(p["lat"]) if p["lat"] else None
         # Peaks below 64 KiB are /proc noise; clamp so that ratios stay finite.

@@ -138,10 +138,17 @@ pub mod http {
 
     pub struct Response {
         status: StatusCode,
+        headers: ::reqwest::header::HeaderMap,
         body: Vec<u8>,
     }
 
     impl Response {
+        pub fn header(&self, name: &str) -> Option<String> {
+            self.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        }
         pub fn status(&self) -> StatusCode {
             self.status
         }
@@ -172,8 +179,13 @@ pub mod http {
             super::runtime().block_on(async move {
                 let r = self.inner.send().await?;
                 let status = r.status();
+                let headers = r.headers().clone();
                 let body = r.bytes().await?.to_vec();
-                Ok(Response { status, body })
+                Ok(Response {
+                    status,
+                    headers,
+                    body,
+                })
             })
         }
     }
