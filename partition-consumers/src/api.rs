@@ -126,7 +126,7 @@ async fn series(
                             min_time_ms: c.min_t,
                             max_time_ms: c.max_t,
                             encoding: chunk::Encoding::Xor as i32,
-                            data: Bytes::from(c.data.into_vec()),
+                            data: Bytes::copy_from_slice(&c.data),
                         })
                         .collect(),
                 })

@@ -184,11 +184,19 @@ pub fn samples_in(
 ) -> Result<Vec<Sample>, StorageError> {
     let mut out = Vec::new();
     for c in chunks {
+        if c.max_t < mint || c.min_t > maxt {
+            continue;
+        }
         let it = XorIter::new(&c.data)
             .map_err(|e| StorageError::Internal(format!("bad head chunk: {e}")))?;
+        out.reserve(it.num_samples());
         for s in it {
             let s = s.map_err(|e| StorageError::Internal(format!("bad head chunk: {e}")))?;
-            if s.t >= mint && s.t <= maxt {
+            if s.t > maxt {
+                // Samples come in time order.
+                break;
+            }
+            if s.t >= mint {
                 out.push(s);
             }
         }

@@ -6,8 +6,9 @@
 #   1. starts `tidemark -target=all` (embedded ingest log, data in a temporary
 #      directory) on 127.0.0.1:19009 and a second process, `tidemark
 #      -target=querier`, on 127.0.0.1:19010 that reads from the first through
-#      -querier.ingester-addresses: queries go to the querier, so that its
-#      memory is the query's alone;
+#      -querier.ingester-addresses: the memory runs go to the querier, so
+#      that its memory is the query's alone; the timed runs go to the
+#      -target=all process (QUERY_TARGET=querier: to the querier);
 #   2. starts Prometheus (Debian's 2.42, /usr/bin/prometheus; installed with
 #      apt-get when missing) with the remote-write receiver on 127.0.0.1:19090;
 #   3. loads the same data into each, one after the other, with `tidemark
@@ -40,7 +41,7 @@
 #      every (query, range) once as warm-up, then REPEAT times; all of
 #      Tidemark's first (Prometheus idle), then all of Prometheus'
 #      (Tidemark idle). Tidemark: POST /prometheus/api/v1/query_range with
-#      X-Scope-OrgID: $TENANT on the querier; Prometheus: POST
+#      X-Scope-OrgID: $TENANT; Prometheus: POST
 #      /api/v1/query_range. Latency is curl's total time (same client, same
 #      response sizes on both sides);
 #   6. compares the warm-up answers of the two servers (series count, then
@@ -80,6 +81,9 @@
 #   TIDEMARK_FLAGS="..."   extra flags for the -target=all process
 #   QUERIER_FLAGS="..."    extra flags for the -target=querier process
 #   MEM_REPEAT=3           memory runs per (query, range) and server
+#   QUERY_TARGET=all       where Tidemark's timed runs go: `all` (the single
+#                          process holding the data, as Prometheus is) or
+#                          `querier` (the separate querier process)
 #   SKIP_BUILD=1           use the existing release binary
 #   KEEP_TMP=1             keep the temporary directory
 #   CARGO_TARGET_DIR       default $HOME/.cache/tidemark/target
@@ -123,6 +127,7 @@ PROMETHEUS="${PROMETHEUS:-/usr/bin/prometheus}"
 TIDEMARK_FLAGS="${TIDEMARK_FLAGS:-}"
 QUERIER_FLAGS="${QUERIER_FLAGS:-}"
 MEM_REPEAT="${MEM_REPEAT:-3}"
+QUERY_TARGET="${QUERY_TARGET:-all}"
 READY_TIMEOUT_SECS=60
 QUIET_TIMEOUT_SECS=600
 
@@ -336,7 +341,7 @@ run_one() {
     local url
     local -a hdr=()
     if [[ "$server" == tidemark ]]; then
-        url="http://127.0.0.1:$QUERIER_PORT/prometheus/api/v1/query_range"
+        url="http://127.0.0.1:$TIMED_PORT/prometheus/api/v1/query_range"
         hdr=(-H "X-Scope-OrgID: $TENANT")
     else
         url="http://127.0.0.1:$PROMETHEUS_PORT/api/v1/query_range"
@@ -352,6 +357,7 @@ run_one() {
 # "<http code> <peak KiB>", the peak growth of PID's RssAnon over the run.
 mem_one() {
     local server="$1" pid="$2" q="$3" start="$4" end="$5" step="$6"
+    local TIMED_PORT=$QUERIER_PORT
     local samples="$TMP/rss-samples"
     rm -f "$samples"
     python3 - "$pid" "$samples" <<'PY' &
@@ -604,8 +610,14 @@ done
 [[ "$(instant prometheus 'count({__name__=~".+"})' "$T")" == "$SERIES" ]] ||
     die "the servers do not hold $SERIES series at the newest scrape"
 
-# --- Latency: Tidemark (querier), then Prometheus, warm processes
-log "timing tidemark's querier"
+# --- Latency: Tidemark, then Prometheus, warm processes
+case "$QUERY_TARGET" in
+    all) TIMED_PORT=$TIDEMARK_PORT ;;
+    querier) TIMED_PORT=$QUERIER_PORT ;;
+    *) die "QUERY_TARGET must be all or querier" ;;
+esac
+# Memory runs always go to a fresh querier.
+log "timing tidemark (-target=$QUERY_TARGET)"
 each_case time_tidemark
 log "timing prometheus"
 each_case time_prometheus
@@ -625,7 +637,7 @@ echo "  data: $SERIES series, $BACKFILL at $INTERVAL ending $(date -u -d "@$T_DA
 while read -r name secs samples; do
     echo "  load $name: $samples samples in ${secs}s"
 done <"$TMP/load-times"
-echo "  tidemark: $("$BIN" --version 2>&1 | head -n 1), queries on a -target=querier process reading from -target=all"
+echo "  tidemark: $("$BIN" --version 2>&1 | head -n 1); timed queries on -target=$QUERY_TARGET, memory on a -target=querier process reading from -target=all"
 echo "  prometheus: $PROMETHEUS_VERSION"
 echo "  $REPEAT timed runs after 1 warm-up per (query, range); medians; ratios are tidemark/prometheus"
 echo "  peak memory: growth of RssAnon during the query, median of $MEM_REPEAT runs; tidemark on a fresh querier per run, prometheus (GOGC=10) one second after a forced GC (a lower bound)"

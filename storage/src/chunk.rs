@@ -85,21 +85,28 @@ impl<'a> BitReader<'a> {
         Ok(bit)
     }
 
-    fn read_bits(&mut self, mut n: u8) -> Result<u64, ChunkError> {
-        if self.pos + n as usize > self.bytes.len() * 8 {
+    fn read_bits(&mut self, n: u8) -> Result<u64, ChunkError> {
+        let n = n as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        if self.pos + n > self.bytes.len() * 8 {
             return Err(ChunkError::Truncated);
         }
-        let mut out = 0u64;
-        while n > 0 {
-            let byte = self.bytes[self.pos / 8];
-            let offset = (self.pos % 8) as u8;
-            let avail = 8 - offset;
-            let take = n.min(avail);
-            let bits = (byte >> (avail - take)) & ((1u16 << take) - 1) as u8;
-            out = (out << take) | bits as u64;
-            self.pos += take as usize;
-            n -= take;
-        }
+        // Load the (at most 9) bytes holding the bits into a big-endian
+        // window and cut them out with two shifts.
+        let byte = self.pos / 8;
+        let window = match self.bytes.get(byte..byte + 16) {
+            Some(b) => u128::from_be_bytes(b.try_into().unwrap_or([0; 16])),
+            None => {
+                let mut buf = [0u8; 16];
+                let rest = &self.bytes[byte..];
+                buf[..rest.len()].copy_from_slice(rest);
+                u128::from_be_bytes(buf)
+            }
+        };
+        let out = ((window << (self.pos % 8)) >> (128 - n)) as u64;
+        self.pos += n;
         Ok(out)
     }
 

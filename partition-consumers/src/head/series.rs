@@ -9,7 +9,7 @@ use super::series_labels::SeriesLabels;
 pub struct ClosedChunk {
     pub min_t: i64,
     pub max_t: i64,
-    pub data: Box<[u8]>,
+    pub data: std::sync::Arc<[u8]>,
 }
 
 /// Outcome of appending one sample.
@@ -88,7 +88,7 @@ impl MemSeries {
         self.closed.push(ClosedChunk {
             min_t: self.head_min_t,
             max_t: self.last_t,
-            data: full.into_bytes().into_boxed_slice(),
+            data: full.into_bytes().into(),
         });
         self.head_min_t = i64::MAX;
     }

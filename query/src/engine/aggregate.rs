@@ -222,6 +222,11 @@ impl VectorOperator for AggregateOp {
         // Only `by (__name__)` keeps names; groups are distinct by them.
         matches!(&*self.grouping, Grouping::By(names) if names.iter().any(|n| n == "__name__"))
     }
+
+    fn unique_labels(&self) -> bool {
+        // One output series per group.
+        true
+    }
 }
 
 #[cfg(test)]

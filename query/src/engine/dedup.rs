@@ -73,6 +73,11 @@ impl VectorOperator for DuplicateCheckOp {
     fn may_collide_without_name(&self) -> bool {
         self.input.may_collide_without_name()
     }
+
+    fn unique_labels(&self) -> bool {
+        // Equal labels fail the query under `Reject`.
+        self.policy == DuplicatePolicy::Reject || self.input.unique_labels()
+    }
 }
 
 /// The steps of `points` (by step) as inclusive runs of consecutive steps.

@@ -39,6 +39,12 @@ pub(crate) trait VectorOperator: Send + Sync + fmt::Debug {
     fn ordered(&self) -> bool {
         false
     }
+
+    /// Whether no two output series have equal labels, so that a consumer
+    /// (a subquery) may pass them on one at a time without merging.
+    fn unique_labels(&self) -> bool {
+        false
+    }
 }
 
 /// A node that evaluates to a scalar at every step.

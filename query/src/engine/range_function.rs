@@ -287,6 +287,12 @@ impl VectorOperator for RangeFunctionOp {
         // and their output has no name.
         self.func.keeps_name() && self.input.may_collide_without_name()
     }
+
+    fn unique_labels(&self) -> bool {
+        // One output series per input series, which are unique; dropping
+        // the name keeps them so when no two differ by name alone.
+        self.func.keeps_name() || !self.input.may_collide_without_name()
+    }
 }
 
 /// Prometheus' `instantValue`: the difference of the last two samples, per

@@ -190,6 +190,11 @@ impl VectorOperator for InstantSelectorOp {
     fn may_collide_without_name(&self) -> bool {
         !self.spec.name_pinned
     }
+
+    fn unique_labels(&self) -> bool {
+        // Storage yields each series once.
+        true
+    }
 }
 
 /// The value of a series (samples sorted by time) at every step, or the
