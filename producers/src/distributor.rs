@@ -16,7 +16,7 @@ use crate::scan::{
     label_refs, put_len_field, read_series, split_request, LabelRef, SeriesView, WireError,
 };
 use crate::shard::{partition_of, series_hash};
-use crate::validation::{check_labels, needs_normalizing, validate_series, ValidationError};
+use crate::validation::{check_labels, needs_normalizing, validate_or_report, ValidationError};
 
 /// What a successful push wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,12 +116,8 @@ pub fn prepare(
         }
         // Slow path: decode, fix, encode.
         let mut ts = TimeSeries::decode(raw).map_err(|e| PushError::BadProtobuf(e.to_string()))?;
-        if let Err(e) = validate_series(&mut ts, &cfg.limits, now_ms) {
-            let partial = e.reason == "too_far_in_future" && !ts.samples.is_empty();
-            prepared.errors.push(e);
-            if !partial {
-                continue;
-            }
+        if !validate_or_report(&mut ts, &cfg.limits, now_ms, &mut prepared.errors) {
+            continue;
         }
         if ts.samples.is_empty() && ts.exemplars.is_empty() {
             continue;

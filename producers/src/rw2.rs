@@ -23,7 +23,7 @@ use crate::error::PushError;
 use crate::records::{body_budget, field_len};
 use crate::scan::label_refs;
 use crate::shard::{partition_of, series_hash};
-use crate::validation::{series_string, validate_series, ValidationError};
+use crate::validation::{series_string, validate_or_report, ValidationError};
 
 /// Upper bound of one encoded sample (value, timestamp, start timestamp,
 /// tags and length).
@@ -175,12 +175,8 @@ pub fn prepare_v2(
                 discarded_samples: n,
             });
         }
-        if let Err(e) = validate_series(&mut ts, &cfg.limits, now_ms) {
-            let partial = e.reason == "too_far_in_future" && !ts.samples.is_empty();
-            prepared.errors.push(e);
-            if !partial {
-                continue;
-            }
+        if !validate_or_report(&mut ts, &cfg.limits, now_ms, &mut prepared.errors) {
+            continue;
         }
         // The samples validation kept, with their start timestamps.
         let samples: Vec<write_v2::Sample> = series

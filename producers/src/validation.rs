@@ -165,6 +165,24 @@ pub fn validate_series(
     Ok(())
 }
 
+/// [`validate_series`], with a refusal reported in `errors`: whether the
+/// series (maybe with fewer samples) is still to be written.
+pub fn validate_or_report(
+    ts: &mut TimeSeries,
+    limits: &ValidationLimits,
+    now_ms: i64,
+    errors: &mut Vec<ValidationError>,
+) -> bool {
+    match validate_series(ts, limits, now_ms) {
+        Ok(()) => true,
+        Err(e) => {
+            let partial = e.reason == "too_far_in_future" && !ts.samples.is_empty();
+            errors.push(e);
+            partial
+        }
+    }
+}
+
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*`
 pub fn is_valid_metric_name(name: &[u8]) -> bool {
     match name.split_first() {

@@ -313,32 +313,31 @@ pub(super) async fn series(
     Ok(response::success(&response::label_sets(&out), &warnings))
 }
 
-/// `GET|POST /format_query`: the query as Prometheus formats it.
-pub(super) fn format_query(
-    st: &ApiState,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    body: &[u8],
-) -> Result<String, ApiError> {
-    let Request { params: p, .. } = request(st, headers, query, body)?;
-    let expr = crate::engine::parse(p.get("query"))?;
-    let formatted = serde_json::Value::String(expr.prettify()).to_string();
-    Ok(response::success(&formatted, &[]))
+/// What `format_query` / `parse_query` answer about a query.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum QueryText {
+    /// The query as Prometheus formats it.
+    Formatted,
+    /// The syntax tree as JSON, in the shape of Prometheus' answer.
+    Tree,
 }
 
-/// `GET|POST /parse_query`: the query's syntax tree as JSON, in the shape
-/// of Prometheus' answer.
-pub(super) fn parse_query(
+/// `GET|POST /format_query` and `/parse_query`.
+pub(super) fn query_text(
     st: &ApiState,
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
+    what: QueryText,
 ) -> Result<String, ApiError> {
     let Request { params: p, .. } = request(st, headers, query, body)?;
     let expr = crate::engine::parse(p.get("query"))?;
-    let tree = serde_json::to_string(&expr)
-        .map_err(|e| ApiError::new(crate::engine::ErrorKind::Internal, e.to_string()))?;
-    Ok(response::success(&tree, &[]))
+    let data = match what {
+        QueryText::Formatted => serde_json::Value::String(expr.prettify()).to_string(),
+        QueryText::Tree => serde_json::to_string(&expr)
+            .map_err(|e| ApiError::new(crate::engine::ErrorKind::Internal, e.to_string()))?,
+    };
+    Ok(response::success(&data, &[]))
 }
 
 /// `GET /status/buildinfo`.

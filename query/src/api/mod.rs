@@ -28,6 +28,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use endpoints::QueryText;
 use prometheus_client::registry::Registry;
 use tidemark_storage::tenant::{tenant_from_header, TenantError, ORG_ID_HEADER};
 use tidemark_storage::Queryable;
@@ -225,10 +226,7 @@ async fn format_query(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    st.respond("format_query", async {
-        endpoints::format_query(&st, &headers, q.as_deref(), &body)
-    })
-    .await
+    query_text(st, headers, q, body, "format_query", QueryText::Formatted).await
 }
 
 async fn parse_query(
@@ -237,8 +235,19 @@ async fn parse_query(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> Response {
-    st.respond("parse_query", async {
-        endpoints::parse_query(&st, &headers, q.as_deref(), &body)
+    query_text(st, headers, q, body, "parse_query", QueryText::Tree).await
+}
+
+async fn query_text(
+    st: ApiState,
+    headers: HeaderMap,
+    q: Option<String>,
+    body: Bytes,
+    endpoint: &'static str,
+    what: QueryText,
+) -> Response {
+    st.respond(endpoint, async {
+        endpoints::query_text(&st, &headers, q.as_deref(), &body, what)
     })
     .await
 }

@@ -116,12 +116,7 @@ impl RangeInput {
                         while let Some(series) = input.next().await {
                             let series = series?;
                             ctx.budget.charge(series.points.len())?;
-                            let samples: Vec<Sample> = series
-                                .points
-                                .iter()
-                                .map(|p| Sample { t: child.step_time(p.step), v: p.v })
-                                .collect();
-                            yield Series { labels: series.labels, samples };
+                            yield as_samples(&child, series);
                         }
                         return;
                     }
@@ -132,19 +127,15 @@ impl RangeInput {
                     while let Some(series) = input.next().await {
                         let series = series?;
                         ctx.budget.charge(series.points.len())?;
-                        let samples: Vec<Sample> = series
-                            .points
-                            .iter()
-                            .map(|p| Sample { t: child.step_time(p.step), v: p.v })
-                            .collect();
-                        match index.get(&series.labels) {
+                        let Series { labels, samples } = as_samples(&child, series);
+                        match index.get(&labels) {
                             Some(&i) => {
                                 let prev = std::mem::take(&mut out[i].samples);
                                 out[i].samples = merge_samples(prev, samples);
                             }
                             None => {
-                                index.insert(series.labels.clone(), out.len());
-                                out.push(Series { labels: series.labels, samples });
+                                index.insert(labels.clone(), out.len());
+                                out.push(Series { labels, samples });
                             }
                         }
                     }
@@ -162,6 +153,22 @@ impl RangeInput {
             RangeSource::Subquery(s) => s.step_ms,
             RangeSource::Selector(_) => 1,
         }
+    }
+}
+
+/// An evaluated series as samples at the steps of `ctx`.
+fn as_samples(ctx: &EvalContext, series: super::value::EvalSeries) -> Series {
+    let samples = series
+        .points
+        .iter()
+        .map(|p| Sample {
+            t: ctx.step_time(p.step),
+            v: p.v,
+        })
+        .collect();
+    Series {
+        labels: series.labels,
+        samples,
     }
 }
 
