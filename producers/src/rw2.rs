@@ -260,8 +260,11 @@ mod tests {
         }
     }
 
-    fn decode_all(p: &Prepared) -> Vec<(Vec<String>, Vec<(i64, f64)>)> {
-        let mut out: Vec<(Vec<String>, Vec<(i64, f64)>)> = Vec::new();
+    /// A series as labels `name=value` and samples `(t, v)`.
+    type Decoded = (Vec<String>, Vec<(i64, f64)>);
+
+    fn decode_all(p: &Prepared) -> Vec<Decoded> {
+        let mut out: Vec<Decoded> = Vec::new();
         for (_, recs) in &p.records {
             for r in recs {
                 assert_eq!(r.headers[0].value.as_ref(), &[0, 0, 0, 2]);

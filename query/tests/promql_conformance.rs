@@ -216,7 +216,7 @@ enum Command {
         series: Vec<LoadSeries>,
         nhcb: bool,
     },
-    Eval(EvalCase),
+    Eval(Box<EvalCase>),
     /// A command the runner does not know.
     Unknown {
         line: usize,
@@ -281,7 +281,7 @@ fn parse_command(line: &str, lineno: usize, body: &[&str]) -> Command {
         },
         "eval" | "eval_fail" | "eval_warn" | "eval_info" | "eval_ordered" => {
             match parse_eval(word, rest, lineno, body) {
-                Ok(c) => Command::Eval(c),
+                Ok(c) => Command::Eval(Box::new(c)),
                 Err(e) => Command::Unknown {
                     line: lineno,
                     text: format!("{line}: {e}"),

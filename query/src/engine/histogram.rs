@@ -352,10 +352,7 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
 fn ensure_monotonic(buckets: &mut [Bucket]) -> Option<(f64, f64, f64)> {
     let mut forced = false;
     let (mut min_b, mut max_b, mut max_diff) = (f64::INFINITY, f64::NEG_INFINITY, 0.0f64);
-    let Some(first) = buckets.first() else {
-        return None;
-    };
-    let mut prev = first.count;
+    let mut prev = buckets.first()?.count;
     for b in buckets.iter_mut().skip(1) {
         let curr = b.count;
         if curr == prev {
