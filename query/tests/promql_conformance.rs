@@ -1242,6 +1242,16 @@ fn points(p: &[Sample]) -> Vec<String> {
 
 // ---------------------------------------------------------------------------
 
+/// Writes a line of the report straight to stderr, past the test harness'
+/// output capture, so that the counts and every skip reason are in the
+/// test log of every run, passing or not.
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[derive(Default, Clone, Copy)]
 struct Counts {
     passed: usize,
@@ -1260,7 +1270,7 @@ async fn promql_conformance() {
     );
     let mut files = test_files(&dir);
     for extra in extra_dirs() {
-        println!("also running {}", extra.display());
+        report!("also running {}", extra.display());
         files.extend(test_files(&extra));
     }
 
@@ -1292,13 +1302,13 @@ async fn promql_conformance() {
         "FLAGGED_CASES entries matching no case: {unseen:?}"
     );
 
-    println!(
+    report!(
         "\n{:<28} {:>7} {:>7} {:>12} {:>8}",
         "file", "passed", "failed", "unsupported", "skipped"
     );
     let mut total = Counts::default();
     for (name, c) in &per_file {
-        println!(
+        report!(
             "{name:<28} {:>7} {:>7} {:>12} {:>8}",
             c.passed, c.failed, c.unsupported, c.skipped
         );
@@ -1307,22 +1317,22 @@ async fn promql_conformance() {
         total.unsupported += c.unsupported;
         total.skipped += c.skipped;
     }
-    println!(
+    report!(
         "{:<28} {:>7} {:>7} {:>12} {:>8}",
         "total", total.passed, total.failed, total.unsupported, total.skipped
     );
 
-    println!("\nskipped and unsupported cases, each with its reason:");
+    report!("\nskipped and unsupported cases, each with its reason:");
     for (at, skipped, why) in &per_case {
-        println!(
+        report!(
             "  {} {at}: {why}",
             if *skipped { "skipped" } else { "UNSUPPORTED" }
         );
     }
 
-    println!("\nunsupported / skipped reasons (count):");
+    report!("\nunsupported / skipped reasons (count):");
     for ((skipped, why), n) in &reasons {
-        println!(
+        report!(
             "  {:>5} {} {why}",
             n,
             if *skipped { "skipped:" } else { "unsupported:" }
@@ -1332,7 +1342,7 @@ async fn promql_conformance() {
     let known: BTreeMap<&str, &str> = KNOWN_FAILURES.iter().copied().collect();
     let mut unexpected = Vec::new();
     if !failures.is_empty() {
-        println!("\nfailed cases:");
+        report!("\nfailed cases:");
     }
     for (at, expr, diff) in &failures {
         let tag = if known.contains_key(at.as_str()) {
@@ -1340,7 +1350,7 @@ async fn promql_conformance() {
         } else {
             ""
         };
-        println!("  {at}{tag}: {expr}\n      {diff}");
+        report!("  {at}{tag}: {expr}\n      {diff}");
         if !known.contains_key(at.as_str()) {
             unexpected.push(at.clone());
         }
@@ -1352,12 +1362,12 @@ async fn promql_conformance() {
         .filter(|k| !failed_at.contains(k))
         .collect();
     let unexpected_failed = unexpected.len();
-    println!(
+    report!(
         "\npromql conformance: {} passed, {} failed, {} unsupported, {} skipped",
         total.passed, unexpected_failed, total.unsupported, total.skipped
     );
     if !known.is_empty() {
-        println!(
+        report!(
             "({} known failures listed in KNOWN_FAILURES)",
             failures.len() - unexpected_failed
         );
