@@ -115,6 +115,26 @@ const MAX_INT64_F: f64 = 9_223_372_036_854_775_807.0;
 /// Go's `math.MinInt64` as a float.
 const MIN_INT64_F: f64 = -9_223_372_036_854_775_808.0;
 
+/// Checks the `k` of `topk` / `bottomk` / `limitk` at every step as
+/// Prometheus does: whether any step keeps a series at all.
+fn check_k(ks: &[f64]) -> Result<bool, QueryError> {
+    if ks.iter().any(|k| k.is_nan()) {
+        return Err(QueryError::Execution("Parameter value is NaN".to_owned()));
+    }
+    let max = ks.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let min = ks.iter().copied().fold(f64::INFINITY, f64::min);
+    if ks.is_empty() || max < 1.0 {
+        return Ok(false);
+    }
+    if min <= MIN_INT64_F {
+        return Err(QueryError::Execution(format!("Scalar value {min} underflows int64")));
+    }
+    if max >= MAX_INT64_F {
+        return Err(QueryError::Execution(format!("Scalar value {max} overflows int64")));
+    }
+    Ok(true)
+}
+
 /// `topk` / `bottomk`: per step and group, the `k` largest (smallest)
 /// values, each kept with its input series' labels. Holds the whole input.
 #[derive(Debug)]
@@ -133,19 +153,8 @@ impl VectorOperator for TopKOp {
         let input = self.input.clone();
         Box::pin(async_stream::try_stream! {
             let ks = param.evaluate(ctx.clone()).await?;
-            if ks.iter().any(|k| k.is_nan()) {
-                Err(QueryError::Execution("Parameter value is NaN".to_owned()))?;
-            }
-            let max = ks.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let min = ks.iter().copied().fold(f64::INFINITY, f64::min);
-            if ks.is_empty() || max < 1.0 {
+            if !check_k(&ks)? {
                 return;
-            }
-            if min <= MIN_INT64_F {
-                Err(QueryError::Execution(format!("Scalar value {min} underflows int64")))?;
-            }
-            if max >= MAX_INT64_F {
-                Err(QueryError::Execution(format!("Scalar value {max} overflows int64")))?;
             }
             let mut series: Vec<EvalSeries> = Vec::new();
             let mut group_of: Vec<usize> = Vec::new();
@@ -472,17 +481,8 @@ impl VectorOperator for LimitOp {
             let min = ps.iter().copied().fold(f64::INFINITY, f64::min);
             match func {
                 LimitFn::K => {
-                    if ps.iter().any(|k| k.is_nan()) {
-                        Err(QueryError::Execution("Parameter value is NaN".to_owned()))?;
-                    }
-                    if ps.is_empty() || max < 1.0 {
+                    if !check_k(&ps)? {
                         return;
-                    }
-                    if min <= MIN_INT64_F {
-                        Err(QueryError::Execution(format!("Scalar value {min} underflows int64")))?;
-                    }
-                    if max >= MAX_INT64_F {
-                        Err(QueryError::Execution(format!("Scalar value {max} overflows int64")))?;
                     }
                 }
                 LimitFn::Ratio => {
