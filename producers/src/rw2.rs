@@ -23,7 +23,7 @@ use crate::error::PushError;
 use crate::records::{body_budget, field_len};
 use crate::scan::label_refs;
 use crate::shard::{partition_of, series_hash};
-use crate::validation::{series_string, validate_or_report, ValidationError};
+use crate::validation::{series_string, validate_or_report, with_error_id, ValidationError};
 
 /// Upper bound of one encoded sample (value, timestamp, start timestamp,
 /// tags and length).
@@ -166,11 +166,15 @@ pub fn prepare_v2(
         };
         if !series.histograms.is_empty() {
             let n = series.histograms.len();
+            let reason = "native_histogram_unsupported";
             prepared.errors.push(ValidationError {
-                reason: "native_histogram_unsupported",
-                message: format!(
-                    "native histograms are not supported yet: {n} histogram sample(s) refused for series {}",
-                    series_string(&label_refs(&ts.labels))
+                reason,
+                message: with_error_id(
+                    reason,
+                    format!(
+                        "native histograms are not supported yet: {n} histogram sample(s) refused for series {}",
+                        series_string(&label_refs(&ts.labels))
+                    ),
                 ),
                 discarded_samples: n,
             });

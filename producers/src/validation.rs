@@ -37,7 +37,7 @@ pub fn check_labels(
 ) -> Result<(), ValidationError> {
     let fail = |reason: &'static str, message: String| ValidationError {
         reason,
-        message,
+        message: with_error_id(reason, message),
         discarded_samples: samples,
     };
     let Some(name) = labels.iter().find(|l| l.name == METRIC_NAME) else {
@@ -117,14 +117,43 @@ pub fn too_far_in_future(
     timestamp: i64,
     discarded: usize,
 ) -> ValidationError {
+    let reason = "too_far_in_future";
     ValidationError {
-        reason: "too_far_in_future",
-        message: format!(
-            "received a sample whose timestamp is too far in the future, timestamp: {} series: '{}'",
-            timestamp,
-            series_string(labels)
+        reason,
+        message: with_error_id(
+            reason,
+            format!(
+                "received a sample whose timestamp is too far in the future, timestamp: {} series: '{}'",
+                timestamp,
+                series_string(labels)
+            ),
         ),
         discarded_samples: discarded,
+    }
+}
+
+/// The stable ID of a refusal reason, as Mimir's `err-mimir-...`:
+/// `err-tidemark-` and the reason with dashes. Each is documented in
+/// docs/errors.md.
+pub fn error_id(reason: &str) -> String {
+    format!("err-tidemark-{}", reason.replace('_', "-"))
+}
+
+/// The message with its error ID and, for a limit, the flag that sets it.
+pub fn with_error_id(reason: &str, message: String) -> String {
+    let flag = match reason {
+        "max_label_names_per_series" => Some("-validation.max-label-names-per-series"),
+        "label_name_too_long" => Some("-validation.max-length-label-name"),
+        "label_value_too_long" => Some("-validation.max-length-label-value"),
+        "too_far_in_future" => Some("-validation.create-grace-period"),
+        _ => None,
+    };
+    match flag {
+        Some(f) => format!(
+            "{message} ({}). To adjust the related limit, configure {f}, or contact your service administrator.",
+            error_id(reason)
+        ),
+        None => format!("{message} ({})", error_id(reason)),
     }
 }
 
@@ -343,5 +372,90 @@ mod tests {
         assert!(!is_valid_metric_name(b""));
         assert!(is_valid_label_name(b"_x1"));
         assert!(!is_valid_label_name(b"a:b"));
+    }
+}
+
+#[cfg(test)]
+mod error_id_tests {
+    use super::*;
+
+    #[test]
+    fn messages_carry_stable_ids() {
+        let limits = ValidationLimits::default();
+        let e = check_labels(&[], &limits, 1).unwrap_err();
+        assert!(
+            e.message.ends_with("(err-tidemark-missing-metric-name)"),
+            "{}",
+            e.message
+        );
+        let name = [LabelRef {
+            name: b"__name__",
+            value: b"up",
+        }];
+        let e = too_far_in_future(&name, 1, 1);
+        assert!(
+            e.message
+                .contains("(err-tidemark-too-far-in-future). To adjust the related limit, configure -validation.create-grace-period"),
+            "{}",
+            e.message
+        );
+    }
+}
+
+#[cfg(test)]
+mod errors_doc_tests {
+    use super::*;
+
+    /// Every refusal reason the distributor gives is documented.
+    #[test]
+    fn every_error_id_is_in_docs_errors_md() {
+        let doc = include_str!("../../docs/errors.md");
+        let sources = [
+            include_str!("validation.rs"),
+            include_str!("rw2.rs"),
+            include_str!("distributor.rs"),
+        ];
+        let mut reasons = Vec::new();
+        for src in sources {
+            // The code, not its tests.
+            let src = src.split("#[cfg(test)]").next().unwrap_or(src);
+            for (i, _) in src.match_indices("reason") {
+                let rest = &src[i..];
+                // `reason: "x"`, `reason = "x"` and `fail("x", ...)` forms.
+                let Some(q) = rest.find('"') else { continue };
+                if q > 12 {
+                    continue;
+                }
+                let after = &rest[q + 1..];
+                if let Some(end) = after.find('"') {
+                    let r = &after[..end];
+                    if !r.is_empty() && r.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                        reasons.push(r.to_owned());
+                    }
+                }
+            }
+            for (i, _) in src.match_indices("fail(\n") {
+                let rest = &src[i..];
+                if let Some(q) = rest.find('"') {
+                    let after = &rest[q + 1..];
+                    if let Some(end) = after.find('"') {
+                        reasons.push(after[..end].to_owned());
+                    }
+                }
+            }
+            for (i, _) in src.match_indices("Err(fail(\"") {
+                let after = &src[i + 10..];
+                if let Some(end) = after.find('"') {
+                    reasons.push(after[..end].to_owned());
+                }
+            }
+        }
+        reasons.sort();
+        reasons.dedup();
+        assert!(reasons.len() >= 10, "found only {reasons:?}");
+        for r in reasons {
+            let id = error_id(&r);
+            assert!(doc.contains(&format!("`{id}`")), "{id} is not in docs/errors.md");
+        }
     }
 }
