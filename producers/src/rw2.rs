@@ -139,7 +139,6 @@ pub fn prepare_v2(
     check_symbols_v2(&req.symbols, &req.timeseries).map_err(PushError::BadProtobuf)?;
     let sym = |i: u32| req.symbols.get(i as usize).map_or("", String::as_str);
     let budget = body_budget(tenant, cfg.max_record_size_bytes);
-    let newest_allowed = now_ms.saturating_add(cfg.limits.creation_grace_period.as_millis() as i64);
     let mut builders: Vec<Builder> = (0..partitions).map(|_| Builder::default()).collect();
     let mut prepared = Prepared::default();
     let mut scratch = Vec::new();
@@ -182,11 +181,21 @@ pub fn prepare_v2(
         if !validate_or_report(&mut ts, &cfg.limits, now_ms, &mut prepared.errors) {
             continue;
         }
-        // The samples validation kept, with their start timestamps.
+        // The samples validation kept (in order), with their start
+        // timestamps.
+        let mut kept = ts.samples.iter().peekable();
         let samples: Vec<write_v2::Sample> = series
             .samples
             .iter()
-            .filter(|s| s.timestamp <= newest_allowed)
+            .filter(|s| {
+                let keep = kept.peek().is_some_and(|k| {
+                    k.timestamp == s.timestamp && k.value.to_bits() == s.value.to_bits()
+                });
+                if keep {
+                    kept.next();
+                }
+                keep
+            })
             .copied()
             .collect();
         let metadata = series

@@ -70,23 +70,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# wait_ready NAME URL LOG: polls URL until it answers 2xx, while the server lives.
-wait_ready() {
-    local name="$1" url="$2" logfile="$3"
-    for _ in $(seq 1 $((READY_TIMEOUT_SECS * 5))); do
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            tail -n 30 "$logfile" >&2 || true
-            die "$name exited during startup (log above)"
-        fi
-        if curl -fsS -o /dev/null "$url" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.2
-    done
-    tail -n 30 "$logfile" >&2 || true
-    die "$name not ready at $url after ${READY_TIMEOUT_SECS}s (log above)"
-}
-
 rss_mib() {
     awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "?"
 }
@@ -139,7 +122,7 @@ mkdir -p "$TMP/tidemark"
     -auth.multitenancy-enabled=true -log.level=warn $TIDEMARK_FLAGS \
     >"$TMP/tidemark.log" 2>&1 &
 SERVER_PID=$!
-wait_ready tidemark "http://127.0.0.1:$TIDEMARK_PORT/ready" "$TMP/tidemark.log"
+wait_ready tidemark "http://127.0.0.1:$TIDEMARK_PORT/ready" "$TMP/tidemark.log" "$SERVER_PID"
 TIDEMARK_RATE="$(run_bench tidemark "http://127.0.0.1:$TIDEMARK_PORT/api/v1/push" "$TMP/tidemark.out")"
 TIDEMARK_RSS="$(rss_mib "$SERVER_PID")"
 stop_server
@@ -158,7 +141,7 @@ EOF
     --log.level=warn \
     >"$TMP/prometheus.log" 2>&1 &
 SERVER_PID=$!
-wait_ready prometheus "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" "$TMP/prometheus.log"
+wait_ready prometheus "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" "$TMP/prometheus.log" "$SERVER_PID"
 PROMETHEUS_RATE="$(run_bench prometheus "http://127.0.0.1:$PROMETHEUS_PORT/api/v1/write" "$TMP/prometheus.out")"
 PROMETHEUS_RSS="$(rss_mib "$SERVER_PID")"
 PROMETHEUS_VERSION="$("$PROMETHEUS" --version 2>&1 | head -n 1)"

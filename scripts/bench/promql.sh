@@ -183,23 +183,6 @@ seconds() {
     esac
 }
 
-# wait_ready NAME URL LOG PID: polls URL until it answers 2xx, while PID lives.
-wait_ready() {
-    local name="$1" url="$2" logfile="$3" pid="$4"
-    for _ in $(seq 1 $((READY_TIMEOUT_SECS * 5))); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 30 "$logfile" >&2 || true
-            die "$name exited during startup (log above)"
-        fi
-        if curl -fsS -o /dev/null "$url" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.2
-    done
-    tail -n 30 "$logfile" >&2 || true
-    die "$name not ready at $url after ${READY_TIMEOUT_SECS}s (log above)"
-}
-
 # metric BASE_URL NAME: sum of NAME's samples (any labels) on BASE_URL/metrics.
 metric() {
     { curl -fsS "$1/metrics" 2>/dev/null || true; } |

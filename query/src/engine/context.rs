@@ -90,6 +90,11 @@ impl SampleBudget {
         Ok(())
     }
 
+    /// The limit.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Samples accounted for so far.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)

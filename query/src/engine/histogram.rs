@@ -173,10 +173,21 @@ impl VectorOperator for HistogramOp {
                             points[0].push(StepValue { step, v });
                         }
                         Kind::Quantile(_) | Kind::Quantiles(..) => {
+                            let last = points.len() - 1;
                             for (i, out) in points.iter_mut().enumerate() {
                                 let q = values[i].get(step).copied().unwrap_or(f64::NAN);
-                                let mut b = buckets.clone();
-                                let r = bucket_quantile(q, &mut b);
+                                // Sorting and coalescing are idempotent, so
+                                // the buckets are reused; only a monotonicity
+                                // fix changes them, hence a copy for all but
+                                // the last quantile.
+                                let mut copy;
+                                let b = if i == last {
+                                    &mut *buckets
+                                } else {
+                                    copy = buckets.clone();
+                                    &mut copy
+                                };
+                                let r = bucket_quantile(q, b);
                                 if let Some(f) = r.forced {
                                     let key = name.clone().unwrap_or_default();
                                     let t = ctx.step_time(step);

@@ -248,6 +248,9 @@ impl VectorOperator for RangeFunctionOp {
             let (range_ms, range_secs) = (input.range_ms, input.range_secs);
             let counter_check = matches!(func, RangeFunction::Rate | RangeFunction::Increase);
             let mut series_stream = input.series(ctx.clone());
+            // The name last reported as maybe not a counter: series of one
+            // metric come together, so the info is formatted once per name.
+            let mut reported: Option<String> = None;
             while let Some(series) = series_stream.next().await {
                 let series = series?;
                 let points: Vec<StepValue> = windows(&series.samples, &ctx, &timing, range_ms, |step, w, start, end| {
@@ -259,7 +262,10 @@ impl VectorOperator for RangeFunctionOp {
                 .collect();
                 if counter_check && !points.is_empty() {
                     if let Some(name) = series.labels.metric_name() {
-                        if !["_total", "_sum", "_count", "_bucket"].iter().any(|s| name.ends_with(s)) {
+                        if reported.as_deref() != Some(name)
+                            && !["_total", "_sum", "_count", "_bucket"].iter().any(|s| name.ends_with(s))
+                        {
+                            reported = Some(name.to_owned());
                             ctx.annotations.info(
                                 format!(
                                     "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {}",

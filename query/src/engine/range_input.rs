@@ -11,7 +11,7 @@ use tidemark_storage::queryable::merge_samples;
 use tidemark_storage::{is_stale_nan, Labels, Sample, Series};
 
 use super::context::EvalContext;
-use super::error::QueryError;
+use super::error::{QueryError, TOO_MANY_SAMPLES};
 use super::operator::VectorOperator;
 use super::selector::{SelectorSpec, Timing};
 
@@ -59,7 +59,7 @@ impl Subquery {
         if last < start {
             return (start, 0);
         }
-        let n = (last - start) / step + 1;
+        let n = last.saturating_sub(start) / step + 1;
         (start, usize::try_from(n).unwrap_or(usize::MAX))
     }
 }
@@ -104,12 +104,17 @@ impl RangeInput {
             }),
             RangeSource::Subquery(sq) => {
                 let (start, num_steps) = sq.inner_steps(&ctx, self.range_ms);
-                let inner = sq.inner.clone();
+                let (inner, step_ms) = (sq.inner.clone(), sq.step_ms);
                 Box::pin(async_stream::try_stream! {
                     if num_steps == 0 {
                         return;
                     }
-                    let child = ctx.child(start, this.subquery_step(), num_steps);
+                    // Every step can hold a sample: refuse before allocating
+                    // per-step state for more steps than a query may hold.
+                    if num_steps > ctx.budget.max() {
+                        Err(QueryError::Execution(TOO_MANY_SAMPLES.to_owned()))?;
+                    }
+                    let child = ctx.child(start, step_ms, num_steps);
                     let mut input = inner.execute(child.clone());
                     if inner.unique_labels() {
                         // One series at a time: nothing to merge.
@@ -145,13 +150,6 @@ impl RangeInput {
                     }
                 })
             }
-        }
-    }
-
-    fn subquery_step(&self) -> i64 {
-        match &self.source {
-            RangeSource::Subquery(s) => s.step_ms,
-            RangeSource::Selector(_) => 1,
         }
     }
 }

@@ -1479,3 +1479,18 @@ async fn limit_ratio_warns_when_capping() {
         vec!["PromQL warning: ratio value should be between -1 and 1, got 1.1, capping to 1 (1:13)"]
     );
 }
+
+#[tokio::test]
+async fn subqueries_with_more_steps_than_the_sample_limit_fail_before_allocating() {
+    run(r#"
+load 1m
+    m 1+0x10
+
+eval instant at 0 count_over_time(vector(1)[100d:1ms])
+    expect fail msg: query processing would load too many samples into memory in query execution
+
+eval instant at 10m count_over_time(m[10m:1m])
+    {} 10
+"#)
+    .await;
+}
