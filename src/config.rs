@@ -12,20 +12,25 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 use tidemark_ingest_log::embedded::EmbeddedConfig;
 use tidemark_ingest_log::kafka::{KafkaCompression, KafkaConfig};
+use tidemark_block_builder::BlockBuilderConfig;
+use tidemark_block_storage::{BucketConfig, StorageBackend};
 use tidemark_partition_consumers::IngesterConfig;
 use tidemark_producers::DistributorConfig;
-use tidemark_query::EngineOptions;
+use tidemark_query::{EngineOptions, TieredOptions};
+use tidemark_store_gateway::StoreGatewayConfig;
 
 /// Which components a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Target {
-    /// Distributor, ingester and querier in one process.
+    /// Every component in one process.
     #[default]
     All,
     Distributor,
     Ingester,
     Querier,
+    BlockBuilder,
+    StoreGateway,
 }
 
 impl Target {
@@ -37,6 +42,20 @@ impl Target {
     }
     pub fn runs_querier(self) -> bool {
         matches!(self, Target::All | Target::Querier)
+    }
+    pub fn runs_block_builder(self) -> bool {
+        matches!(self, Target::All | Target::BlockBuilder)
+    }
+    pub fn runs_store_gateway(self) -> bool {
+        matches!(self, Target::All | Target::StoreGateway)
+    }
+    /// Whether the process reads or writes the ingest log.
+    pub fn uses_log(self) -> bool {
+        self.runs_distributor() || self.runs_ingester() || self.runs_block_builder()
+    }
+    /// Whether the process reads or writes object storage.
+    pub fn uses_bucket(self) -> bool {
+        self.runs_block_builder() || self.runs_store_gateway()
     }
 }
 
@@ -55,6 +74,12 @@ pub struct Config {
     pub distributor: DistributorConfig,
     pub ingester: IngesterConfig,
     pub querier: QuerierConfig,
+    /// Object storage for blocks (`-blocks-storage.*`).
+    pub blocks_storage: BucketConfig,
+    /// The store-gateway's bucket index and caches
+    /// (`-blocks-storage.bucket-store.*`).
+    pub store_gateway: StoreGatewayConfig,
+    pub block_builder: BlockBuilderConfig,
     pub log: LogConfig,
 }
 
@@ -93,6 +118,15 @@ pub struct QuerierConfig {
     /// Timeout of one call to an ingester.
     #[serde(with = "humantime_serde")]
     pub ingester_client_timeout: Duration,
+    /// Base URLs of the store-gateways (`http://host:port`) for
+    /// `-target=querier`; `all` reads its own.
+    pub store_gateway_addresses: Vec<String>,
+    /// Ask ingesters only for queries reaching into this recent window.
+    #[serde(with = "humantime_serde")]
+    pub query_ingesters_within: Duration,
+    /// Ask the store only for queries reaching further back than this.
+    #[serde(with = "humantime_serde")]
+    pub query_store_after: Duration,
     #[serde(flatten)]
     pub engine: EngineOptions,
 }
@@ -116,6 +150,9 @@ impl Default for Config {
             distributor: DistributorConfig::default(),
             ingester: IngesterConfig::default(),
             querier: QuerierConfig::default(),
+            blocks_storage: BucketConfig::default(),
+            store_gateway: StoreGatewayConfig::default(),
+            block_builder: BlockBuilderConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -147,6 +184,9 @@ impl Default for QuerierConfig {
         QuerierConfig {
             ingester_addresses: Vec::new(),
             ingester_client_timeout: Duration::from_secs(30),
+            store_gateway_addresses: Vec::new(),
+            query_ingesters_within: TieredOptions::default().query_ingesters_within,
+            query_store_after: TieredOptions::default().query_store_after,
             engine: EngineOptions::default(),
         }
     }
@@ -191,6 +231,18 @@ impl Config {
         }
     }
 
+    /// The bucket directory of the filesystem backend when none is set.
+    pub fn default_bucket_dir(&self) -> PathBuf {
+        self.data_dir.join("blocks")
+    }
+
+    pub fn tiered_options(&self) -> TieredOptions {
+        TieredOptions {
+            query_ingesters_within: self.querier.query_ingesters_within,
+            query_store_after: self.querier.query_store_after,
+        }
+    }
+
     /// The partitions an ingester of this process consumes.
     pub fn ingester_partitions(&self, partition_count: i32) -> anyhow::Result<Vec<i32>> {
         if self.target == Target::All && self.ingester.partition_id.is_none() {
@@ -218,7 +270,10 @@ impl Config {
             bail!("-target=querier needs -querier.ingester-addresses");
         }
         // A querier reads ingesters over HTTP and never the log.
-        if matches!(self.target, Target::Distributor | Target::Ingester) && !self.uses_kafka()
+        if matches!(
+            self.target,
+            Target::Distributor | Target::Ingester | Target::BlockBuilder
+        ) && !self.uses_kafka()
         {
             bail!(
                 "-target={} runs one component of a cluster and needs Kafka (-ingest-storage.kafka.address); \
@@ -240,9 +295,29 @@ impl Config {
             .validate()
             .map_err(|e| anyhow::anyhow!(e))?;
         self.ingester.validate().map_err(|e| anyhow::anyhow!(e))?;
-        for a in &self.querier.ingester_addresses {
+        self.blocks_storage
+            .validate()
+            .map_err(|e| anyhow::anyhow!(e))?;
+        self.store_gateway
+            .validate()
+            .map_err(|e| anyhow::anyhow!(e))?;
+        self.block_builder
+            .validate()
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if self.querier.query_ingesters_within > Duration::ZERO
+            && self.querier.query_store_after > Duration::ZERO
+            && self.querier.query_store_after >= self.querier.query_ingesters_within
+        {
+            bail!("-querier.query-store-after must be shorter than -querier.query-ingesters-within, or queries miss the time between them");
+        }
+        for a in self
+            .querier
+            .ingester_addresses
+            .iter()
+            .chain(&self.querier.store_gateway_addresses)
+        {
             if !(a.starts_with("http://") || a.starts_with("https://")) {
-                bail!("querier ingester address {a:?} must start with http:// or https://");
+                bail!("querier address {a:?} must start with http:// or https://");
             }
         }
         if self.querier.ingester_client_timeout.is_zero() {
@@ -270,6 +345,11 @@ impl Config {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+fn parse_backend(s: &str) -> Result<StorageBackend, String> {
+    serde_yaml::from_str(s)
+        .map_err(|_| format!("unknown blocks storage backend {s:?}: use filesystem, s3, gcs or azure"))
 }
 
 fn parse_compression(s: &str) -> Result<KafkaCompression, String> {
@@ -310,7 +390,7 @@ macro_rules! flag_env {
 #[derive(Debug, Default, Args)]
 pub struct Flags {
     // --- General
-    /// Components to run: all, distributor, ingester or querier.
+    /// Components to run: all, distributor, ingester, querier, block-builder or store-gateway.
     #[arg(long = "target", env = flag_env!("TARGET"), value_enum, help_heading = "General")]
     pub target: Option<Target>,
     /// YAML configuration file; flags and env variables override it.
@@ -464,9 +544,91 @@ pub struct Flags {
     /// Resolution of subqueries that give none, as `x[1h:]` (default 1m).
     #[arg(long = "querier.default-evaluation-interval", env = flag_env!("QUERIER_DEFAULT_EVALUATION_INTERVAL"), value_parser = parse_duration, help_heading = "Querier")]
     pub default_evaluation_interval: Option<Duration>,
+    /// Store-gateway base URLs for -target=querier, comma-separated (http://host:port).
+    #[arg(long = "querier.store-gateway-addresses", env = flag_env!("QUERIER_STORE_GATEWAY_ADDRESSES"), value_delimiter = ',', help_heading = "Querier")]
+    pub store_gateway_addresses: Option<Vec<String>>,
+    /// Query ingesters only for queries reaching into this recent window; 0 always (default 13h).
+    #[arg(long = "querier.query-ingesters-within", env = flag_env!("QUERIER_QUERY_INGESTERS_WITHIN"), value_parser = parse_duration, help_heading = "Querier")]
+    pub query_ingesters_within: Option<Duration>,
+    /// Query the long-term store only for queries reaching further back than this; 0 always (default 12h).
+    #[arg(long = "querier.query-store-after", env = flag_env!("QUERIER_QUERY_STORE_AFTER"), value_parser = parse_duration, help_heading = "Querier")]
+    pub query_store_after: Option<Duration>,
     /// Enable PromQL functions Prometheus marks experimental: limitk, limit_ratio, histogram_quantiles, sort_by_label, mad_over_time, ts_of_*_over_time (default false).
     #[arg(long = "querier.promql-experimental-functions-enabled", env = flag_env!("QUERIER_PROMQL_EXPERIMENTAL_FUNCTIONS_ENABLED"), num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, help_heading = "Querier")]
     pub experimental_functions: Option<bool>,
+
+    // --- Blocks storage
+    /// Object storage for blocks: filesystem (default), s3, gcs or azure.
+    #[arg(long = "blocks-storage.backend", env = flag_env!("BLOCKS_STORAGE_BACKEND"), value_parser = parse_backend, help_heading = "Blocks storage")]
+    pub blocks_backend: Option<StorageBackend>,
+    /// Directory of the filesystem backend (default <data-dir>/blocks).
+    #[arg(long = "blocks-storage.filesystem.dir", env = flag_env!("BLOCKS_STORAGE_FILESYSTEM_DIR"), help_heading = "Blocks storage")]
+    pub blocks_filesystem_dir: Option<PathBuf>,
+    /// S3 endpoint, host:port or URL (default AWS).
+    #[arg(long = "blocks-storage.s3.endpoint", env = flag_env!("BLOCKS_STORAGE_S3_ENDPOINT"), help_heading = "Blocks storage")]
+    pub s3_endpoint: Option<String>,
+    /// S3 bucket name.
+    #[arg(long = "blocks-storage.s3.bucket-name", env = flag_env!("BLOCKS_STORAGE_S3_BUCKET_NAME"), help_heading = "Blocks storage")]
+    pub s3_bucket_name: Option<String>,
+    /// S3 region (default us-east-1).
+    #[arg(long = "blocks-storage.s3.region", env = flag_env!("BLOCKS_STORAGE_S3_REGION"), help_heading = "Blocks storage")]
+    pub s3_region: Option<String>,
+    /// S3 access key ID.
+    #[arg(long = "blocks-storage.s3.access-key-id", env = flag_env!("BLOCKS_STORAGE_S3_ACCESS_KEY_ID"), help_heading = "Blocks storage")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key.
+    #[arg(long = "blocks-storage.s3.secret-access-key", env = flag_env!("BLOCKS_STORAGE_S3_SECRET_ACCESS_KEY"), hide_env_values = true, help_heading = "Blocks storage")]
+    pub s3_secret_access_key: Option<String>,
+    /// Plain HTTP to the S3 endpoint (default false).
+    #[arg(long = "blocks-storage.s3.insecure", env = flag_env!("BLOCKS_STORAGE_S3_INSECURE"), num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, help_heading = "Blocks storage")]
+    pub s3_insecure: Option<bool>,
+    /// GCS bucket name.
+    #[arg(long = "blocks-storage.gcs.bucket-name", env = flag_env!("BLOCKS_STORAGE_GCS_BUCKET_NAME"), help_heading = "Blocks storage")]
+    pub gcs_bucket_name: Option<String>,
+    /// Path of a GCS service account JSON key (default: application default credentials).
+    #[arg(long = "blocks-storage.gcs.service-account-path", env = flag_env!("BLOCKS_STORAGE_GCS_SERVICE_ACCOUNT_PATH"), help_heading = "Blocks storage")]
+    pub gcs_service_account_path: Option<String>,
+    /// Azure storage account name.
+    #[arg(long = "blocks-storage.azure.account-name", env = flag_env!("BLOCKS_STORAGE_AZURE_ACCOUNT_NAME"), help_heading = "Blocks storage")]
+    pub azure_account_name: Option<String>,
+    /// Azure storage account key.
+    #[arg(long = "blocks-storage.azure.account-key", env = flag_env!("BLOCKS_STORAGE_AZURE_ACCOUNT_KEY"), hide_env_values = true, help_heading = "Blocks storage")]
+    pub azure_account_key: Option<String>,
+    /// Azure container name.
+    #[arg(long = "blocks-storage.azure.container-name", env = flag_env!("BLOCKS_STORAGE_AZURE_CONTAINER_NAME"), help_heading = "Blocks storage")]
+    pub azure_container_name: Option<String>,
+    /// Azure endpoint (Azurite, sovereign clouds).
+    #[arg(long = "blocks-storage.azure.endpoint", env = flag_env!("BLOCKS_STORAGE_AZURE_ENDPOINT"), help_heading = "Blocks storage")]
+    pub azure_endpoint: Option<String>,
+    /// How often the store-gateway refreshes its bucket index (default 1m).
+    #[arg(long = "blocks-storage.bucket-store.sync-interval", env = flag_env!("BLOCKS_STORAGE_BUCKET_STORE_SYNC_INTERVAL"), value_parser = parse_duration, help_heading = "Blocks storage")]
+    pub bucket_sync_interval: Option<Duration>,
+    /// Blocks marked for deletion stay queried this long (default 1h).
+    #[arg(long = "blocks-storage.bucket-store.ignore-deletion-marks-delay", env = flag_env!("BLOCKS_STORAGE_BUCKET_STORE_IGNORE_DELETION_MARKS_DELAY"), value_parser = parse_duration, help_heading = "Blocks storage")]
+    pub ignore_deletion_marks_delay: Option<Duration>,
+    /// Memory for opened blocks' metadata (default 64 MiB).
+    #[arg(long = "blocks-storage.bucket-store.metadata-cache-max-bytes", env = flag_env!("BLOCKS_STORAGE_BUCKET_STORE_METADATA_CACHE_MAX_BYTES"), help_heading = "Blocks storage")]
+    pub metadata_cache_max_bytes: Option<u64>,
+    /// Memory for series labels read from blocks (default 256 MiB).
+    #[arg(long = "blocks-storage.bucket-store.series-cache-max-bytes", env = flag_env!("BLOCKS_STORAGE_BUCKET_STORE_SERIES_CACHE_MAX_BYTES"), help_heading = "Blocks storage")]
+    pub series_cache_max_bytes: Option<u64>,
+    /// Memory for chunk columns read from blocks (default 512 MiB).
+    #[arg(long = "blocks-storage.bucket-store.chunks-cache-max-bytes", env = flag_env!("BLOCKS_STORAGE_BUCKET_STORE_CHUNKS_CACHE_MAX_BYTES"), help_heading = "Blocks storage")]
+    pub chunks_cache_max_bytes: Option<u64>,
+
+    // --- Block-builder
+    /// How often the block-builder cuts blocks from the log (default 1h).
+    #[arg(long = "block-builder.consume-interval", env = flag_env!("BLOCK_BUILDER_CONSUME_INTERVAL"), value_parser = parse_duration, help_heading = "Block-builder")]
+    pub bb_consume_interval: Option<Duration>,
+    /// Consumer group of the block-builder's offsets (default block-builder).
+    #[arg(long = "block-builder.consumer-group", env = flag_env!("BLOCK_BUILDER_CONSUMER_GROUP"), help_heading = "Block-builder")]
+    pub bb_consumer_group: Option<String>,
+    /// Partitions this block-builder owns, comma-separated (default all).
+    #[arg(long = "block-builder.partitions", env = flag_env!("BLOCK_BUILDER_PARTITIONS"), value_delimiter = ',', help_heading = "Block-builder")]
+    pub bb_partitions: Option<Vec<i32>>,
+    /// Where a partition with no committed offset starts: this far back (default 168h).
+    #[arg(long = "block-builder.lookback-on-no-commit", env = flag_env!("BLOCK_BUILDER_LOOKBACK_ON_NO_COMMIT"), value_parser = parse_duration, help_heading = "Block-builder")]
+    pub bb_lookback: Option<Duration>,
 }
 
 macro_rules! set {
@@ -562,6 +724,35 @@ impl Flags {
         set!(q.engine.timeout, self.query_timeout);
         set!(q.engine.default_subquery_step, self.default_evaluation_interval);
         set!(q.engine.experimental_functions, self.experimental_functions);
+        set!(q.store_gateway_addresses, self.store_gateway_addresses);
+        set!(q.query_ingesters_within, self.query_ingesters_within);
+        set!(q.query_store_after, self.query_store_after);
+        let b = &mut c.blocks_storage;
+        set!(b.backend, self.blocks_backend);
+        set!(b.filesystem.dir, self.blocks_filesystem_dir);
+        set!(b.s3.endpoint, self.s3_endpoint);
+        set!(b.s3.bucket_name, self.s3_bucket_name);
+        set!(b.s3.region, self.s3_region);
+        set!(b.s3.access_key_id, self.s3_access_key_id);
+        set!(b.s3.secret_access_key, self.s3_secret_access_key);
+        set!(b.s3.insecure, self.s3_insecure);
+        set!(b.gcs.bucket_name, self.gcs_bucket_name);
+        set!(b.gcs.service_account_path, self.gcs_service_account_path);
+        set!(b.azure.account_name, self.azure_account_name);
+        set!(b.azure.account_key, self.azure_account_key);
+        set!(b.azure.container_name, self.azure_container_name);
+        set!(b.azure.endpoint, self.azure_endpoint);
+        let g = &mut c.store_gateway;
+        set!(g.sync_interval, self.bucket_sync_interval);
+        set!(g.ignore_deletion_marks_delay, self.ignore_deletion_marks_delay);
+        set!(g.metadata_cache_max_bytes, self.metadata_cache_max_bytes);
+        set!(g.series_cache_max_bytes, self.series_cache_max_bytes);
+        set!(g.chunks_cache_max_bytes, self.chunks_cache_max_bytes);
+        let bb = &mut c.block_builder;
+        set!(bb.consume_interval, self.bb_consume_interval);
+        set!(bb.consumer_group, self.bb_consumer_group);
+        set!(bb.partitions, self.bb_partitions);
+        set!(bb.lookback_on_no_commit, self.bb_lookback);
         // The distributor splits records at the log's record size limit.
         c.distributor.max_record_size_bytes = if c.uses_kafka() {
             c.ingest_storage.kafka.producer_max_record_size_bytes

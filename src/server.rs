@@ -20,8 +20,12 @@ use tidemark_partition_consumers::Ingester;
 use tidemark_producers::http::PushState;
 use tidemark_producers::metrics::DistributorMetrics;
 use tidemark_producers::Distributor;
-use tidemark_query::{ApiState, IngesterClient};
+use tidemark_block_builder::{BlockBuilder, BlockBuilderMetrics};
+use tidemark_block_storage::BucketIndex;
+use tidemark_query::{ApiState, IngesterClient, TieredQueryable};
+use tidemark_storage::wire::STORE_GATEWAY_API_PREFIX;
 use tidemark_storage::Queryable;
+use tidemark_store_gateway::{BlockStore, StoreGatewayMetrics};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -80,8 +84,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     registry.register("tidemark_build_info", "Tidemark version", build_info);
 
     let cancel = CancellationToken::new();
-    let log = if cfg.target.runs_distributor() || cfg.target.runs_ingester() {
+    let log = if cfg.target.uses_log() {
         Some(open_log(&cfg, &mut registry).await?)
+    } else {
+        None
+    };
+    let bucket = if cfg.target.uses_bucket() {
+        tracing::info!(backend = ?cfg.blocks_storage.backend, "opening the blocks bucket");
+        Some(
+            cfg.blocks_storage
+                .open(&cfg.default_bucket_dir())
+                .context("cannot open the blocks bucket")?,
+        )
     } else {
         None
     };
@@ -119,8 +133,34 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         app = app.merge(tidemark_partition_consumers::api::router(ing.clone()));
         ingester = Some(ing);
     }
+    if let (true, Some(log), Some(bucket)) = (cfg.target.runs_block_builder(), &log, &bucket) {
+        let builder = BlockBuilder::new(
+            log.clone(),
+            bucket.clone(),
+            cfg.block_builder.clone(),
+            BlockBuilderMetrics::new(&mut registry),
+        );
+        tasks.push(tokio::spawn(builder.run(cancel.clone())));
+    }
+    let mut block_store = None;
+    if let (true, Some(bucket)) = (cfg.target.runs_store_gateway(), &bucket) {
+        let store = BlockStore::new(
+            Arc::new(BucketIndex::new(bucket.clone())),
+            cfg.store_gateway.clone(),
+            StoreGatewayMetrics::new(&mut registry),
+        );
+        if let Err(e) = store.sync().await {
+            tracing::warn!(error = %e, "first bucket index refresh failed; retrying in the background");
+        }
+        tasks.push(tokio::spawn(tidemark_store_gateway::run_sync(
+            store.clone(),
+            cancel.clone(),
+        )));
+        app = app.merge(tidemark_store_gateway::api::router(store.clone()));
+        block_store = Some(store);
+    }
     if cfg.target.runs_querier() {
-        let queryable: Arc<dyn Queryable> =
+        let recent: Arc<dyn Queryable> =
             match (&ingester, cfg.querier.ingester_addresses.is_empty()) {
                 (Some(ing), true) => ing.clone(),
                 _ => Arc::new(
@@ -131,6 +171,22 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     .map_err(|e| anyhow::anyhow!("cannot create the ingester client: {e}"))?,
                 ),
             };
+        let store: Option<Arc<dyn Queryable>> = match (&block_store, &cfg.querier.store_gateway_addresses) {
+            (Some(s), _) => Some(Arc::new(s.clone())),
+            (None, a) if !a.is_empty() => Some(Arc::new(
+                IngesterClient::new(a.clone(), cfg.querier.ingester_client_timeout)
+                    .map_err(|e| anyhow::anyhow!("cannot create the store-gateway client: {e}"))?
+                    .with_api(STORE_GATEWAY_API_PREFIX, "store-gateway"),
+            )),
+            _ => {
+                tracing::warn!("no store-gateway configured (-querier.store-gateway-addresses): queries read the ingesters only");
+                None
+            }
+        };
+        let queryable: Arc<dyn Queryable> = match store {
+            Some(store) => Arc::new(TieredQueryable::new(recent, store, cfg.tiered_options())),
+            None => recent,
+        };
         let state = ApiState::new(
             queryable,
             cfg.querier.engine.clone(),

@@ -251,7 +251,19 @@ impl PartitionConsumer {
         let tenant = decode_tenant(&rec.record.key)?;
         let version = decode_version(rec.record.header(VERSION_HEADER))?;
         let body = RecordBody::decode(version, rec.record.value.clone())?;
-        let (series, metadata) = body.into_parts();
+        let (mut series, metadata) = body.into_parts();
+        // The head keeps the last `head_retention` of wall-clock time;
+        // older samples (backfill, replays) are served from blocks.
+        let min_valid = now_ms() - self.cfg.head_retention.as_millis() as i64;
+        let mut outside = 0u64;
+        for ts in &mut series {
+            let before = ts.samples.len();
+            ts.samples.retain(|s| s.timestamp >= min_valid);
+            outside += (before - ts.samples.len()) as u64;
+        }
+        if outside > 0 {
+            series.retain(|ts| !ts.samples.is_empty());
+        }
         let dropped = self.head.metadata.add(tenant, &metadata);
         if dropped > 0 {
             tracing::debug!(
@@ -261,7 +273,9 @@ impl PartitionConsumer {
                 "metadata entries dropped"
             );
         }
-        Ok(self.head.append(tenant, &series))
+        let mut stats = self.head.append(tenant, &series);
+        stats.outside_head_window = outside;
+        Ok(stats)
     }
 }
 

@@ -88,6 +88,7 @@ impl IngesterMetrics {
             ("out_of_order", s.out_of_order),
             ("duplicate_timestamp", s.duplicate_timestamp),
             ("duplicate", s.duplicates),
+            ("outside_head_window", s.outside_head_window),
         ] {
             if n > 0 {
                 self.samples_rejected

@@ -62,6 +62,10 @@ pub struct IngesterClient {
     urls: Arc<[String]>,
     client: reqwest::Client,
     timeout: Duration,
+    /// Path prefix of the internal API: ingesters' or store-gateways'.
+    prefix: &'static str,
+    /// What the servers are, for error messages.
+    component: &'static str,
 }
 
 impl IngesterClient {
@@ -86,7 +90,21 @@ impl IngesterClient {
             urls,
             client,
             timeout,
+            prefix: API_PREFIX,
+            component: "ingester",
         })
+    }
+
+    /// The same client for servers of the same protocol under another path
+    /// prefix (store-gateways).
+    pub fn with_api(mut self, prefix: &'static str, component: &'static str) -> Self {
+        self.prefix = prefix;
+        self.component = component;
+        self
+    }
+
+    fn who(&self, base: &str) -> String {
+        format!("{} {base}", self.component)
     }
 
     /// The ingesters' base URLs.
@@ -104,7 +122,8 @@ impl IngesterClient {
     ) -> Result<reqwest::Response, StorageError> {
         let org_id = HeaderValue::from_str(tenant)
             .map_err(|_| StorageError::BadRequest(format!("invalid tenant ID {tenant:?}")))?;
-        let url = format!("{base}{API_PREFIX}/{method}");
+        let url = format!("{base}{}/{method}", self.prefix);
+        let who = self.who(base);
         let request = self
             .client
             .post(&url)
@@ -115,13 +134,13 @@ impl IngesterClient {
         let response = match tokio::time::timeout(self.timeout, request).await {
             Err(_) => {
                 return Err(StorageError::Unavailable(format!(
-                    "ingester {base}: no response within {:?}",
+                    "{who}: no response within {:?}",
                     self.timeout
                 )))
             }
             Ok(Err(e)) => {
                 return Err(StorageError::Unavailable(format!(
-                    "ingester {base}: {}",
+                    "{who}: {}",
                     error_chain(&e)
                 )))
             }
@@ -132,7 +151,7 @@ impl IngesterClient {
             return Ok(response);
         }
         let text = error_text(response).await;
-        tracing::warn!(ingester = base, %status, error = %text, method, "ingester request failed");
+        tracing::warn!(server = %who, %status, error = %text, method, "internal query request failed");
         if status.is_client_error() {
             Err(StorageError::BadRequest(if text.is_empty() {
                 status.to_string()
@@ -141,7 +160,7 @@ impl IngesterClient {
             }))
         } else {
             Err(StorageError::Unavailable(format!(
-                "ingester {base}: {status}: {text}"
+                "{who}: {status}: {text}"
             )))
         }
     }
@@ -155,24 +174,25 @@ impl IngesterClient {
         body: Vec<u8>,
     ) -> Result<M, StorageError> {
         let response = self.post(base, method, tenant, body).await?;
+        let who = self.who(base);
         let mut stream = response.bytes_stream();
         let mut buf = BytesMut::new();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| {
                 StorageError::Unavailable(format!(
-                    "ingester {base}: reading response: {}",
+                    "{who}: reading response: {}",
                     error_chain(&e)
                 ))
             })?;
             if buf.len() + chunk.len() > MAX_MESSAGE_BYTES {
                 return Err(StorageError::Limit(format!(
-                    "ingester {base}: {method} response exceeds {MAX_MESSAGE_BYTES} bytes"
+                    "{who}: {method} response exceeds {MAX_MESSAGE_BYTES} bytes"
                 )));
             }
             buf.extend_from_slice(&chunk);
         }
         M::decode(buf.freeze()).map_err(|e| {
-            StorageError::Internal(format!("ingester {base}: bad {method} response: {e}"))
+            StorageError::Internal(format!("{who}: bad {method} response: {e}"))
         })
     }
 }
@@ -202,7 +222,7 @@ impl Queryable for IngesterClient {
             let request = request.clone();
             async move {
                 let response = self.post(base, "series", tenant, request).await?;
-                Ok::<_, StorageError>(series_stream(base.clone(), response, hints))
+                Ok::<_, StorageError>(series_stream(self.who(base), response, hints))
             }
         }))
         .await?;
@@ -303,7 +323,7 @@ fn series_stream(base: String, response: reqwest::Response, hints: SelectHints) 
                     };
                     if previous.as_ref().is_some_and(|p| *p > series.labels) {
                         Err::<(), _>(StorageError::Internal(format!(
-                            "ingester {base} returned series out of order: {} after {}",
+                            "{base} returned series out of order: {} after {}",
                             series.labels,
                             previous.as_ref().map(|p| p.to_string()).unwrap_or_default()
                         )))?;
@@ -319,7 +339,7 @@ fn series_stream(base: String, response: reqwest::Response, hints: SelectHints) 
             match body.next().await {
                 Some(chunk) => {
                     let chunk = chunk.map_err(|e| {
-                        StorageError::Unavailable(format!("ingester {base}: reading response: {}", error_chain(&e)))
+                        StorageError::Unavailable(format!("{base}: reading response: {}", error_chain(&e)))
                     })?;
                     decoder.push(&chunk);
                 }
@@ -333,15 +353,15 @@ fn series_stream(base: String, response: reqwest::Response, hints: SelectHints) 
 fn frame_error(base: &str, e: FrameError) -> StorageError {
     match e {
         FrameError::Truncated => {
-            StorageError::Unavailable(format!("ingester {base}: response ended inside a frame"))
+            StorageError::Unavailable(format!("{base}: response ended inside a frame"))
         }
-        e => StorageError::Internal(format!("ingester {base}: bad response frame: {e}")),
+        e => StorageError::Internal(format!("{base}: bad response frame: {e}")),
     }
 }
 
 fn with_ingester(base: &str, e: StorageError) -> StorageError {
     match e {
-        StorageError::Internal(m) => StorageError::Internal(format!("ingester {base}: {m}")),
+        StorageError::Internal(m) => StorageError::Internal(format!("{base}: {m}")),
         other => other,
     }
 }

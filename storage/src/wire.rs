@@ -10,6 +10,8 @@ use tidemark_schemas::ingester::{
 
 /// Path prefix of the partition consumers' internal query API.
 pub const INGESTER_API_PREFIX: &str = "/internal/ingester/v1";
+/// Path prefix of the store-gateways' internal query API (same protocol).
+pub const STORE_GATEWAY_API_PREFIX: &str = "/internal/store-gateway/v1";
 
 /// Samples per chunk written by [`series_to_proto`], as Prometheus cuts
 /// head chunks.

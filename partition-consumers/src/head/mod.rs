@@ -28,6 +28,9 @@ pub struct AppendStats {
     pub duplicate_timestamp: u64,
     pub new_series: u64,
     pub invalid_series: u64,
+    /// Samples older than the head keeps (now minus its retention): they
+    /// are in blocks, or will be once the block-builder reads them.
+    pub outside_head_window: u64,
 }
 
 impl AppendStats {
@@ -38,6 +41,7 @@ impl AppendStats {
         self.duplicate_timestamp += o.duplicate_timestamp;
         self.new_series += o.new_series;
         self.invalid_series += o.invalid_series;
+        self.outside_head_window += o.outside_head_window;
     }
 }
 

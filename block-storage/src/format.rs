@@ -1,0 +1,316 @@
+//! The Parquet layout of a block, after `prometheus-community/parquet-common`
+//! (label columns plus time-sliced chunk columns), in one file:
+//!
+//! | column          | type            | content                                      |
+//! |-----------------|-----------------|----------------------------------------------|
+//! | `s_min_t`       | int64           | first sample of the series                   |
+//! | `s_max_t`       | int64           | last sample of the series                    |
+//! | `s_chunks_<k>`  | binary, null    | XOR chunks of slice `k` of the block's range |
+//! | `l_<name>`      | utf8, null      | value of label `<name>`, dictionary-encoded  |
+//!
+//! One row per series, rows sorted by label set (Prometheus' order), so a
+//! reader streams series sorted and row-group statistics of `l___name__`
+//! skip whole row groups. A selector reads the label columns alone; samples
+//! are read only from the chunk columns whose slice overlaps the query.
+//!
+//! A chunk cell is a sequence of chunks, each `varint(min_t - prev)`,
+//! `uvarint(max_t - min_t)`, `uvarint(len)` then `len` bytes of a Prometheus
+//! XOR chunk (`prev` is the previous chunk's `max_t`, or the block's
+//! `min_time`). Chunks never cross a slice boundary.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow_array::builder::{BinaryBuilder, Int64Builder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use tidemark_storage::chunk::XorAppender;
+use tidemark_storage::{Labels, Sample};
+
+use crate::varint::{put_uvarint, put_varint, uvarint, varint};
+use crate::BlockError;
+
+pub const MIN_T_COLUMN: &str = "s_min_t";
+pub const MAX_T_COLUMN: &str = "s_max_t";
+pub const CHUNKS_COLUMN_PREFIX: &str = "s_chunks_";
+pub const LABEL_COLUMN_PREFIX: &str = "l_";
+
+/// Samples per XOR chunk, as Prometheus cuts them.
+pub const SAMPLES_PER_CHUNK: usize = 120;
+/// Series per row group.
+pub const ROWS_PER_ROW_GROUP: usize = 4096;
+
+/// One series of a block: samples sorted by time, timestamps unique.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockSeries {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+}
+
+/// An encoded block, ready to upload.
+#[derive(Debug, Clone)]
+pub struct BuiltBlock {
+    pub parquet: Bytes,
+    pub num_series: u64,
+    pub num_samples: u64,
+    pub num_chunks: u64,
+    pub data_min_time: i64,
+    pub data_max_time: i64,
+    pub chunk_columns: u32,
+}
+
+/// Chunk columns of a block of `range_ms`: one per 30 minutes, 1 to 8.
+pub fn chunk_columns_for(range_ms: i64) -> u32 {
+    (range_ms / (30 * 60 * 1000)).clamp(1, 8) as u32
+}
+
+/// Encodes series (sorted by labels, at least one sample each) of the block
+/// range `[min_time, max_time)` as a Parquet file.
+pub fn write_block(
+    series: &[BlockSeries],
+    min_time: i64,
+    max_time: i64,
+) -> Result<BuiltBlock, BlockError> {
+    let columns = chunk_columns_for(max_time - min_time);
+    let width = ((max_time - min_time) + i64::from(columns) - 1) / i64::from(columns);
+    let names: BTreeSet<&str> = series
+        .iter()
+        .flat_map(|s| s.labels.iter().map(|l| l.name.as_str()))
+        .collect();
+    let names: Vec<&str> = names.into_iter().collect();
+    let schema = schema(columns, &names);
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_max_row_group_row_count(Some(ROWS_PER_ROW_GROUP))
+        .set_statistics_enabled(EnabledStatistics::Chunk);
+    for k in 0..columns {
+        let col = ColumnPath::from(format!("{CHUNKS_COLUMN_PREFIX}{k}"));
+        props = props
+            .set_column_dictionary_enabled(col.clone(), false)
+            .set_column_statistics_enabled(col, EnabledStatistics::None);
+    }
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(props.build()))?;
+    let mut built = BuiltBlock {
+        parquet: Bytes::new(),
+        num_series: 0,
+        num_samples: 0,
+        num_chunks: 0,
+        data_min_time: i64::MAX,
+        data_max_time: i64::MIN,
+        chunk_columns: columns,
+    };
+    let mut cells: Vec<Vec<u8>> = vec![Vec::new(); columns as usize];
+    for group in series.chunks(ROWS_PER_ROW_GROUP) {
+        let mut min_t = Int64Builder::with_capacity(group.len());
+        let mut max_t = Int64Builder::with_capacity(group.len());
+        let mut chunk_builders: Vec<BinaryBuilder> =
+            (0..columns).map(|_| BinaryBuilder::new()).collect();
+        let mut label_builders: Vec<StringBuilder> =
+            names.iter().map(|_| StringBuilder::new()).collect();
+        for s in group {
+            let (Some(first), Some(last)) = (s.samples.first(), s.samples.last()) else {
+                return Err(BlockError::Corrupt {
+                    block: "(writing)".into(),
+                    message: format!("series {} has no samples", s.labels),
+                });
+            };
+            min_t.append_value(first.t);
+            max_t.append_value(last.t);
+            built.num_series += 1;
+            built.num_samples += s.samples.len() as u64;
+            built.data_min_time = built.data_min_time.min(first.t);
+            built.data_max_time = built.data_max_time.max(last.t);
+            built.num_chunks += encode_cells(&s.samples, min_time, width, &mut cells)?;
+            for (b, cell) in chunk_builders.iter_mut().zip(cells.iter()) {
+                if cell.is_empty() {
+                    b.append_null();
+                } else {
+                    b.append_value(cell);
+                }
+            }
+            let mut labels = s.labels.iter().peekable();
+            for (b, name) in label_builders.iter_mut().zip(names.iter()) {
+                match labels.peek() {
+                    Some(l) if l.name == *name => {
+                        b.append_value(&l.value);
+                        labels.next();
+                    }
+                    _ => b.append_null(),
+                }
+            }
+        }
+        let mut arrays: Vec<ArrayRef> = vec![Arc::new(min_t.finish()), Arc::new(max_t.finish())];
+        arrays.extend(chunk_builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        arrays.extend(label_builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        writer.write(&RecordBatch::try_new(schema.clone(), arrays)?)?;
+        writer.flush()?;
+    }
+    writer.close()?;
+    built.parquet = Bytes::from(out);
+    if built.num_series == 0 {
+        built.data_min_time = min_time;
+        built.data_max_time = min_time;
+    }
+    Ok(built)
+}
+
+fn schema(columns: u32, names: &[&str]) -> SchemaRef {
+    let mut fields = vec![
+        Field::new(MIN_T_COLUMN, DataType::Int64, false),
+        Field::new(MAX_T_COLUMN, DataType::Int64, false),
+    ];
+    for k in 0..columns {
+        fields.push(Field::new(
+            format!("{CHUNKS_COLUMN_PREFIX}{k}"),
+            DataType::Binary,
+            true,
+        ));
+    }
+    for n in names {
+        fields.push(Field::new(
+            format!("{LABEL_COLUMN_PREFIX}{n}"),
+            DataType::Utf8,
+            true,
+        ));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Cuts a series' samples into XOR chunks of at most [`SAMPLES_PER_CHUNK`]
+/// samples that never cross a slice boundary, and writes each slice's
+/// chunks into its cell. Returns the number of chunks.
+fn encode_cells(
+    samples: &[Sample],
+    min_time: i64,
+    width: i64,
+    cells: &mut [Vec<u8>],
+) -> Result<u64, BlockError> {
+    for c in cells.iter_mut() {
+        c.clear();
+    }
+    let last_slice = cells.len() - 1;
+    let slice_of = |t: i64| (((t - min_time).max(0) / width.max(1)) as usize).min(last_slice);
+    let mut chunks = 0;
+    let mut prev = vec![min_time; cells.len()];
+    let mut i = 0;
+    while i < samples.len() {
+        let slice = slice_of(samples[i].t);
+        let mut app = XorAppender::new();
+        let start = i;
+        while i < samples.len()
+            && i - start < SAMPLES_PER_CHUNK
+            && slice_of(samples[i].t) == slice
+        {
+            app.append(samples[i].t, samples[i].v)
+                .map_err(|e| BlockError::Corrupt {
+                    block: "(writing)".into(),
+                    message: format!("cannot encode samples: {e}"),
+                })?;
+            i += 1;
+        }
+        let (cmin, cmax) = (samples[start].t, samples[i - 1].t);
+        let bytes = app.into_bytes();
+        let cell = &mut cells[slice];
+        put_varint(cell, cmin - prev[slice]);
+        put_uvarint(cell, (cmax - cmin) as u64);
+        put_uvarint(cell, bytes.len() as u64);
+        cell.extend_from_slice(&bytes);
+        prev[slice] = cmax;
+        chunks += 1;
+    }
+    Ok(chunks)
+}
+
+/// A chunk read from a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellChunk<'a> {
+    pub min_t: i64,
+    pub max_t: i64,
+    pub data: &'a [u8],
+}
+
+/// The chunks of a cell, in time order. `min_time` is the block's.
+pub fn decode_cell(cell: &[u8], min_time: i64) -> Result<Vec<CellChunk<'_>>, String> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let mut prev = min_time;
+    while pos < cell.len() {
+        let bad = || "truncated chunk cell".to_string();
+        let min_t = prev
+            .checked_add(varint(cell, &mut pos).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+        let span = uvarint(cell, &mut pos).ok_or_else(bad)?;
+        let len = uvarint(cell, &mut pos).ok_or_else(bad)? as usize;
+        let max_t = i64::try_from(span)
+            .ok()
+            .and_then(|s| min_t.checked_add(s))
+            .ok_or_else(bad)?;
+        let end = pos.checked_add(len).filter(|&e| e <= cell.len()).ok_or_else(bad)?;
+        out.push(CellChunk {
+            min_t,
+            max_t,
+            data: &cell[pos..end],
+        });
+        pos = end;
+        prev = max_t;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_storage::chunk::decode_all;
+
+    fn series(name: &str, ts: impl Iterator<Item = i64>) -> BlockSeries {
+        BlockSeries {
+            labels: Labels::from_pairs([("__name__", name), ("job", "j")]),
+            samples: ts.map(|t| Sample { t, v: t as f64 / 7.0 }).collect(),
+        }
+    }
+
+    #[test]
+    fn cells_cut_at_slices_and_round_trip() {
+        let min = 7_200_000;
+        let s = series("a", (0..480).map(|i| min + i * 15_000));
+        let mut cells = vec![Vec::new(); 4];
+        let chunks = encode_cells(&s.samples, min, 1_800_000, &mut cells).unwrap();
+        // 120 samples per 30m slice at 15s: one chunk per slice.
+        assert_eq!(chunks, 4);
+        let mut back = Vec::new();
+        for (k, cell) in cells.iter().enumerate() {
+            for c in decode_cell(cell, min).unwrap() {
+                assert!(c.min_t >= min + k as i64 * 1_800_000);
+                assert!(c.max_t < min + (k as i64 + 1) * 1_800_000);
+                back.extend(decode_all(c.data).unwrap());
+            }
+        }
+        assert_eq!(back, s.samples);
+    }
+
+    #[test]
+    fn corrupt_cells_are_errors() {
+        assert!(decode_cell(&[0x02, 0x01, 0x7f], 0).is_err());
+        assert!(decode_cell(&[0xff], 0).is_err());
+        assert!(decode_cell(&[], 0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn writes_a_parquet_file() {
+        let min = 0;
+        let all: Vec<BlockSeries> = (0..10)
+            .map(|i| series(&format!("m{i}"), (0..100).map(|j| j * 15_000)))
+            .collect();
+        let b = write_block(&all, min, 7_200_000).unwrap();
+        assert_eq!(b.num_series, 10);
+        assert_eq!(b.num_samples, 1000);
+        assert_eq!(b.chunk_columns, 4);
+        assert_eq!(&b.parquet[..4], b"PAR1");
+    }
+}

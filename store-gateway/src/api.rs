@@ -1,0 +1,125 @@
+//! The store-gateway's internal query API: the ingesters' protocol (see
+//! `tidemark_query::IngesterClient`) under `/internal/store-gateway/v1`.
+//! Series stream as length-delimited `SeriesBatch` frames, their samples in
+//! XOR chunks; the tenant is in `X-Scope-OrgID`.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use futures::StreamExt;
+use prost::Message;
+use tidemark_schemas::ingester::{
+    LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
+    MetadataResponse, SeriesBatch, SeriesRequest,
+};
+use tidemark_schemas::stream::encode_frame;
+use tidemark_storage::tenant::validate_tenant_id;
+use tidemark_storage::wire::{
+    matchers_from_proto, series_to_proto, DEFAULT_SAMPLES_PER_CHUNK, STORE_GATEWAY_API_PREFIX,
+};
+use tidemark_storage::{Queryable, SelectHints, StorageError};
+
+use crate::store::BlockStore;
+
+const MAX_REQUEST_BYTES: usize = 4 << 20;
+const SERIES_PER_FRAME: usize = 256;
+const ORG_ID_HEADER: &str = "X-Scope-OrgID";
+
+pub fn router(store: BlockStore) -> Router {
+    let p = STORE_GATEWAY_API_PREFIX;
+    Router::new()
+        .route(&format!("{p}/series"), post(series))
+        .route(&format!("{p}/label_names"), post(label_names))
+        .route(&format!("{p}/label_values"), post(label_values))
+        .route(&format!("{p}/metadata"), post(metadata))
+        .with_state(store)
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.1).into_response()
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        let status = match e {
+            StorageError::BadRequest(_) | StorageError::Limit(_) => StatusCode::BAD_REQUEST,
+            StorageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StorageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
+    let t = headers
+        .get(ORG_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "no org id".into()))?;
+    validate_tenant_id(t).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(t.to_owned())
+}
+
+fn decode<M: Message + Default>(body: &Bytes) -> Result<M, ApiError> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "request too large".into()));
+    }
+    M::decode(body.as_ref()).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+}
+
+fn protobuf(msg: &impl Message) -> Response {
+    ([(header::CONTENT_TYPE, "application/x-protobuf")], msg.encode_to_vec()).into_response()
+}
+
+async fn series(State(store): State<BlockStore>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let req: SeriesRequest = decode(&body)?;
+    let matchers = matchers_from_proto(&req.matchers)?;
+    let hints = SelectHints {
+        start_ms: req.start_ms,
+        end_ms: req.end_ms,
+        labels_only: req.skip_chunks,
+    };
+    let stream = store.select(&tenant, &matchers, hints).await?;
+    let frames = stream.ready_chunks(SERIES_PER_FRAME).map(|batch| {
+        let mut msg = SeriesBatch { series: Vec::with_capacity(batch.len()) };
+        for s in batch {
+            let s = s.map_err(std::io::Error::other)?;
+            msg.series
+                .push(series_to_proto(&s, DEFAULT_SAMPLES_PER_CHUNK).map_err(std::io::Error::other)?);
+        }
+        Ok::<_, std::io::Error>(Bytes::from(encode_frame(&msg)))
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-protobuf")], Body::from_stream(frames)).into_response())
+}
+
+async fn label_names(State(store): State<BlockStore>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let req: LabelNamesRequest = decode(&body)?;
+    let matchers = matchers_from_proto(&req.matchers)?;
+    let names = store.label_names(&tenant, &matchers, req.start_ms, req.end_ms).await?;
+    Ok(protobuf(&LabelNamesResponse { names }))
+}
+
+async fn label_values(State(store): State<BlockStore>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
+    let tenant = tenant(&headers)?;
+    let req: LabelValuesRequest = decode(&body)?;
+    let matchers = matchers_from_proto(&req.matchers)?;
+    let values = store
+        .label_values(&tenant, &req.name, &matchers, req.start_ms, req.end_ms)
+        .await?;
+    Ok(protobuf(&LabelValuesResponse { values }))
+}
+
+/// Blocks keep no metric metadata; ingesters answer for it.
+async fn metadata(headers: HeaderMap) -> Result<Response, ApiError> {
+    tenant(&headers)?;
+    Ok(protobuf(&MetadataResponse { metadata: Vec::new() }))
+}
