@@ -508,6 +508,10 @@ pub struct Flags {
     #[arg(long = "validation.create-grace-period", env = flag_env!("VALIDATION_CREATE_GRACE_PERIOD"), value_parser = parse_duration, help_heading = "Distributor")]
     pub creation_grace_period: Option<Duration>,
 
+    /// OTLP resource attributes copied onto every series as labels, comma-separated (default none).
+    #[arg(long = "distributor.otel-promote-resource-attributes", env = flag_env!("DISTRIBUTOR_OTEL_PROMOTE_RESOURCE_ATTRIBUTES"), value_delimiter = ',', help_heading = "Distributor")]
+    pub otel_promote_resource_attributes: Option<Vec<String>>,
+
     // --- Ingester
     /// Partition to consume (default: the instance ID's numeric suffix; -target=all consumes every partition).
     #[arg(long = "ingester.partition-id", env = flag_env!("INGESTER_PARTITION_ID"), help_heading = "Ingester")]
@@ -706,6 +710,13 @@ impl Flags {
         set!(d.limits.max_label_name_length, self.max_label_name_length);
         set!(d.limits.max_label_value_length, self.max_label_value_length);
         set!(d.limits.creation_grace_period, self.creation_grace_period);
+        if let Some(attrs) = self.otel_promote_resource_attributes {
+            d.otel_promote_resource_attributes = attrs
+                .into_iter()
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect();
+        }
         let i = &mut c.ingester;
         if self.partition_id.is_some() {
             i.partition_id = self.partition_id;
@@ -796,6 +807,7 @@ mod tests {
             "1m",
             "-ingest-storage.kafka.address=localhost:9092",
             "-ingest-storage.kafka.producer-compression=zstd",
+            "-distributor.otel-promote-resource-attributes=k8s.pod.name, cloud.region",
         ])
         .unwrap();
         assert_eq!(c.server.http_listen_port, 9100);
@@ -809,6 +821,10 @@ mod tests {
         assert_eq!(
             c.distributor.max_record_size_bytes,
             c.ingest_storage.kafka.producer_max_record_size_bytes
+        );
+        assert_eq!(
+            c.distributor.otel_promote_resource_attributes,
+            vec!["k8s.pod.name", "cloud.region"]
         );
     }
 

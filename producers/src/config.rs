@@ -12,6 +12,10 @@ pub struct DistributorConfig {
     pub max_recv_msg_size: usize,
     /// Largest ingest-log record; bigger batches are split.
     pub max_record_size_bytes: usize,
+    /// OTLP resource attributes copied onto every series of their resource
+    /// as labels, by attribute name (`-distributor.otel-promote-resource-attributes`,
+    /// comma-separated; default none).
+    pub otel_promote_resource_attributes: Vec<String>,
     /// Per-series validation limits.
     #[serde(flatten)]
     pub limits: ValidationLimits,
@@ -34,6 +38,7 @@ impl Default for DistributorConfig {
         DistributorConfig {
             max_recv_msg_size: 100 << 20,
             max_record_size_bytes: 1_000_000,
+            otel_promote_resource_attributes: Vec::new(),
             limits: ValidationLimits::default(),
         }
     }

@@ -18,6 +18,12 @@ pub enum PushError {
     BadSnappy(String),
     #[error("request body is not a valid remote write request: {0}")]
     BadProtobuf(String),
+    #[error("request body is not a valid OTLP metrics export request: {0}")]
+    BadOtlp(String),
+    #[error("OTLP request translates to more than {limit} bytes of remote write series; send smaller batches")]
+    TranslatedTooLarge { limit: usize },
+    #[error("request body could not be decompressed: {0}")]
+    BadCompression(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// Some series were refused; the valid ones (`written` samples) were
@@ -37,10 +43,14 @@ impl PushError {
         match self {
             PushError::Tenant(TenantError::Missing) => StatusCode::UNAUTHORIZED,
             PushError::Tenant(_) => StatusCode::BAD_REQUEST,
-            PushError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            PushError::BadSnappy(_) | PushError::BadProtobuf(_) | PushError::Validation { .. } => {
-                StatusCode::BAD_REQUEST
+            PushError::TooLarge { .. } | PushError::TranslatedTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
             }
+            PushError::BadSnappy(_)
+            | PushError::BadProtobuf(_)
+            | PushError::BadOtlp(_)
+            | PushError::BadCompression(_)
+            | PushError::Validation { .. } => StatusCode::BAD_REQUEST,
             PushError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PushError::Log(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             PushError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -61,6 +71,18 @@ mod tests {
         assert_eq!(
             PushError::TooLarge { size: 2, limit: 1 }.status(),
             StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            PushError::TranslatedTooLarge { limit: 1 }.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        assert_eq!(
+            PushError::BadOtlp("x".into()).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            PushError::BadCompression("x".into()).status(),
+            StatusCode::BAD_REQUEST
         );
         assert_eq!(
             PushError::Log(LogError::Unavailable("x".into())).status(),

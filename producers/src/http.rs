@@ -1,6 +1,7 @@
 //! HTTP push endpoints: `POST`/`PUT` on `/api/v1/push` and the legacy
 //! `/api/prom/push`, snappy-compressed remote write 1.0 and 2.0 (chosen by
-//! the `proto` parameter of `Content-Type`).
+//! the `proto` parameter of `Content-Type`), and OTLP/HTTP metrics on
+//! `/otlp/v1/metrics` ([`crate::otlp`]).
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use axum::Router;
 use crate::distributor::Distributor;
 use crate::error::PushError;
 use crate::metrics::StatusLabels;
+use crate::otlp;
 use tidemark_storage::tenant::{tenant_from_header, ORG_ID_HEADER};
 
 #[derive(Clone)]
@@ -27,6 +29,7 @@ pub fn router(state: PushState) -> Router {
     Router::new()
         .route("/api/v1/push", post(push).put(push))
         .route("/api/prom/push", post(push).put(push))
+        .route("/otlp/v1/metrics", post(otlp_push))
         .with_state(state)
 }
 
@@ -100,6 +103,116 @@ async fn push(State(state): State<PushState>, headers: HeaderMap, body: Body) ->
     response
 }
 
+/// `POST /otlp/v1/metrics`: answers as OTLP/HTTP says, an
+/// `ExportMetricsServiceResponse` (with a partial success naming what was
+/// dropped) or a `google.rpc.Status`, in the request's format.
+async fn otlp_push(State(state): State<PushState>, headers: HeaderMap, body: Body) -> Response {
+    let (format, result) = match otlp::request_format(&headers) {
+        Ok(f) => (Some(f), handle_otlp(&state, &headers, body, f).await),
+        Err(e) => (None, Err(e)),
+    };
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(e) => e.status(),
+    };
+    state
+        .distributor
+        .metrics()
+        .requests
+        .get_or_create(&StatusLabels {
+            status: status.as_u16(),
+        })
+        .inc();
+    match result {
+        Ok(t) => {
+            let f = format.unwrap_or(otlp::Format::Protobuf);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, f.content_type())],
+                otlp::encode_response(f, t.rejected_points, &t.rejection_message()),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            if status.is_server_error() {
+                tracing::warn!(error = %e, "OTLP push failed");
+            }
+            let (content_type, body) = otlp::encode_status(format, status, &e.to_string());
+            (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+    }
+}
+
+/// Reads, decompresses, decodes and translates an OTLP request and pushes
+/// the result; what the translation dropped.
+async fn handle_otlp(
+    state: &PushState,
+    headers: &HeaderMap,
+    body: Body,
+    format: otlp::Format,
+) -> Result<otlp::Translated, PushError> {
+    let tenant = tenant_from_header(
+        headers.get(ORG_ID_HEADER).and_then(|v| v.to_str().ok()),
+        state.multitenancy_enabled,
+    )?;
+    let encoding = otlp::request_encoding(headers)?;
+    let cfg = state.distributor.config();
+    let raw = read_limited(headers, body, cfg.max_recv_msg_size).await?;
+    let body = otlp::decompress(raw, encoding, cfg.max_recv_msg_size)?;
+    let request = otlp::decode(&body, format)?;
+    drop(body);
+    let budget = cfg
+        .max_recv_msg_size
+        .saturating_mul(otlp::TRANSLATED_SIZE_FACTOR);
+    let mut translated = otlp::translate(&request, &cfg.otel_promote_resource_attributes, budget);
+    drop(request);
+    if translated.over_budget {
+        return Err(PushError::TranslatedTooLarge { limit: budget });
+    }
+    let write = std::mem::take(&mut translated.body);
+    if !write.is_empty() {
+        match state.distributor.push(&tenant, &write).await {
+            Ok(_) => {}
+            // Some series written, some refused: OTLP/HTTP calls that a
+            // partial success (200). Each translated series carries one
+            // sample, counted as one rejected data point.
+            Err(
+                e @ PushError::Validation {
+                    written, failed, ..
+                },
+            ) if written > 0 => {
+                translated.rejected_points += failed as u64;
+                translated.rejections.insert(0, e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(translated)
+}
+
+/// The body, refused with 413 past `limit` bytes.
+async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, PushError> {
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(PushError::TooLarge { size: len, limit });
+        }
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| PushError::TooLarge {
+            size: limit + 1,
+            limit,
+        })
+}
+
 /// Handles a push; the number of samples written.
 async fn handle(
     state: &PushState,
@@ -112,21 +225,7 @@ async fn handle(
         state.multitenancy_enabled,
     )?;
     let limit = state.distributor.config().max_recv_msg_size;
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > limit {
-            return Err(PushError::TooLarge { size: len, limit });
-        }
-    }
-    let raw = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| PushError::TooLarge {
-            size: limit + 1,
-            limit,
-        })?;
+    let raw = read_limited(headers, body, limit).await?;
     let body = decode_body(&raw, limit)?;
     let outcome = match protocol {
         Protocol::V1 => state.distributor.push(&tenant, &body).await?,
@@ -473,5 +572,428 @@ mod tests {
         )
         .await;
         assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    // --- OTLP
+
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric::Data, number_data_point, ExponentialHistogram, ExponentialHistogramDataPoint,
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use std::io::Write;
+
+    fn now_nanos() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    }
+
+    fn otlp_request(exponential: bool) -> ExportMetricsServiceRequest {
+        let mut metrics = vec![Metric {
+            name: "queue.depth".into(),
+            unit: "{item}".into(),
+            data: Some(Data::Gauge(Gauge {
+                data_points: vec![NumberDataPoint {
+                    time_unix_nano: now_nanos(),
+                    value: Some(number_data_point::Value::AsInt(3)),
+                    ..Default::default()
+                }],
+            })),
+            ..Default::default()
+        }];
+        if exponential {
+            metrics.push(Metric {
+                name: "latency".into(),
+                unit: "s".into(),
+                data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: vec![ExponentialHistogramDataPoint::default(); 2],
+                    aggregation_temporality: 2,
+                })),
+                ..Default::default()
+            });
+        }
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue("svc".into())),
+                        }),
+                        key_strindex: 0,
+                    }],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
+    fn otlp_json(exponential: bool) -> Vec<u8> {
+        let t = now_nanos().to_string();
+        let exp = if exponential {
+            r#",{"name":"latency","exponentialHistogram":{"aggregationTemporality":2,"dataPoints":[{"timeUnixNano":"1","count":"1"}]}}"#
+        } else {
+            ""
+        };
+        format!(
+            r#"{{"resourceMetrics":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},"scopeMetrics":[{{"metrics":[{{"name":"queue.depth","gauge":{{"dataPoints":[{{"asInt":"3","timeUnixNano":"{t}"}}]}}}}{exp}]}}]}}]}}"#
+        )
+        .into_bytes()
+    }
+
+    async fn send_otlp(
+        app: &Router,
+        content_type: &str,
+        encoding: Option<&str>,
+        tenant: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, String, Bytes) {
+        let mut b = Request::builder()
+            .method("POST")
+            .uri("/otlp/v1/metrics")
+            .header("Content-Type", content_type);
+        if let Some(e) = encoding {
+            b = b.header("Content-Encoding", e);
+        }
+        if let Some(t) = tenant {
+            b = b.header(ORG_ID_HEADER, t);
+        }
+        let resp = app
+            .clone()
+            .oneshot(b.body(Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let ct = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, ct, body)
+    }
+
+    const PB: &str = "application/x-protobuf";
+    const JSON: &str = "application/json";
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(data).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn otlp_protobuf_and_json_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, log) = app(dir.path(), true);
+        let (s, ct, body) = send_otlp(
+            &app,
+            PB,
+            None,
+            Some("t"),
+            otlp_request(false).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body:?}");
+        assert_eq!(ct, PB);
+        assert_eq!(
+            ExportMetricsServiceResponse::decode(body).unwrap(),
+            ExportMetricsServiceResponse::default()
+        );
+        let after_pb = total_records(&log).await;
+        assert!(after_pb >= 1);
+
+        let (s, ct, body) = send_otlp(
+            &app,
+            "application/json; charset=utf-8",
+            None,
+            Some("t"),
+            otlp_json(false),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{body:?}");
+        assert_eq!(ct, JSON);
+        assert_eq!(&body[..], b"{}");
+        assert!(total_records(&log).await > after_pb);
+    }
+
+    #[tokio::test]
+    async fn otlp_partial_success_names_what_was_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, log) = app(dir.path(), true);
+        let (s, _, body) = send_otlp(
+            &app,
+            PB,
+            None,
+            Some("t"),
+            otlp_request(true).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let ps = ExportMetricsServiceResponse::decode(body)
+            .unwrap()
+            .partial_success
+            .unwrap();
+        assert_eq!(ps.rejected_data_points, 2);
+        assert!(
+            ps.error_message
+                .contains("exponential histogram \"latency\""),
+            "{}",
+            ps.error_message
+        );
+        assert!(total_records(&log).await >= 1, "the gauge was written");
+
+        let (s, _, body) = send_otlp(&app, JSON, None, Some("t"), otlp_json(true)).await;
+        assert_eq!(s, StatusCode::OK);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["partialSuccess"]["rejectedDataPoints"], "1");
+        assert!(v["partialSuccess"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("native histograms"));
+    }
+
+    #[tokio::test]
+    async fn otlp_gzip_and_zstd() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, log) = app(dir.path(), true);
+        let pb = otlp_request(false).encode_to_vec();
+        let (s, _, _) = send_otlp(&app, PB, Some("gzip"), Some("t"), gzip(&pb)).await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _, _) = send_otlp(
+            &app,
+            PB,
+            Some("zstd"),
+            Some("t"),
+            zstd::encode_all(&pb[..], 3).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _, _) =
+            send_otlp(&app, JSON, Some("gzip"), Some("t"), gzip(&otlp_json(false))).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(total_records(&log).await >= 3);
+    }
+
+    #[tokio::test]
+    async fn otlp_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, log) = app(dir.path(), true);
+        let pb = otlp_request(false).encode_to_vec();
+        // Compression bombs: small on the wire, past the 64 KiB limit inflated.
+        let bomb = vec![0u8; 10 << 20];
+        let gz = gzip(&bomb);
+        assert!(gz.len() < 64 << 10);
+        let (s, ct, body) = send_otlp(&app, PB, Some("gzip"), Some("t"), gz).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(ct, PB);
+        let status = otlp::RpcStatus::decode(body).unwrap();
+        assert!(status.message.contains("exceeds the limit"), "{status:?}");
+        let zs = zstd::encode_all(&bomb[..], 3).unwrap();
+        assert!(zs.len() < 64 << 10);
+        let (s, ct, body) = send_otlp(&app, JSON, Some("zstd"), Some("t"), zs).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(ct, JSON);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["message"].as_str().unwrap().contains("exceeds the limit"));
+        // Small, but expanding past 10 x the limit once translated.
+        let mut wide = otlp_request(false);
+        wide.resource_metrics[0].scope_metrics[0].metrics = vec![Metric {
+            name: "h".into(),
+            data: Some(Data::Histogram(
+                opentelemetry_proto::tonic::metrics::v1::Histogram {
+                    data_points: vec![
+                        opentelemetry_proto::tonic::metrics::v1::HistogramDataPoint {
+                            attributes: (0..20)
+                                .map(|i| KeyValue {
+                                    key: format!("a{i}"),
+                                    value: Some(AnyValue {
+                                        value: Some(any_value::Value::StringValue("v".repeat(200))),
+                                    }),
+                                    key_strindex: 0,
+                                })
+                                .collect(),
+                            bucket_counts: vec![1; 3001],
+                            explicit_bounds: (0..3000).map(f64::from).collect(),
+                            ..Default::default()
+                        },
+                    ],
+                    aggregation_temporality: 2,
+                },
+            )),
+            ..Default::default()
+        }];
+        let wide = wide.encode_to_vec();
+        assert!(wide.len() < 64 << 10);
+        let (s, _, body) = send_otlp(&app, PB, None, Some("t"), wide).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(otlp::RpcStatus::decode(body)
+            .unwrap()
+            .message
+            .contains("smaller batches"));
+        // Too large on the wire.
+        let (s, _, _) = send_otlp(&app, PB, None, Some("t"), vec![0u8; 100 << 10]).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+        // Unsupported media types and encodings.
+        let (s, ct, _) = send_otlp(&app, "text/plain", None, Some("t"), pb.clone()).await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(ct.starts_with("text/plain"));
+        let (s, _, _) = send_otlp(
+            &app,
+            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+            Some("br"),
+            Some("t"),
+            pb.clone(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let (s, _, body) = send_otlp(&app, PB, Some("br"), Some("t"), pb.clone()).await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(otlp::RpcStatus::decode(body)
+            .unwrap()
+            .message
+            .contains("Content-Encoding"));
+        // Tenant.
+        let (s, _, body) = send_otlp(&app, PB, None, None, pb.clone()).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(otlp::RpcStatus::decode(body).unwrap().code, 16);
+        // Bad bodies.
+        let (s, _, body) = send_otlp(&app, PB, None, Some("t"), vec![0xff; 32]).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(otlp::RpcStatus::decode(body)
+            .unwrap()
+            .message
+            .contains("not a valid OTLP"));
+        let (s, _, body) = send_otlp(
+            &app,
+            JSON,
+            None,
+            Some("t"),
+            b"{\"resourceMetrics\": 1}".to_vec(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], 3);
+        let (s, _, _) = send_otlp(&app, PB, Some("gzip"), Some("t"), pb.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "not gzip");
+        assert_eq!(total_records(&log).await, 0, "nothing written");
+    }
+
+    #[tokio::test]
+    async fn otlp_invalid_series_keep_error_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _log) = app(dir.path(), true);
+        // 40 attributes: over the 30-label limit.
+        let mut req = otlp_request(false);
+        let Some(Data::Gauge(g)) = &mut req.resource_metrics[0].scope_metrics[0].metrics[0].data
+        else {
+            unreachable!()
+        };
+        g.data_points[0].attributes = (0..40)
+            .map(|i| KeyValue {
+                key: format!("a{i}"),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::IntValue(i)),
+                }),
+                key_strindex: 0,
+            })
+            .collect();
+        let (s, _, body) = send_otlp(&app, PB, None, Some("t"), req.encode_to_vec()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "nothing written: an error");
+        let msg = otlp::RpcStatus::decode(body).unwrap().message;
+        assert!(
+            msg.contains("err-tidemark-max-label-names-per-series"),
+            "{msg}"
+        );
+        // With a valid series next to it: a partial success.
+        let good = otlp_request(false).resource_metrics[0].scope_metrics[0].metrics[0].clone();
+        req.resource_metrics[0].scope_metrics[0].metrics.push(good);
+        let (s, _, body) = send_otlp(&app, PB, None, Some("t"), req.encode_to_vec()).await;
+        assert_eq!(s, StatusCode::OK);
+        let ps = ExportMetricsServiceResponse::decode(body)
+            .unwrap()
+            .partial_success
+            .unwrap();
+        assert_eq!(ps.rejected_data_points, 1);
+        assert!(
+            ps.error_message
+                .contains("err-tidemark-max-label-names-per-series"),
+            "{}",
+            ps.error_message
+        );
+    }
+
+    #[tokio::test]
+    async fn otlp_garbage_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _log) = app(dir.path(), true);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x07_1d_e3);
+        let valid = otlp_request(true).encode_to_vec();
+        let json = otlp_json(true);
+        let mut client_errors = 0;
+        for i in 0..300 {
+            let (ct, base) = if i % 2 == 0 {
+                (PB, &valid)
+            } else {
+                (JSON, &json)
+            };
+            let mut body: Vec<u8> = match i % 3 {
+                // Pure noise.
+                0 => (0..rng.random_range(0..512))
+                    .map(|_| rng.random())
+                    .collect(),
+                // A valid body with bytes flipped.
+                1 => {
+                    let mut b = base.clone();
+                    for _ in 0..rng.random_range(1..8) {
+                        let at = rng.random_range(0..b.len());
+                        b[at] = rng.random();
+                    }
+                    b
+                }
+                // A valid body cut short.
+                _ => base[..rng.random_range(0..base.len())].to_vec(),
+            };
+            let encoding = match i % 5 {
+                0 => Some("gzip"),
+                1 => Some("zstd"),
+                _ => None,
+            };
+            if encoding.is_some() && rng.random_bool(0.5) {
+                // A valid stream of garbage, or garbage claiming a codec.
+                body = if encoding == Some("gzip") {
+                    gzip(&body)
+                } else {
+                    zstd::encode_all(&body[..], 1).unwrap()
+                };
+            }
+            let (s, _, text) = send_otlp(&app, ct, encoding, Some("t"), body).await;
+            assert!(
+                s == StatusCode::OK || s.is_client_error(),
+                "{i}: {s} {text:?}"
+            );
+            if s.is_client_error() {
+                client_errors += 1;
+            }
+        }
+        assert!(
+            client_errors > 150,
+            "most garbage is refused: {client_errors}"
+        );
     }
 }
