@@ -14,6 +14,7 @@ use tidemark_ingest_log::embedded::EmbeddedConfig;
 use tidemark_ingest_log::kafka::{KafkaCompression, KafkaConfig};
 use tidemark_block_builder::BlockBuilderConfig;
 use tidemark_block_storage::{BucketConfig, StorageBackend};
+use tidemark_compactor::CompactorConfig;
 use tidemark_partition_consumers::IngesterConfig;
 use tidemark_producers::DistributorConfig;
 use tidemark_query::{EngineOptions, TieredOptions};
@@ -31,6 +32,7 @@ pub enum Target {
     Querier,
     BlockBuilder,
     StoreGateway,
+    Compactor,
 }
 
 impl Target {
@@ -49,13 +51,16 @@ impl Target {
     pub fn runs_store_gateway(self) -> bool {
         matches!(self, Target::All | Target::StoreGateway)
     }
+    pub fn runs_compactor(self) -> bool {
+        matches!(self, Target::All | Target::Compactor)
+    }
     /// Whether the process reads or writes the ingest log.
     pub fn uses_log(self) -> bool {
         self.runs_distributor() || self.runs_ingester() || self.runs_block_builder()
     }
     /// Whether the process reads or writes object storage.
     pub fn uses_bucket(self) -> bool {
-        self.runs_block_builder() || self.runs_store_gateway()
+        self.runs_block_builder() || self.runs_store_gateway() || self.runs_compactor()
     }
 }
 
@@ -80,6 +85,7 @@ pub struct Config {
     /// (`-blocks-storage.bucket-store.*`).
     pub store_gateway: StoreGatewayConfig,
     pub block_builder: BlockBuilderConfig,
+    pub compactor: CompactorConfig,
     pub log: LogConfig,
 }
 
@@ -153,6 +159,7 @@ impl Default for Config {
             blocks_storage: BucketConfig::default(),
             store_gateway: StoreGatewayConfig::default(),
             block_builder: BlockBuilderConfig::default(),
+            compactor: CompactorConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -304,6 +311,10 @@ impl Config {
         self.block_builder
             .validate()
             .map_err(|e| anyhow::anyhow!(e))?;
+        self.compactor.validate().map_err(|e| anyhow::anyhow!(e))?;
+        if self.store_gateway.ignore_deletion_marks_delay >= self.compactor.deletion_delay {
+            bail!("-blocks-storage.bucket-store.ignore-deletion-marks-delay must be shorter than -compactor.deletion-delay, or queriers read deleted blocks");
+        }
         if self.querier.query_ingesters_within > Duration::ZERO
             && self.querier.query_store_after > Duration::ZERO
             && self.querier.query_store_after >= self.querier.query_ingesters_within
@@ -390,7 +401,7 @@ macro_rules! flag_env {
 #[derive(Debug, Default, Args)]
 pub struct Flags {
     // --- General
-    /// Components to run: all, distributor, ingester, querier, block-builder or store-gateway.
+    /// Components to run: all, distributor, ingester, querier, block-builder, store-gateway or compactor.
     #[arg(long = "target", env = flag_env!("TARGET"), value_enum, help_heading = "General")]
     pub target: Option<Target>,
     /// YAML configuration file; flags and env variables override it.
@@ -633,6 +644,23 @@ pub struct Flags {
     /// Where a partition with no committed offset starts: this far back (default 168h).
     #[arg(long = "block-builder.lookback-on-no-commit", env = flag_env!("BLOCK_BUILDER_LOOKBACK_ON_NO_COMMIT"), value_parser = parse_duration, help_heading = "Block-builder")]
     pub bb_lookback: Option<Duration>,
+
+    // --- Compactor
+    /// How often the compactor runs (default 1h).
+    #[arg(long = "compactor.compaction-interval", env = flag_env!("COMPACTOR_COMPACTION_INTERVAL"), value_parser = parse_duration, help_heading = "Compactor")]
+    pub compaction_interval: Option<Duration>,
+    /// Block ranges to merge into, comma-separated, smallest first (default 2h,12h,24h).
+    #[arg(long = "compactor.block-ranges", env = flag_env!("COMPACTOR_BLOCK_RANGES"), value_delimiter = ',', value_parser = parse_duration, help_heading = "Compactor")]
+    pub compactor_block_ranges: Option<Vec<Duration>>,
+    /// How long replaced blocks stay before deletion (default 12h).
+    #[arg(long = "compactor.deletion-delay", env = flag_env!("COMPACTOR_DELETION_DELAY"), value_parser = parse_duration, help_heading = "Compactor")]
+    pub deletion_delay: Option<Duration>,
+    /// Delete blocks older than this; 0 keeps everything (default 0).
+    #[arg(long = "compactor.blocks-retention-period", env = flag_env!("COMPACTOR_BLOCKS_RETENTION_PERIOD"), value_parser = parse_duration, help_heading = "Compactor")]
+    pub blocks_retention_period: Option<Duration>,
+    /// Merge a window only once it ended this long ago (default 1h).
+    #[arg(long = "compactor.compaction-wait-period", env = flag_env!("COMPACTOR_COMPACTION_WAIT_PERIOD"), value_parser = parse_duration, help_heading = "Compactor")]
+    pub compaction_wait_period: Option<Duration>,
 }
 
 macro_rules! set {
@@ -764,6 +792,12 @@ impl Flags {
         set!(bb.consumer_group, self.bb_consumer_group);
         set!(bb.partitions, self.bb_partitions);
         set!(bb.lookback_on_no_commit, self.bb_lookback);
+        let k = &mut c.compactor;
+        set!(k.compaction_interval, self.compaction_interval);
+        set!(k.block_ranges, self.compactor_block_ranges);
+        set!(k.deletion_delay, self.deletion_delay);
+        set!(k.blocks_retention_period, self.blocks_retention_period);
+        set!(k.wait_period, self.compaction_wait_period);
         // The distributor splits records at the log's record size limit.
         c.distributor.max_record_size_bytes = if c.uses_kafka() {
             c.ingest_storage.kafka.producer_max_record_size_bytes

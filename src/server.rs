@@ -142,6 +142,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
         tasks.push(tokio::spawn(builder.run(cancel.clone())));
     }
+    if let (true, Some(bucket)) = (cfg.target.runs_compactor(), &bucket) {
+        let compactor = tidemark_compactor::Compactor::new(
+            bucket.clone(),
+            cfg.compactor.clone(),
+            tidemark_compactor::CompactorMetrics::new(&mut registry),
+        );
+        tasks.push(tokio::spawn(compactor.run(cancel.clone())));
+    }
     let mut block_store = None;
     if let (true, Some(bucket)) = (cfg.target.runs_store_gateway(), &bucket) {
         let store = BlockStore::new(

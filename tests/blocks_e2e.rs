@@ -14,8 +14,6 @@ use serde_json::Value;
 use support::*;
 use tidemark_schemas::prometheus::TimeSeries;
 
-const TENANTS: [&str; 2] = ["blocks-a", "blocks-b"];
-
 /// 10 counters per tenant, one sample a minute from 7h ago to 10m ago.
 fn data(tenant_index: usize, now: i64) -> Vec<TimeSeries> {
     let start = now - 7 * 3_600_000;
@@ -35,10 +33,10 @@ fn data(tenant_index: usize, now: i64) -> Vec<TimeSeries> {
 }
 
 /// Every query the comparison runs, as (tenant, path).
-fn queries(now_s: i64) -> Vec<(String, String)> {
+fn queries(now_s: i64, tenants: &[String]) -> Vec<(String, String)> {
     let (start, end) = (now_s - 8 * 3600, now_s);
     let mut out = Vec::new();
-    for t in TENANTS {
+    for t in tenants {
         for (expr, step) in [
             ("blocks_test_total", 60),
             ("sum by (instance) (rate(blocks_test_total[10m]))", 300),
@@ -57,8 +55,8 @@ fn queries(now_s: i64) -> Vec<(String, String)> {
     out
 }
 
-fn answers(base: &str, now_s: i64) -> Vec<Value> {
-    queries(now_s)
+fn answers(base: &str, now_s: i64, tenants: &[String]) -> Vec<Value> {
+    queries(now_s, tenants)
         .into_iter()
         .map(|(tenant, q)| {
             let (status, v) = api_get(base, Some(&tenant), &q);
@@ -116,6 +114,8 @@ fn run(name: &str, bucket_args: &[String], bucket_dir: Option<&Path>) {
     let dir = tempfile::Builder::new().prefix(name).tempdir_in(std::env::var("TIDEMARK_TEST_STATE").unwrap_or_else(|_| std::env::temp_dir().display().to_string())).unwrap();
     let now = now_ms();
     let now_s = now / 1000;
+    // Tenants of this run alone, even in a shared bucket.
+    let tenants: Vec<String> = ["a", "b"].iter().map(|x| format!("{name}-{}-{x}", std::process::id())).collect();
     let with = |extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = bucket_args.to_vec();
         v.extend(extra.iter().map(|s| s.to_string()));
@@ -129,11 +129,11 @@ fn run(name: &str, bucket_args: &[String], bucket_dir: Option<&Path>) {
     t.wait_ready(Duration::from_secs(60));
     // The first cycle runs at start-up, before any data.
     std::thread::sleep(Duration::from_millis(500));
-    for (i, tenant) in TENANTS.iter().enumerate() {
+    for (i, tenant) in tenants.iter().enumerate() {
         let (status, body) = push(&t.push_url(), tenant, data(i, now));
         assert_eq!(status, 200, "{body}");
     }
-    let expected = answers(&t.url, now_s);
+    let expected = answers(&t.url, now_s, &tenants);
     assert!(expected[0]["result"].as_array().is_some_and(|r| r.len() == 10), "{}", expected[0]);
     t.kill();
 
@@ -164,12 +164,51 @@ fn run(name: &str, bucket_args: &[String], bucket_dir: Option<&Path>) {
     // Two tenants over 4 windows (a window may be split over partitions).
     assert!(uploaded_once >= 8, "{uploaded_once} blocks");
     assert_eq!(metric_sum(&t.url, "tidemark_ingester_memory_series"), 0.0, "the head must be empty");
-    let got = answers(&t.url, now_s);
-    for (i, (q, (e, g))) in queries(now_s).iter().zip(expected.iter().zip(got.iter())).enumerate() {
+    let got = answers(&t.url, now_s, &tenants);
+    for (i, (q, (e, g))) in queries(now_s, &tenants).iter().zip(expected.iter().zip(got.iter())).enumerate() {
         assert_eq!(e, g, "query {i} {q:?} differs after the ingesters lost their memory");
     }
     if let Some(bucket) = bucket_dir {
         assert_eq!(meta_files(bucket).len(), uploaded_once, "no duplicate blocks");
+    }
+    drop(t);
+
+    // 4. The compactor merges each window's blocks (one per partition) and
+    //    deletes the sources after the delay; the answers stay the same.
+    let t = Tidemark::spawn(
+        dir.path(),
+        port,
+        with(&[
+            "-block-builder.consume-interval=1s",
+            "-ingester.head-retention=1m",
+            "-compactor.compaction-interval=1s",
+            "-compactor.compaction-wait-period=0s",
+            "-compactor.deletion-delay=2s",
+            "-blocks-storage.bucket-store.ignore-deletion-marks-delay=1s",
+        ]),
+    );
+    t.wait_ready(Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let compactions = metric_sum(&t.url, "tidemark_compactor_compactions_total");
+        let deleted = metric_sum(&t.url, "tidemark_compactor_blocks_deleted_total");
+        let runs = metric_sum(&t.url, "tidemark_compactor_runs_total");
+        // Deletions done, and a later run found nothing more to do.
+        if compactions > 0.0 && deleted > 0.0 && runs >= 5.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no compaction: {compactions} merges, {deleted} deleted; log:\n{}", t.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let compacted = metric_sum(&t.url, "tidemark_store_gateway_blocks_loaded") as usize;
+    assert!(compacted < uploaded_once, "{compacted} blocks after compaction, {uploaded_once} before");
+    let got = answers(&t.url, now_s, &tenants);
+    for (i, (q, (e, g))) in queries(now_s, &tenants).iter().zip(expected.iter().zip(got.iter())).enumerate() {
+        assert_eq!(e, g, "query {i} {q:?} differs after compaction");
+    }
+    if let Some(bucket) = bucket_dir {
+        assert_eq!(meta_files(bucket).len(), compacted, "sources deleted");
     }
 }
 

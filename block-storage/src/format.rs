@@ -76,58 +76,121 @@ pub fn write_block(
     min_time: i64,
     max_time: i64,
 ) -> Result<BuiltBlock, BlockError> {
-    let columns = chunk_columns_for(max_time - min_time);
-    let width = ((max_time - min_time) + i64::from(columns) - 1) / i64::from(columns);
     let names: BTreeSet<&str> = series
         .iter()
         .flat_map(|s| s.labels.iter().map(|l| l.name.as_str()))
         .collect();
-    let names: Vec<&str> = names.into_iter().collect();
-    let schema = schema(columns, &names);
-    let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_max_row_group_row_count(Some(ROWS_PER_ROW_GROUP))
-        .set_statistics_enabled(EnabledStatistics::Chunk);
-    for k in 0..columns {
-        let col = ColumnPath::from(format!("{CHUNKS_COLUMN_PREFIX}{k}"));
-        props = props
-            .set_column_dictionary_enabled(col.clone(), false)
-            .set_column_statistics_enabled(col, EnabledStatistics::None);
+    let mut w = BlockWriter::new(min_time, max_time, names)?;
+    for s in series {
+        w.push(s.clone())?;
     }
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(props.build()))?;
-    let mut built = BuiltBlock {
-        parquet: Bytes::new(),
-        num_series: 0,
-        num_samples: 0,
-        num_chunks: 0,
-        data_min_time: i64::MAX,
-        data_max_time: i64::MIN,
-        chunk_columns: columns,
-    };
-    let mut cells: Vec<Vec<u8>> = vec![Vec::new(); columns as usize];
-    for group in series.chunks(ROWS_PER_ROW_GROUP) {
+    w.finish()
+}
+
+/// Writes a block series by series (sorted by labels), a row group at a
+/// time, so that only one row group's series are held while writing.
+pub struct BlockWriter {
+    min_time: i64,
+    width: i64,
+    names: Vec<String>,
+    schema: SchemaRef,
+    writer: ArrowWriter<Vec<u8>>,
+    pending: Vec<BlockSeries>,
+    cells: Vec<Vec<u8>>,
+    built: BuiltBlock,
+}
+
+impl BlockWriter {
+    /// A writer for a block of `[min_time, max_time)` whose series have
+    /// labels among `names`.
+    pub fn new<'a>(
+        min_time: i64,
+        max_time: i64,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, BlockError> {
+        let columns = chunk_columns_for(max_time - min_time);
+        let width = ((max_time - min_time) + i64::from(columns) - 1) / i64::from(columns);
+        let names: BTreeSet<&str> = names.into_iter().collect();
+        let names: Vec<String> = names.into_iter().map(str::to_owned).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let schema = schema(columns, &refs);
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_max_row_group_row_count(Some(ROWS_PER_ROW_GROUP))
+            .set_statistics_enabled(EnabledStatistics::Chunk);
+        for k in 0..columns {
+            let col = ColumnPath::from(format!("{CHUNKS_COLUMN_PREFIX}{k}"));
+            props = props
+                .set_column_dictionary_enabled(col.clone(), false)
+                .set_column_statistics_enabled(col, EnabledStatistics::None);
+        }
+        let writer = ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props.build()))?;
+        Ok(BlockWriter {
+            min_time,
+            width,
+            names,
+            schema,
+            writer,
+            pending: Vec::with_capacity(ROWS_PER_ROW_GROUP),
+            cells: vec![Vec::new(); columns as usize],
+            built: BuiltBlock {
+                parquet: Bytes::new(),
+                num_series: 0,
+                num_samples: 0,
+                num_chunks: 0,
+                data_min_time: i64::MAX,
+                data_max_time: i64::MIN,
+                chunk_columns: columns,
+            },
+        })
+    }
+
+    /// Adds the next series (labels greater than the previous one's, names
+    /// among the writer's, at least one sample).
+    pub fn push(&mut self, s: BlockSeries) -> Result<(), BlockError> {
+        if s.samples.is_empty() {
+            return Err(self.error(format!("series {} has no samples", s.labels)));
+        }
+        if let Some(l) = s.labels.iter().find(|l| self.names.binary_search(&l.name).is_err()) {
+            return Err(self.error(format!("label {} is not a column of the block", l.name)));
+        }
+        self.pending.push(s);
+        if self.pending.len() >= ROWS_PER_ROW_GROUP {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn error(&self, message: String) -> BlockError {
+        BlockError::Corrupt {
+            block: "(writing)".into(),
+            message,
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), BlockError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let group = std::mem::take(&mut self.pending);
+        let columns = self.cells.len();
         let mut min_t = Int64Builder::with_capacity(group.len());
         let mut max_t = Int64Builder::with_capacity(group.len());
-        let mut chunk_builders: Vec<BinaryBuilder> =
-            (0..columns).map(|_| BinaryBuilder::new()).collect();
-        let mut label_builders: Vec<StringBuilder> =
-            names.iter().map(|_| StringBuilder::new()).collect();
-        for s in group {
+        let mut chunk_builders: Vec<BinaryBuilder> = (0..columns).map(|_| BinaryBuilder::new()).collect();
+        let mut label_builders: Vec<StringBuilder> = self.names.iter().map(|_| StringBuilder::new()).collect();
+        for s in &group {
             let (Some(first), Some(last)) = (s.samples.first(), s.samples.last()) else {
-                return Err(BlockError::Corrupt {
-                    block: "(writing)".into(),
-                    message: format!("series {} has no samples", s.labels),
-                });
+                continue;
             };
             min_t.append_value(first.t);
             max_t.append_value(last.t);
-            built.num_series += 1;
-            built.num_samples += s.samples.len() as u64;
-            built.data_min_time = built.data_min_time.min(first.t);
-            built.data_max_time = built.data_max_time.max(last.t);
-            built.num_chunks += encode_cells(&s.samples, min_time, width, &mut cells)?;
-            for (b, cell) in chunk_builders.iter_mut().zip(cells.iter()) {
+            let b = &mut self.built;
+            b.num_series += 1;
+            b.num_samples += s.samples.len() as u64;
+            b.data_min_time = b.data_min_time.min(first.t);
+            b.data_max_time = b.data_max_time.max(last.t);
+            b.num_chunks += encode_cells(&s.samples, self.min_time, self.width, &mut self.cells)?;
+            for (b, cell) in chunk_builders.iter_mut().zip(self.cells.iter()) {
                 if cell.is_empty() {
                     b.append_null();
                 } else {
@@ -135,7 +198,7 @@ pub fn write_block(
                 }
             }
             let mut labels = s.labels.iter().peekable();
-            for (b, name) in label_builders.iter_mut().zip(names.iter()) {
+            for (b, name) in label_builders.iter_mut().zip(self.names.iter()) {
                 match labels.peek() {
                     Some(l) if l.name == *name => {
                         b.append_value(&l.value);
@@ -148,16 +211,30 @@ pub fn write_block(
         let mut arrays: Vec<ArrayRef> = vec![Arc::new(min_t.finish()), Arc::new(max_t.finish())];
         arrays.extend(chunk_builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         arrays.extend(label_builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        writer.write(&RecordBatch::try_new(schema.clone(), arrays)?)?;
-        writer.flush()?;
+        self.writer.write(&RecordBatch::try_new(self.schema.clone(), arrays)?)?;
+        self.writer.flush()?;
+        self.pending = group;
+        self.pending.clear();
+        Ok(())
     }
-    writer.close()?;
-    built.parquet = Bytes::from(out);
-    if built.num_series == 0 {
-        built.data_min_time = min_time;
-        built.data_max_time = min_time;
+
+    /// Series written so far (flushed or not).
+    pub fn num_series(&self) -> u64 {
+        self.built.num_series + self.pending.len() as u64
     }
-    Ok(built)
+
+    /// Ends the file.
+    pub fn finish(mut self) -> Result<BuiltBlock, BlockError> {
+        self.flush()?;
+        let out = self.writer.into_inner()?;
+        let mut built = self.built;
+        built.parquet = Bytes::from(out);
+        if built.num_series == 0 {
+            built.data_min_time = self.min_time;
+            built.data_max_time = self.min_time;
+        }
+        Ok(built)
+    }
 }
 
 fn schema(columns: u32, names: &[&str]) -> SchemaRef {

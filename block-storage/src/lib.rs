@@ -8,6 +8,7 @@
 //!   XOR chunk columns) and its writer;
 //! * [`reader`]: reading a block back: row groups pruned by statistics,
 //!   label columns alone to select series, chunk columns for the time asked;
+//! * [`select`]: the matching series of a block as a sorted stream;
 //! * [`index`]: the per-tenant bucket index (the visible blocks of every
 //!   tenant), built from the bucket and refreshed periodically;
 //! * [`upload`]: writing a block so that it becomes visible only once whole.
@@ -17,6 +18,7 @@ pub mod format;
 pub mod index;
 pub mod meta;
 pub mod reader;
+pub mod select;
 pub mod upload;
 mod varint;
 

@@ -243,12 +243,20 @@ impl BlockReader {
     /// The slices whose time overlaps `[start, end]`.
     pub fn slices_for(&self, start: i64, end: i64) -> std::ops::Range<usize> {
         let n = self.chunk_cols.len();
-        let w = self.meta.slice_width().max(1);
-        let slice = |t: i64| (((t - self.meta.min_time).max(0) / w) as usize).min(n.saturating_sub(1));
         if end < self.meta.min_time || start >= self.meta.max_time || n == 0 {
             return 0..0;
         }
+        let w = self.meta.slice_width().max(1);
+        let slice = |t: i64| {
+            let t = t.clamp(self.meta.min_time, self.meta.max_time - 1);
+            (((t - self.meta.min_time) / w) as usize).min(n - 1)
+        };
         slice(start)..slice(end) + 1
+    }
+
+    /// The label names of the block's series.
+    pub fn label_names(&self) -> impl Iterator<Item = &str> {
+        self.label_cols.iter().map(|(n, _)| n.as_str())
     }
 
     /// The chunks of one cell.
@@ -438,5 +446,7 @@ mod tests {
         assert_eq!(r.slices_for(0, 10), 0..1);
         assert_eq!(r.slices_for(1_800_000, 5_400_000), 1..4);
         assert_eq!(r.slices_for(7_200_000, 9_000_000), 0..0);
+        assert_eq!(r.slices_for(i64::MIN, i64::MAX), 0..4);
+        assert_eq!(r.label_names().collect::<Vec<_>>(), vec!["__name__", "instance"]);
     }
 }

@@ -5,16 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arrow_array::{Array, BinaryArray};
+use futures::TryStreamExt;
 use async_trait::async_trait;
 use futures::stream::{self, StreamExt};
 use moka::sync::Cache;
 use tidemark_block_storage::index::{BucketIndex, IndexedBlock};
 use tidemark_block_storage::reader::{BlockReader, RowGroupSeries};
+use tidemark_block_storage::select::{matching_rows, select_series, RowGroupSource};
 use tidemark_block_storage::BlockMeta;
-use tidemark_storage::chunk::XorIter;
-use tidemark_storage::matcher::matches_all;
 use tidemark_storage::queryable::merge_series_streams;
-use tidemark_storage::{Matcher, Queryable, Sample, SelectHints, Series, SeriesStream, StorageError};
+use tidemark_storage::{Matcher, Queryable, SelectHints, SeriesStream, StorageError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::StoreGatewayConfig;
@@ -167,7 +167,7 @@ impl BlockStore {
         matchers: &[Matcher],
         start: i64,
         end: i64,
-    ) -> Result<Vec<(usize, Arc<RowGroupSeries>, Vec<usize>)>, StorageError> {
+    ) -> Result<Vec<(Arc<RowGroupSeries>, Vec<usize>)>, StorageError> {
         let mut out = Vec::new();
         for rg in 0..r.num_row_groups() {
             if !r.row_group_may_match(rg, matchers, start, end) {
@@ -176,72 +176,25 @@ impl BlockStore {
             }
             self.inner.metrics.row_groups_read.inc();
             let s = self.row_group_series(r, rg).await?;
-            let rows: Vec<usize> = (0..s.labels.len())
-                .filter(|&i| s.min_t[i] <= end && s.max_t[i] >= start && matches_all(matchers, &s.labels[i]))
-                .collect();
+            let rows = matching_rows(&s, matchers, start, end);
             if !rows.is_empty() {
-                out.push((rg, s, rows));
+                out.push((s, rows));
             }
         }
         Ok(out)
     }
 
     /// The matching series of one block, sorted by labels, one row group in
-    /// memory at a time.
+    /// memory at a time, read through the caches.
     fn block_series(&self, meta: Arc<BlockMeta>, matchers: Vec<Matcher>, hints: SelectHints) -> SeriesStream {
         let store = self.clone();
-        Box::pin(async_stream::try_stream! {
-            let (start, end) = (hints.start_ms, hints.end_ms);
-            let r = store.reader(&meta).await?;
-            for rg in 0..r.num_row_groups() {
-                if !r.row_group_may_match(rg, &matchers, start, end) {
-                    store.inner.metrics.row_groups_skipped.inc();
-                    continue;
-                }
-                store.inner.metrics.row_groups_read.inc();
-                let s = store.row_group_series(&r, rg).await?;
-                let rows: Vec<usize> = (0..s.labels.len())
-                    .filter(|&i| s.min_t[i] <= end && s.max_t[i] >= start && matches_all(&matchers, &s.labels[i]))
-                    .collect();
-                if rows.is_empty() {
-                    continue;
-                }
-                if hints.labels_only {
-                    for row in rows {
-                        yield Series { labels: s.labels[row].clone(), samples: Vec::new() };
-                    }
-                    continue;
-                }
-                let mut columns = Vec::new();
-                for slice in r.slices_for(start, end) {
-                    columns.push(store.chunk_column(&r, rg, slice).await?);
-                }
-                for row in rows {
-                    let mut samples: Vec<Sample> = Vec::new();
-                    for col in &columns {
-                        if row >= col.len() || col.is_null(row) {
-                            continue;
-                        }
-                        for c in r.decode(col.value(row))? {
-                            if c.max_t < start || c.min_t > end {
-                                continue;
-                            }
-                            let it = XorIter::new(c.data).map_err(|e| corrupt(&meta, e))?;
-                            for sample in it {
-                                let sample = sample.map_err(|e| corrupt(&meta, e))?;
-                                if sample.t >= start && sample.t <= end {
-                                    samples.push(sample);
-                                }
-                            }
-                        }
-                    }
-                    if !samples.is_empty() {
-                        store.inner.metrics.series_returned.inc();
-                        yield Series { labels: s.labels[row].clone(), samples };
-                    }
-                }
-            }
-        })
+        Box::pin(
+            futures::stream::once(async move {
+                let reader = store.reader(&meta).await?;
+                Ok::<_, StorageError>(select_series(Arc::new(CachedBlock { store, reader }), matchers, hints))
+            })
+            .try_flatten(),
+        )
     }
 
     async fn collect_labels(
@@ -254,7 +207,7 @@ impl BlockStore {
     ) -> Result<(), StorageError> {
         for meta in self.blocks_for(tenant, start, end) {
             let r = self.reader(&meta).await?;
-            for (_, s, rows) in self.matching_rows(&r, matchers, start, end).await? {
+            for (s, rows) in self.matching_rows(&r, matchers, start, end).await? {
                 for row in rows {
                     each(&s.labels[row]);
                 }
@@ -264,8 +217,34 @@ impl BlockStore {
     }
 }
 
-fn corrupt(meta: &BlockMeta, e: impl std::fmt::Display) -> StorageError {
-    StorageError::Internal(format!("block {} of tenant {}: bad chunk: {e}", meta.block_id, meta.tenant))
+/// A block read through the store's caches.
+struct CachedBlock {
+    store: BlockStore,
+    reader: Arc<BlockReader>,
+}
+
+#[async_trait]
+impl RowGroupSource for CachedBlock {
+    fn reader(&self) -> &BlockReader {
+        &self.reader
+    }
+    async fn series(&self, rg: usize) -> Result<Arc<RowGroupSeries>, StorageError> {
+        self.store.row_group_series(&self.reader, rg).await
+    }
+    async fn column(&self, rg: usize, slice: usize) -> Result<Arc<BinaryArray>, StorageError> {
+        self.store.chunk_column(&self.reader, rg, slice).await
+    }
+    fn row_group_visited(&self, read: bool) {
+        let m = &self.store.inner.metrics;
+        if read {
+            m.row_groups_read.inc();
+        } else {
+            m.row_groups_skipped.inc();
+        }
+    }
+    fn series_returned(&self) {
+        self.store.inner.metrics.series_returned.inc();
+    }
 }
 
 #[async_trait]
