@@ -390,6 +390,9 @@ pub struct Cli {
 pub enum Command {
     /// Generate realistic series and remote-write them at a server as fast as it accepts.
     Bench(crate::bench::BenchArgs),
+    /// Block-builder tools.
+    #[command(name = "block-builder", subcommand)]
+    BlockBuilder(crate::replay::BlockBuilderCommand),
 }
 
 macro_rules! flag_env {

@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod flags;
+mod replay;
 mod server;
 
 use clap::Parser;
@@ -38,6 +39,10 @@ fn main() -> std::process::ExitCode {
             Some(Command::Bench(args)) => {
                 init_tracing("warn");
                 bench::run(args).await
+            }
+            Some(Command::BlockBuilder(cmd)) => {
+                init_tracing("warn");
+                replay::run(cmd).await
             }
             None => {
                 let cfg = cli.flags.into_config()?;

@@ -38,7 +38,7 @@ struct AppState {
 }
 
 /// Opens the ingest log the configuration names.
-async fn open_log(cfg: &Config, registry: &mut Registry) -> anyhow::Result<Arc<dyn IngestLog>> {
+pub async fn open_log(cfg: &Config, registry: &mut Registry) -> anyhow::Result<Arc<dyn IngestLog>> {
     if cfg.uses_kafka() {
         let kafka = &cfg.ingest_storage.kafka;
         tracing::info!(address = %kafka.address, topic = %kafka.topic, "connecting to Kafka");
