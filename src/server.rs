@@ -121,11 +121,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .unwrap_or_else(|| cfg.instance_id.clone());
         tracing::info!(?partitions, group = %group, "starting partition consumers");
         let metrics = IngesterMetrics::new(&mut registry);
+        let mut ingester_cfg = cfg.ingester.clone();
+        ingester_cfg.blocks_consumer_group = Some(cfg.block_builder.consumer_group.clone());
         let (ing, handles) = Ingester::start(
             log.clone(),
             &partitions,
             &group,
-            &cfg.ingester,
+            &ingester_cfg,
             metrics,
             cancel.clone(),
         );

@@ -25,6 +25,10 @@ pub struct IngesterConfig {
     pub max_consumer_lag_records_at_startup: i64,
     /// Samples per head chunk before a new chunk is cut.
     pub samples_per_chunk: usize,
+    /// Consumer group of the block-builder: head data past the retention
+    /// is dropped only once this group has committed past its records (and
+    /// in any case past twice the retention). Unset: the retention alone.
+    pub blocks_consumer_group: Option<String>,
 }
 
 impl Default for IngesterConfig {
@@ -36,6 +40,7 @@ impl Default for IngesterConfig {
             head_retention: Duration::from_secs(24 * 3600),
             max_consumer_lag_records_at_startup: 0,
             samples_per_chunk: 120,
+            blocks_consumer_group: None,
         }
     }
 }

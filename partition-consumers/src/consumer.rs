@@ -190,7 +190,8 @@ impl PartitionConsumer {
                 last_progress = Instant::now();
             }
             if last_truncate.elapsed() >= Duration::from_secs(60) {
-                let removed = self.head.truncate();
+                let built_below = self.built_below().await;
+                let removed = self.head.truncate_built(built_below);
                 if removed > 0 {
                     tracing::info!(
                         partition = self.partition,
@@ -199,6 +200,24 @@ impl PartitionConsumer {
                     );
                 }
                 last_truncate = Instant::now();
+            }
+        }
+    }
+
+    /// The offset below which every record is in blocks: the
+    /// block-builder's committed offset. Without a block-builder group
+    /// configured, everything counts as built (retention alone decides);
+    /// when the offset cannot be read, nothing does.
+    async fn built_below(&self) -> i64 {
+        let Some(group) = &self.cfg.blocks_consumer_group else {
+            return i64::MAX;
+        };
+        match self.log.committed_offset(group, self.partition).await {
+            Ok(Some(o)) => o,
+            Ok(None) => i64::MIN,
+            Err(e) => {
+                tracing::warn!(partition = self.partition, error = %e, "cannot read the block-builder's offset; keeping head data");
+                i64::MIN
             }
         }
     }
@@ -273,7 +292,7 @@ impl PartitionConsumer {
                 "metadata entries dropped"
             );
         }
-        let mut stats = self.head.append(tenant, &series);
+        let mut stats = self.head.append_from(tenant, &series, rec.offset);
         stats.outside_head_window = outside;
         Ok(stats)
     }

@@ -201,6 +201,12 @@ impl Head {
 
     /// Appends decoded remote-write series of one tenant.
     pub fn append(&self, tenant: &str, batch: &[TimeSeries]) -> AppendStats {
+        self.append_from(tenant, batch, i64::MIN)
+    }
+
+    /// Appends the series of the record at log offset `offset`; the offset
+    /// tells later when the chunks are in blocks.
+    pub fn append_from(&self, tenant: &str, batch: &[TimeSeries], offset: i64) -> AppendStats {
         let mut stats = AppendStats::default();
         let th = self.tenant_or_create(tenant);
         let mut th = th.write();
@@ -246,7 +252,7 @@ impl Head {
                 continue;
             };
             for s in &ts.samples {
-                match series.append(s.timestamp, s.value, self.opts.samples_per_chunk) {
+                match series.append_from(s.timestamp, s.value, self.opts.samples_per_chunk, offset) {
                     AppendResult::Appended => {
                         stats.appended += 1;
                         max_t = max_t.max(s.timestamp);
@@ -361,17 +367,29 @@ impl Head {
     /// Drops data older than each tenant's newest sample minus the
     /// retention, and series left empty. Returns the series removed.
     pub fn truncate(&self) -> usize {
+        self.truncate_built(i64::MAX)
+    }
+
+    /// As [`Head::truncate`], but keeps data past the retention whose
+    /// records are at or above `built_below` (not yet in blocks), up to
+    /// twice the retention, so that memory stays bounded even when the
+    /// block-builder is stopped. Returns the series removed.
+    pub fn truncate_built(&self, built_below: i64) -> usize {
         let tenants: Vec<Arc<RwLock<TenantHead>>> = self.tenants.read().values().cloned().collect();
         let mut removed = 0;
         for th in tenants {
             let mut th = th.write();
             let mint = th.max_t.saturating_sub(self.opts.retention_ms);
+            let hard_mint = th.max_t.saturating_sub(self.opts.retention_ms.saturating_mul(2));
             let empty: Vec<u32> = th
                 .series
                 .iter_mut()
                 .enumerate()
                 .filter_map(|(id, s)| {
-                    let empty = s.as_mut().is_some_and(|s| s.truncate_before(mint));
+                    let empty = s.as_mut().is_some_and(|s| {
+                        s.truncate_built(mint, built_below);
+                        s.truncate_before(hard_mint)
+                    });
                     empty.then_some(id as u32)
                 })
                 .collect();
@@ -571,6 +589,22 @@ mod tests {
         let s = h.append("t", &[bad]);
         assert_eq!(s.invalid_series, 1);
         assert_eq!(h.num_series(), 0);
+    }
+
+    #[test]
+    fn truncation_keeps_what_is_not_in_blocks_yet() {
+        let h = head();
+        let hour = 3_600_000;
+        h.append_from("t", &[ts(&[("__name__", "a")], &[(1000, 1.0)])], 5);
+        h.append_from("t", &[ts(&[("__name__", "b")], &[(2000, 1.0)])], 9);
+        h.append_from("t", &[ts(&[("__name__", "now")], &[(1000 + 3 * hour / 2, 1.0)])], 10);
+        // Retention 1h: a and b are past it; only a's record is built.
+        assert_eq!(h.truncate_built(6), 1);
+        assert_eq!(h.label_values("t", "__name__", &[], 0, i64::MAX), ["b", "now"]);
+        // Past twice the retention it goes whatever the block-builder did.
+        h.append_from("t", &[ts(&[("__name__", "now")], &[(3 * hour, 1.0)])], 11);
+        assert_eq!(h.truncate_built(6), 1);
+        assert_eq!(h.label_values("t", "__name__", &[], 0, i64::MAX), ["now"]);
     }
 
     #[test]

@@ -10,6 +10,10 @@ pub struct ClosedChunk {
     pub min_t: i64,
     pub max_t: i64,
     pub data: std::sync::Arc<[u8]>,
+    /// Highest log offset of a record that added a sample to the chunk
+    /// (`i64::MIN` when not tracked): the chunk is in blocks once the
+    /// block-builder has committed past it.
+    pub max_offset: i64,
 }
 
 /// Outcome of appending one sample.
@@ -31,6 +35,7 @@ pub struct MemSeries {
     pub closed: Vec<ClosedChunk>,
     head: XorAppender,
     head_min_t: i64,
+    head_max_offset: i64,
     last_t: i64,
     last_v: u64,
 }
@@ -43,12 +48,18 @@ impl MemSeries {
             closed: Vec::new(),
             head: XorAppender::new(),
             head_min_t: i64::MAX,
+            head_max_offset: i64::MIN,
             last_t: i64::MIN,
             last_v: 0,
         }
     }
 
     pub fn append(&mut self, t: i64, v: f64, samples_per_chunk: usize) -> AppendResult {
+        self.append_from(t, v, samples_per_chunk, i64::MIN)
+    }
+
+    /// Appends a sample read from the record at log offset `offset`.
+    pub fn append_from(&mut self, t: i64, v: f64, samples_per_chunk: usize, offset: i64) -> AppendResult {
         if self.last_t != i64::MIN {
             if t < self.last_t {
                 return AppendResult::OutOfOrder;
@@ -75,6 +86,7 @@ impl MemSeries {
         if self.head.num_samples() == 1 {
             self.head_min_t = t;
         }
+        self.head_max_offset = self.head_max_offset.max(offset);
         self.last_t = t;
         self.last_v = v.to_bits();
         AppendResult::Appended
@@ -89,8 +101,10 @@ impl MemSeries {
             min_t: self.head_min_t,
             max_t: self.last_t,
             data: full.into_bytes().into(),
+            max_offset: self.head_max_offset,
         });
         self.head_min_t = i64::MAX;
+        self.head_max_offset = i64::MIN;
     }
 
     /// Time range of the series' data, if it has any.
@@ -121,6 +135,7 @@ impl MemSeries {
                 min_t: self.head_min_t,
                 max_t: self.last_t,
                 data: self.head.bytes().into(),
+                max_offset: self.head_max_offset,
             });
         }
         out
@@ -129,8 +144,19 @@ impl MemSeries {
     /// Drops closed chunks that end before `mint`. Returns whether the series
     /// is now empty and can be removed.
     pub fn truncate_before(&mut self, mint: i64) -> bool {
-        self.closed.retain(|c| c.max_t >= mint);
-        if self.closed.is_empty() && self.head.num_samples() > 0 && self.last_t < mint {
+        self.truncate_built(mint, i64::MAX)
+    }
+
+    /// Drops the chunks that end before `mint` and whose records are all
+    /// below `built_below` (in blocks). Returns whether the series is now
+    /// empty and can be removed.
+    pub fn truncate_built(&mut self, mint: i64, built_below: i64) -> bool {
+        self.closed.retain(|c| c.max_t >= mint || c.max_offset >= built_below);
+        if self.closed.is_empty()
+            && self.head.num_samples() > 0
+            && self.last_t < mint
+            && self.head_max_offset < built_below
+        {
             self.head = XorAppender::new();
             self.head_min_t = i64::MAX;
             // Keep last_t so that ordering is still enforced if it comes back.
