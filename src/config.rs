@@ -87,6 +87,10 @@ pub struct Config {
     pub block_builder: BlockBuilderConfig,
     pub compactor: CompactorConfig,
     pub log: LogConfig,
+    /// Per-tenant limits' defaults (`limits:` as in Mimir; see docs/limits.md).
+    pub limits: tidemark_limits::Limits,
+    /// Per-tenant overrides file, reloaded without restart (`-runtime-config.*`).
+    pub runtime_config: tidemark_limits::RuntimeConfigSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -161,6 +165,8 @@ impl Default for Config {
             block_builder: BlockBuilderConfig::default(),
             compactor: CompactorConfig::default(),
             log: LogConfig::default(),
+            limits: tidemark_limits::Limits::default(),
+            runtime_config: tidemark_limits::RuntimeConfigSettings::default(),
         }
     }
 }
@@ -312,6 +318,12 @@ impl Config {
             .validate()
             .map_err(|e| anyhow::anyhow!(e))?;
         self.compactor.validate().map_err(|e| anyhow::anyhow!(e))?;
+        self.limits
+            .validate()
+            .map_err(|e| anyhow::anyhow!("limits: {e}"))?;
+        self.runtime_config
+            .validate()
+            .map_err(|e| anyhow::anyhow!(e))?;
         if self.store_gateway.ignore_deletion_marks_delay >= self.compactor.deletion_delay {
             bail!("-blocks-storage.bucket-store.ignore-deletion-marks-delay must be shorter than -compactor.deletion-delay, or queriers read deleted blocks");
         }
@@ -351,6 +363,31 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(self)
             .unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+    }
+}
+
+/// The validation limits can be set in YAML under `distributor:` (as
+/// before per-tenant limits) or `limits:`; a value left at its default in
+/// `limits:` takes the `distributor:` one. `limits:` is then authoritative.
+fn reconcile_validation_limits(
+    d: &tidemark_producers::config::ValidationLimits,
+    l: &mut tidemark_limits::Limits,
+) {
+    let ld = tidemark_limits::Limits::default();
+    if l.max_label_names_per_series == ld.max_label_names_per_series {
+        l.max_label_names_per_series = d.max_label_names_per_series;
+    }
+    if l.max_label_name_length == ld.max_label_name_length {
+        l.max_label_name_length = d.max_label_name_length;
+    }
+    if l.max_label_value_length == ld.max_label_value_length {
+        l.max_label_value_length = d.max_label_value_length;
+    }
+    if l.creation_grace_period == ld.creation_grace_period {
+        l.creation_grace_period = d.creation_grace_period;
+    }
+    if l.past_grace_period == ld.past_grace_period {
+        l.past_grace_period = d.past_grace_period;
     }
 }
 
@@ -521,6 +558,33 @@ pub struct Flags {
     /// How far in the future a sample may be (default 10m).
     #[arg(long = "validation.create-grace-period", env = flag_env!("VALIDATION_CREATE_GRACE_PERIOD"), value_parser = parse_duration, help_heading = "Distributor")]
     pub creation_grace_period: Option<Duration>,
+    /// How far in the past a sample may be (default 0 = no limit).
+    #[arg(long = "validation.past-grace-period", env = flag_env!("VALIDATION_PAST_GRACE_PERIOD"), value_parser = parse_duration, help_heading = "Limits")]
+    pub past_grace_period: Option<Duration>,
+    /// Samples per second per tenant in each distributor (default 10000; 0 = no limit).
+    #[arg(long = "distributor.ingestion-rate-limit", env = flag_env!("DISTRIBUTOR_INGESTION_RATE_LIMIT"), help_heading = "Limits")]
+    pub ingestion_rate: Option<f64>,
+    /// Samples per tenant allowed at once above the rate (default 200000).
+    #[arg(long = "distributor.ingestion-burst-size", env = flag_env!("DISTRIBUTOR_INGESTION_BURST_SIZE"), help_heading = "Limits")]
+    pub ingestion_burst_size: Option<u64>,
+    /// Push requests per second per tenant in each distributor (default 0 = no limit).
+    #[arg(long = "distributor.request-rate-limit", env = flag_env!("DISTRIBUTOR_REQUEST_RATE_LIMIT"), help_heading = "Limits")]
+    pub request_rate: Option<f64>,
+    /// Push requests per tenant allowed at once above the request rate (default 0: 1).
+    #[arg(long = "distributor.request-burst-size", env = flag_env!("DISTRIBUTOR_REQUEST_BURST_SIZE"), help_heading = "Limits")]
+    pub request_burst_size: Option<u64>,
+    /// In-memory series per tenant over all partitions (default 150000; 0 = no limit).
+    #[arg(long = "ingester.max-global-series-per-user", env = flag_env!("INGESTER_MAX_GLOBAL_SERIES_PER_USER"), help_heading = "Limits")]
+    pub max_global_series_per_user: Option<u64>,
+    /// In-memory series per metric name per tenant over all partitions (default 0 = no limit).
+    #[arg(long = "ingester.max-global-series-per-metric", env = flag_env!("INGESTER_MAX_GLOBAL_SERIES_PER_METRIC"), help_heading = "Limits")]
+    pub max_global_series_per_metric: Option<u64>,
+    /// Per-tenant overrides file (YAML `overrides: {tenant: {...}}`), reloaded without restart.
+    #[arg(long = "runtime-config.file", env = flag_env!("RUNTIME_CONFIG_FILE"), help_heading = "Limits")]
+    pub runtime_config_file: Option<PathBuf>,
+    /// How often the runtime configuration file is re-read (default 10s).
+    #[arg(long = "runtime-config.reload-period", env = flag_env!("RUNTIME_CONFIG_RELOAD_PERIOD"), value_parser = parse_duration, help_heading = "Limits")]
+    pub runtime_config_reload_period: Option<Duration>,
 
     /// OTLP resource attributes copied onto every series as labels, comma-separated (default none).
     #[arg(long = "distributor.otel-promote-resource-attributes", env = flag_env!("DISTRIBUTOR_OTEL_PROMOTE_RESOURCE_ATTRIBUTES"), value_delimiter = ',', help_heading = "Distributor")]
@@ -748,6 +812,24 @@ impl Flags {
                 .filter(|a| !a.is_empty())
                 .collect();
         }
+        reconcile_validation_limits(&c.distributor.limits, &mut c.limits);
+        let l = &mut c.limits;
+        set!(l.max_label_names_per_series, self.max_label_names_per_series);
+        set!(l.max_label_name_length, self.max_label_name_length);
+        set!(l.max_label_value_length, self.max_label_value_length);
+        set!(l.creation_grace_period, self.creation_grace_period);
+        set!(l.past_grace_period, self.past_grace_period);
+        set!(l.ingestion_rate, self.ingestion_rate);
+        set!(l.ingestion_burst_size, self.ingestion_burst_size);
+        set!(l.request_rate, self.request_rate);
+        set!(l.request_burst_size, self.request_burst_size);
+        set!(l.max_global_series_per_user, self.max_global_series_per_user);
+        set!(l.max_global_series_per_metric, self.max_global_series_per_metric);
+        c.distributor.limits = tidemark_producers::config::ValidationLimits::from(&c.limits);
+        if self.runtime_config_file.is_some() {
+            c.runtime_config.file = self.runtime_config_file;
+        }
+        set!(c.runtime_config.period, self.runtime_config_reload_period);
         let i = &mut c.ingester;
         if self.partition_id.is_some() {
             i.partition_id = self.partition_id;
@@ -863,6 +945,51 @@ mod tests {
             c.distributor.otel_promote_resource_attributes,
             vec!["k8s.pod.name", "cloud.region"]
         );
+    }
+
+    #[test]
+    fn limits_flags_and_yaml() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.limits, tidemark_limits::Limits::default());
+        assert_eq!(c.runtime_config.period, Duration::from_secs(10));
+        let c = parse(&[
+            "-distributor.ingestion-rate-limit=5.5",
+            "-distributor.ingestion-burst-size=50",
+            "-distributor.request-rate-limit=2",
+            "-ingester.max-global-series-per-user=7",
+            "-ingester.max-global-series-per-metric=3",
+            "-validation.past-grace-period=2h",
+            "-validation.max-label-names-per-series=12",
+            "-runtime-config.file=/tmp/rt.yaml",
+            "-runtime-config.reload-period=1s",
+        ])
+        .unwrap();
+        assert_eq!(c.limits.ingestion_rate, 5.5);
+        assert_eq!(c.limits.ingestion_burst_size, 50);
+        assert_eq!(c.limits.request_rate, 2.0);
+        assert_eq!(c.limits.max_global_series_per_user, 7);
+        assert_eq!(c.limits.max_global_series_per_metric, 3);
+        assert_eq!(c.limits.past_grace_period, Duration::from_secs(7200));
+        assert_eq!(c.limits.max_label_names_per_series, 12);
+        assert_eq!(c.distributor.limits.max_label_names_per_series, 12);
+        assert_eq!(c.distributor.limits.past_grace_period, Duration::from_secs(7200));
+        assert_eq!(c.runtime_config.file.as_deref(), Some(std::path::Path::new("/tmp/rt.yaml")));
+        assert_eq!(c.runtime_config.period, Duration::from_secs(1));
+        assert!(parse(&["-distributor.ingestion-rate-limit=-1"]).is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "limits:\n  ingestion_rate: 3\n  max_label_value_length: 99\ndistributor:\n  max_label_name_length: 77\nruntime_config:\n  file: /x.yaml\n  period: 5s\n",
+        )
+        .unwrap();
+        let c = parse(&[&format!("-config.file={}", path.display())]).unwrap();
+        assert_eq!(c.limits.ingestion_rate, 3.0);
+        assert_eq!(c.limits.max_label_value_length, 99);
+        assert_eq!(c.limits.max_label_name_length, 77, "the distributor: key still works");
+        assert_eq!(c.distributor.limits.max_label_value_length, 99);
+        assert_eq!(c.runtime_config.period, Duration::from_secs(5));
     }
 
     #[test]

@@ -104,9 +104,28 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     let mut ingester = None;
 
+    // Per-tenant limits: defaults from the configuration, overrides from
+    // the runtime configuration file, shared by every component.
+    let overrides = tidemark_limits::Overrides::load(
+        cfg.limits.clone(),
+        &cfg.runtime_config,
+        tidemark_limits::RuntimeConfigMetrics::new(&mut registry),
+    )
+    .context("cannot load the runtime configuration (-runtime-config.file)")?;
+    tasks.push(tokio::spawn(
+        overrides
+            .clone()
+            .run_reloader(cfg.runtime_config.period, cancel.clone()),
+    ));
+    app = app.merge(tidemark_limits::http::router(
+        overrides.clone(),
+        cfg.multitenancy_enabled,
+    ));
+
     if let (true, Some(log)) = (cfg.target.runs_distributor(), &log) {
         let metrics = Arc::new(DistributorMetrics::new(&mut registry));
-        let d = Distributor::new(log.clone(), cfg.distributor.clone(), metrics);
+        let d = Distributor::new(log.clone(), cfg.distributor.clone(), metrics)
+            .with_overrides(overrides.clone());
         app = app.merge(tidemark_producers::http::router(PushState {
             distributor: Arc::new(d),
             multitenancy_enabled: cfg.multitenancy_enabled,
@@ -123,12 +142,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let metrics = IngesterMetrics::new(&mut registry);
         let mut ingester_cfg = cfg.ingester.clone();
         ingester_cfg.blocks_consumer_group = Some(cfg.block_builder.consumer_group.clone());
-        let (ing, handles) = Ingester::start(
+        let (ing, handles) = Ingester::start_with_limits(
             log.clone(),
             &partitions,
             &group,
             &ingester_cfg,
             metrics,
+            Some(overrides.clone()),
             cancel.clone(),
         );
         tasks.extend(handles);

@@ -11,7 +11,7 @@ use tidemark_schemas::record::{
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IngesterConfig;
-use crate::head::{AppendStats, Head, HeadOptions};
+use crate::head::{AppendStats, Head, HeadOptions, SeriesLimits};
 use crate::metrics::{IngesterMetrics, PartitionLabels};
 
 /// Progress of one consumer, shared with readiness checks and metrics.
@@ -40,6 +40,8 @@ pub struct PartitionConsumer {
     group: String,
     cfg: IngesterConfig,
     metrics: IngesterMetrics,
+    /// When series-limit refusals were last logged (at most once a second).
+    last_limit_warning: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl PartitionConsumer {
@@ -50,10 +52,25 @@ impl PartitionConsumer {
         cfg: IngesterConfig,
         metrics: IngesterMetrics,
     ) -> Self {
-        let head = Arc::new(Head::new(HeadOptions {
-            samples_per_chunk: cfg.samples_per_chunk,
-            retention_ms: cfg.head_retention.as_millis() as i64,
-        }));
+        Self::with_series_limits(partition, log, group, cfg, metrics, None)
+    }
+
+    /// [`PartitionConsumer::new`] with per-tenant series limits.
+    pub fn with_series_limits(
+        partition: i32,
+        log: Arc<dyn IngestLog>,
+        group: String,
+        cfg: IngesterConfig,
+        metrics: IngesterMetrics,
+        series_limits: Option<SeriesLimits>,
+    ) -> Self {
+        let head = Arc::new(Head::with_series_limits(
+            HeadOptions {
+                samples_per_chunk: cfg.samples_per_chunk,
+                retention_ms: cfg.head_retention.as_millis() as i64,
+            },
+            series_limits,
+        ));
         let state = Arc::new(ConsumerState {
             partition,
             next_offset: AtomicI64::new(0),
@@ -68,6 +85,7 @@ impl PartitionConsumer {
             group,
             cfg,
             metrics,
+            last_limit_warning: parking_lot::Mutex::new(None),
         }
     }
 
@@ -294,7 +312,39 @@ impl PartitionConsumer {
         }
         let mut stats = self.head.append_from(tenant, &series, rec.offset);
         stats.outside_head_window = outside;
+        if stats.per_user_series_limit > 0 || stats.per_metric_series_limit > 0 {
+            self.warn_series_limit(tenant, &stats);
+        }
         Ok(stats)
+    }
+}
+
+impl PartitionConsumer {
+    /// Logs series-limit refusals, at most once a second per partition
+    /// (the metric counts every one).
+    fn warn_series_limit(&self, tenant: &str, stats: &AppendStats) {
+        let mut last = self.last_limit_warning.lock();
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        drop(last);
+        if stats.per_user_series_limit > 0 {
+            tracing::warn!(
+                partition = self.partition,
+                tenant,
+                rejected_samples = stats.per_user_series_limit,
+                "new series refused: the tenant reached its share of the per-user series limit in this partition (err-tidemark-per-user-series-limit). To adjust the related per-tenant limit, configure -ingester.max-global-series-per-user, or contact your service administrator."
+            );
+        }
+        if stats.per_metric_series_limit > 0 {
+            tracing::warn!(
+                partition = self.partition,
+                tenant,
+                rejected_samples = stats.per_metric_series_limit,
+                "new series refused: the metric reached its share of the per-metric series limit in this partition (err-tidemark-per-metric-series-limit). To adjust the related per-tenant limit, configure -ingester.max-global-series-per-metric, or contact your service administrator."
+            );
+        }
     }
 }
 

@@ -43,7 +43,7 @@ impl IngesterMetrics {
         );
         r.register(
             "samples_rejected",
-            "Samples not appended: out_of_order, duplicate_timestamp (new value for an existing timestamp), duplicate (dropped silently)",
+            "Samples not appended: out_of_order, duplicate_timestamp (new value for an existing timestamp), duplicate (dropped silently), outside_head_window, per_user_series_limit and per_metric_series_limit (new series over the tenant's share of its series limits)",
             m.samples_rejected.clone(),
         );
         r.register(
@@ -89,6 +89,8 @@ impl IngesterMetrics {
             ("duplicate_timestamp", s.duplicate_timestamp),
             ("duplicate", s.duplicates),
             ("outside_head_window", s.outside_head_window),
+            ("per_user_series_limit", s.per_user_series_limit),
+            ("per_metric_series_limit", s.per_metric_series_limit),
         ] {
             if n > 0 {
                 self.samples_rejected

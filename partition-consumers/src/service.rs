@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::IngesterConfig;
 use crate::consumer::{ConsumerState, PartitionConsumer};
-use crate::head::{ClosedChunk, Head, SeriesRef};
+use crate::head::{ClosedChunk, Head, SeriesLimits, SeriesRef};
 use crate::metrics::IngesterMetrics;
 
 /// Series read from a head per lock acquisition while streaming.
@@ -46,15 +46,34 @@ impl Ingester {
         metrics: IngesterMetrics,
         cancel: CancellationToken,
     ) -> (Arc<Ingester>, Vec<JoinHandle<()>>) {
+        Self::start_with_limits(log, partitions, consumer_group, cfg, metrics, None, cancel)
+    }
+
+    /// [`Ingester::start`] enforcing each tenant's series limits from
+    /// `overrides`, split over every partition of the log.
+    pub fn start_with_limits(
+        log: Arc<dyn IngestLog>,
+        partitions: &[i32],
+        consumer_group: &str,
+        cfg: &IngesterConfig,
+        metrics: IngesterMetrics,
+        overrides: Option<tidemark_limits::Overrides>,
+        cancel: CancellationToken,
+    ) -> (Arc<Ingester>, Vec<JoinHandle<()>>) {
+        let series_limits = overrides.map(|overrides| SeriesLimits {
+            overrides,
+            partitions: log.partition_count(),
+        });
         let mut owned = Vec::new();
         let mut tasks = Vec::new();
         for &p in partitions {
-            let c = PartitionConsumer::new(
+            let c = PartitionConsumer::with_series_limits(
                 p,
                 log.clone(),
                 consumer_group.to_owned(),
                 cfg.clone(),
                 metrics.clone(),
+                series_limits.clone(),
             );
             owned.push(OwnedPartition {
                 partition: p,

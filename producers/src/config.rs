@@ -31,6 +31,32 @@ pub struct ValidationLimits {
     /// How far in the future a sample may be.
     #[serde(with = "humantime_serde")]
     pub creation_grace_period: Duration,
+    /// How far in the past a sample may be (0 = no limit).
+    #[serde(with = "humantime_serde")]
+    pub past_grace_period: Duration,
+}
+
+impl From<&tidemark_limits::Limits> for ValidationLimits {
+    fn from(l: &tidemark_limits::Limits) -> Self {
+        ValidationLimits {
+            max_label_names_per_series: l.max_label_names_per_series,
+            max_label_name_length: l.max_label_name_length,
+            max_label_value_length: l.max_label_value_length,
+            creation_grace_period: l.creation_grace_period,
+            past_grace_period: l.past_grace_period,
+        }
+    }
+}
+
+impl ValidationLimits {
+    /// `limits` with these validation values.
+    pub fn apply_to(&self, limits: &mut tidemark_limits::Limits) {
+        limits.max_label_names_per_series = self.max_label_names_per_series;
+        limits.max_label_name_length = self.max_label_name_length;
+        limits.max_label_value_length = self.max_label_value_length;
+        limits.creation_grace_period = self.creation_grace_period;
+        limits.past_grace_period = self.past_grace_period;
+    }
 }
 
 impl Default for DistributorConfig {
@@ -51,6 +77,7 @@ impl Default for ValidationLimits {
             max_label_name_length: 1024,
             max_label_value_length: 2048,
             creation_grace_period: Duration::from_secs(10 * 60),
+            past_grace_period: Duration::ZERO,
         }
     }
 }

@@ -9,6 +9,7 @@ use tidemark_ingest_log::{IngestLog, Record};
 use tidemark_schemas::prometheus::{MetricMetadata, TimeSeries};
 
 use crate::config::DistributorConfig;
+use crate::config::ValidationLimits;
 use crate::error::PushError;
 use crate::metrics::{DiscardLabels, DistributorMetrics, TenantLabels};
 use crate::records::{body_budget, encode_records, field_len, record};
@@ -16,7 +17,12 @@ use crate::scan::{
     label_refs, put_len_field, read_series, split_request, LabelRef, SeriesView, WireError,
 };
 use crate::shard::{partition_of, series_hash};
-use crate::validation::{check_labels, needs_normalizing, validate_or_report, ValidationError};
+use crate::validation::{
+    check_labels, needs_normalizing, oldest_allowed, validate_or_report, with_error_id,
+    ValidationError,
+};
+use tidemark_limits::rate::{Decision, RateLimiter};
+use tidemark_limits::{Limits, Overrides};
 
 /// What a successful push wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,10 +75,23 @@ pub fn prepare(
     cfg: &DistributorConfig,
     now_ms: i64,
 ) -> Result<Prepared, PushError> {
+    prepare_with(tenant, body, partitions, cfg, &cfg.limits, now_ms)
+}
+
+/// [`prepare`] with the tenant's validation limits.
+pub fn prepare_with(
+    tenant: &str,
+    body: &[u8],
+    partitions: i32,
+    cfg: &DistributorConfig,
+    limits: &ValidationLimits,
+    now_ms: i64,
+) -> Result<Prepared, PushError> {
     let bad = |e: WireError| PushError::BadProtobuf(e.0);
     let parts = split_request(body).map_err(bad)?;
     let budget = body_budget(tenant, cfg.max_record_size_bytes);
-    let newest_allowed = now_ms.saturating_add(cfg.limits.creation_grace_period.as_millis() as i64);
+    let newest_allowed = now_ms.saturating_add(limits.creation_grace_period.as_millis() as i64);
+    let oldest = oldest_allowed(limits, now_ms);
     let mut batches: Vec<PartitionBatch> = (0..partitions)
         .map(|_| PartitionBatch {
             body: Vec::new(),
@@ -87,9 +106,10 @@ pub fn prepare(
         let raw = &body[range];
         read_series(raw, &mut view).map_err(bad)?;
         let fast = !needs_normalizing(&view.labels)
-            && (view.samples == 0 || view.max_timestamp <= newest_allowed);
+            && (view.samples == 0
+                || (view.max_timestamp <= newest_allowed && view.min_timestamp >= oldest));
         if fast {
-            if let Err(e) = check_labels(&view.labels, &cfg.limits, view.samples) {
+            if let Err(e) = check_labels(&view.labels, limits, view.samples) {
                 prepared.errors.push(e);
                 continue;
             }
@@ -116,7 +136,7 @@ pub fn prepare(
         }
         // Slow path: decode, fix, encode.
         let mut ts = TimeSeries::decode(raw).map_err(|e| PushError::BadProtobuf(e.to_string()))?;
-        if !validate_or_report(&mut ts, &cfg.limits, now_ms, &mut prepared.errors) {
+        if !validate_or_report(&mut ts, limits, now_ms, &mut prepared.errors) {
             continue;
         }
         if ts.samples.is_empty() && ts.exemplars.is_empty() {
@@ -165,15 +185,124 @@ pub struct Distributor {
     log: Arc<dyn IngestLog>,
     cfg: DistributorConfig,
     metrics: Arc<DistributorMetrics>,
+    overrides: Overrides,
+    /// Samples per second, per tenant, in this distributor.
+    ingestion_rate: RateLimiter,
+    /// Requests per second, per tenant, in this distributor.
+    request_rate: RateLimiter,
 }
 
 impl Distributor {
+    /// A distributor whose tenants all have the default limits with the
+    /// validation limits of `cfg` (see [`Distributor::with_overrides`]).
     pub fn new(
         log: Arc<dyn IngestLog>,
         cfg: DistributorConfig,
         metrics: Arc<DistributorMetrics>,
     ) -> Self {
-        Distributor { log, cfg, metrics }
+        let mut defaults = Limits::default();
+        cfg.limits.apply_to(&mut defaults);
+        Distributor {
+            log,
+            cfg,
+            metrics,
+            overrides: Overrides::fixed(defaults),
+            ingestion_rate: RateLimiter::default(),
+            request_rate: RateLimiter::default(),
+        }
+    }
+
+    /// Takes per-tenant limits (rates, validation) from `overrides`.
+    pub fn with_overrides(mut self, overrides: Overrides) -> Self {
+        self.overrides = overrides;
+        self
+    }
+
+    pub fn overrides(&self) -> &Overrides {
+        &self.overrides
+    }
+
+    /// Refuses the request when the tenant is over its request rate.
+    fn admit_request(&self, tenant: &str, limits: &Limits) -> Result<(), PushError> {
+        if limits.request_rate <= 0.0 {
+            return Ok(());
+        }
+        let burst = limits.effective_request_burst();
+        match self
+            .request_rate
+            .take(tenant, limits.request_rate, burst, 1, Instant::now())
+        {
+            Decision::Allowed => Ok(()),
+            Decision::Denied { retry_after, .. } => {
+                self.metrics
+                    .discarded_requests
+                    .get_or_create(&DiscardLabels {
+                        tenant: tenant.to_owned(),
+                        reason: "request_rate_limited".to_owned(),
+                    })
+                    .inc();
+                let reason = "request_rate_limited";
+                Err(PushError::RateLimited {
+                    reason,
+                    message: with_error_id(
+                        reason,
+                        format!(
+                            "the request has been rejected because the tenant exceeded the request rate limit, set to {} requests/s in this distributor instance with a maximum allowed burst of {}",
+                            limits.request_rate, burst
+                        ),
+                    ),
+                    retry_after,
+                })
+            }
+        }
+    }
+
+    /// Refuses the whole request when its samples exceed the tenant's
+    /// ingestion rate; counts them as discarded.
+    fn admit_samples(
+        &self,
+        tenant: &str,
+        limits: &Limits,
+        samples: usize,
+    ) -> Result<(), PushError> {
+        if limits.ingestion_rate <= 0.0 || samples == 0 {
+            return Ok(());
+        }
+        let burst = limits.ingestion_burst_size;
+        match self.ingestion_rate.take(
+            tenant,
+            limits.ingestion_rate,
+            burst,
+            samples as u64,
+            Instant::now(),
+        ) {
+            Decision::Allowed => Ok(()),
+            Decision::Denied {
+                retry_after,
+                exceeds_burst,
+            } => {
+                let reason = "rate_limited";
+                self.metrics
+                    .discarded_samples
+                    .get_or_create(&DiscardLabels {
+                        tenant: tenant.to_owned(),
+                        reason: reason.to_owned(),
+                    })
+                    .inc_by(samples as u64);
+                let mut msg = format!(
+                    "the request has been rejected because the tenant exceeded the ingestion rate limit, set to {} samples/s in this distributor instance with a maximum allowed burst of {}; the request has {samples} samples",
+                    limits.ingestion_rate, burst
+                );
+                if exceeds_burst {
+                    msg.push_str(" (more than the burst: send smaller requests)");
+                }
+                Err(PushError::RateLimited {
+                    reason,
+                    message: with_error_id(reason, msg),
+                    retry_after,
+                })
+            }
+        }
     }
 
     pub fn config(&self) -> &DistributorConfig {
@@ -188,30 +317,67 @@ impl Distributor {
     /// log and returns once all are acknowledged. Invalid series are reported in the error after the
     /// valid ones were written.
     pub async fn push(&self, tenant: &str, body: &[u8]) -> Result<PushOutcome, PushError> {
+        let limits = self.overrides.get(tenant);
+        self.admit_request(tenant, &limits)?;
         let now = now_ms();
-        let prepared = prepare(tenant, body, self.log.partition_count(), &self.cfg, now)?;
-        self.write(tenant, prepared).await
+        let validation = ValidationLimits::from(&*limits);
+        let prepared = prepare_with(
+            tenant,
+            body,
+            self.log.partition_count(),
+            &self.cfg,
+            &validation,
+            now,
+        )?;
+        self.write(tenant, &limits, prepared).await
     }
 
     /// [`Distributor::push`] for a decompressed remote write 2.0 request.
     pub async fn push_v2(&self, tenant: &str, body: &[u8]) -> Result<PushOutcome, PushError> {
+        let limits = self.overrides.get(tenant);
+        self.admit_request(tenant, &limits)?;
         let now = now_ms();
-        let prepared =
-            crate::rw2::prepare_v2(tenant, body, self.log.partition_count(), &self.cfg, now)?;
-        self.write(tenant, prepared).await
+        let validation = ValidationLimits::from(&*limits);
+        let prepared = crate::rw2::prepare_v2_with(
+            tenant,
+            body,
+            self.log.partition_count(),
+            &self.cfg,
+            &validation,
+            now,
+        )?;
+        self.write(tenant, &limits, prepared).await
     }
 
     /// Produces prepared records and waits for every acknowledgement.
-    async fn write(&self, tenant: &str, prepared: Prepared) -> Result<PushOutcome, PushError> {
+    async fn write(
+        &self,
+        tenant: &str,
+        limits: &Limits,
+        prepared: Prepared,
+    ) -> Result<PushOutcome, PushError> {
+        if let Err(e) = self.admit_samples(tenant, limits, prepared.outcome.samples) {
+            self.count_validation_errors(tenant, &prepared.errors);
+            tracing::debug!(tenant, error = %e, "push refused");
+            return Err(e);
+        }
         let started = Instant::now();
         let records: usize = prepared.records.iter().map(|(_, r)| r.len()).sum();
-        try_join_all(
+        let produced = try_join_all(
             prepared
                 .records
                 .into_iter()
                 .map(|(p, recs)| self.log.produce(p, recs)),
         )
-        .await?;
+        .await;
+        if let Err(e) = produced {
+            // The sender retries a 5xx: it did not use its rate.
+            if limits.ingestion_rate > 0.0 {
+                self.ingestion_rate
+                    .give_back(tenant, prepared.outcome.samples as u64);
+            }
+            return Err(e.into());
+        }
         self.metrics
             .produce_duration
             .observe(started.elapsed().as_secs_f64());
@@ -222,15 +388,7 @@ impl Distributor {
                 tenant: tenant.to_owned(),
             })
             .inc_by(prepared.outcome.samples as u64);
-        for e in &prepared.errors {
-            self.metrics
-                .discarded_samples
-                .get_or_create(&DiscardLabels {
-                    tenant: tenant.to_owned(),
-                    reason: e.reason.to_owned(),
-                })
-                .inc_by(e.discarded_samples as u64);
-        }
+        self.count_validation_errors(tenant, &prepared.errors);
         if let Some(first) = prepared.errors.first() {
             tracing::debug!(tenant, error = %first.message, failed = prepared.errors.len(), "refused invalid series");
             return Err(PushError::Validation {
@@ -240,6 +398,18 @@ impl Distributor {
             });
         }
         Ok(prepared.outcome)
+    }
+
+    fn count_validation_errors(&self, tenant: &str, errors: &[ValidationError]) {
+        for e in errors {
+            self.metrics
+                .discarded_samples
+                .get_or_create(&DiscardLabels {
+                    tenant: tenant.to_owned(),
+                    reason: e.reason.to_owned(),
+                })
+                .inc_by(e.discarded_samples as u64);
+        }
     }
 }
 
@@ -379,6 +549,47 @@ mod tests {
         );
         let got = decode(&p);
         assert_eq!(got.iter().map(|t| t.samples.len()).sum::<usize>(), 2);
+    }
+
+    #[test]
+    fn past_grace_period_drops_only_old_samples() {
+        let now = 10 * 3_600_000;
+        let hour = 3_600_000;
+        let body = WriteRequest {
+            timeseries: vec![
+                ts(&[("__name__", "ok")], &[(now - hour, 1.0)]),
+                ts(
+                    &[("__name__", "mixed")],
+                    &[(now - 3 * hour, 1.0), (now, 2.0), (now + 2 * hour, 3.0)],
+                ),
+                ts(&[("__name__", "old")], &[(now - 5 * hour, 1.0)]),
+            ],
+            metadata: vec![],
+        }
+        .encode_to_vec();
+        let limits = ValidationLimits {
+            past_grace_period: std::time::Duration::from_secs(2 * 3600),
+            ..Default::default()
+        };
+        let p = prepare_with("t", &body, 2, &DistributorConfig::default(), &limits, now).unwrap();
+        let reasons: Vec<_> = p
+            .errors
+            .iter()
+            .map(|e| (e.reason, e.discarded_samples))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("too_far_in_future", 1),
+                ("too_far_in_past", 1),
+                ("too_far_in_past", 1)
+            ]
+        );
+        assert_eq!(p.outcome.samples, 2);
+        // 0 is no limit.
+        let p = prepare("t", &body, 2, &DistributorConfig::default(), now).unwrap();
+        assert_eq!(p.errors.len(), 1);
+        assert_eq!(p.outcome.samples, 4);
     }
 
     #[test]

@@ -34,11 +34,29 @@ pub enum PushError {
         failed: usize,
         written: usize,
     },
+    /// The tenant is over a rate limit: nothing was written; retry after
+    /// `retry_after`.
+    #[error("{message}")]
+    RateLimited {
+        reason: &'static str,
+        message: String,
+        retry_after: std::time::Duration,
+    },
     #[error("failed pushing to the ingest log: {0}")]
     Log(#[from] LogError),
 }
 
 impl PushError {
+    /// Seconds for a `Retry-After` header (at least 1), for a rate limit.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            PushError::RateLimited { retry_after, .. } => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            _ => None,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             PushError::Tenant(TenantError::Missing) => StatusCode::UNAUTHORIZED,
@@ -51,6 +69,7 @@ impl PushError {
             | PushError::BadOtlp(_)
             | PushError::BadCompression(_)
             | PushError::Validation { .. } => StatusCode::BAD_REQUEST,
+            PushError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             PushError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PushError::Log(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             PushError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,5 +114,19 @@ mod tests {
         };
         assert_eq!(v.status(), StatusCode::BAD_REQUEST);
         assert_eq!(v.to_string(), "bad (and 2 more invalid series)");
+        let r = PushError::RateLimited {
+            reason: "rate_limited",
+            message: "slow down".into(),
+            retry_after: std::time::Duration::from_millis(1500),
+        };
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.retry_after_secs(), Some(2));
+        let r = PushError::RateLimited {
+            reason: "rate_limited",
+            message: "slow down".into(),
+            retry_after: std::time::Duration::ZERO,
+        };
+        assert_eq!(r.retry_after_secs(), Some(1));
+        assert_eq!(v.retry_after_secs(), None);
     }
 }

@@ -39,12 +39,17 @@ impl IntoResponse for PushError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "push failed");
         }
-        (
+        let retry_after = self.retry_after_secs();
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             format!("{self}\n"),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -138,7 +143,12 @@ async fn otlp_push(State(state): State<PushState>, headers: HeaderMap, body: Bod
                 tracing::warn!(error = %e, "OTLP push failed");
             }
             let (content_type, body) = otlp::encode_status(format, status, &e.to_string());
-            (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+            let mut response =
+                (status, [(header::CONTENT_TYPE, content_type)], body).into_response();
+            if let Some(secs) = e.retry_after_secs() {
+                response.headers_mut().insert(header::RETRY_AFTER, secs.into());
+            }
+            response
         }
     }
 }
@@ -378,6 +388,186 @@ mod tests {
             n += log.latest_offset(p).await.unwrap();
         }
         n
+    }
+
+    fn app_with_overrides(
+        dir: &std::path::Path,
+        runtime_yaml: &str,
+    ) -> (Router, Arc<dyn IngestLog>, Arc<Distributor>) {
+        let log: Arc<dyn IngestLog> = Arc::new(
+            EmbeddedLog::open(EmbeddedConfig {
+                dir: dir.join("log"),
+                partitions: 2,
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        let file = dir.join("runtime.yaml");
+        std::fs::write(&file, runtime_yaml).unwrap();
+        let overrides = tidemark_limits::Overrides::load(
+            tidemark_limits::Limits::default(),
+            &tidemark_limits::RuntimeConfigSettings {
+                file: Some(file),
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .unwrap();
+        let d = Arc::new(
+            Distributor::new(
+                log.clone(),
+                DistributorConfig::default(),
+                Arc::new(DistributorMetrics::unregistered()),
+            )
+            .with_overrides(overrides),
+        );
+        (
+            router(PushState {
+                distributor: d.clone(),
+                multitenancy_enabled: true,
+            }),
+            log,
+            d,
+        )
+    }
+
+    async fn send_full(app: &Router, tenant: &str, body: Vec<u8>) -> Response {
+        app.clone()
+            .oneshot(
+                Request::post("/api/v1/push")
+                    .header("Content-Type", "application/x-protobuf")
+                    .header(ORG_ID_HEADER, tenant)
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+    }
+
+    fn many(n: usize) -> Vec<u8> {
+        let names: Vec<String> = (0..n).map(|i| format!("{i}")).collect();
+        body(
+            names
+                .iter()
+                .map(|i| vec![("__name__", "m"), ("i", i.as_str())])
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn ingestion_rate_limit_refuses_whole_request_with_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1 sample/s with a burst of 5: a 10-sample push never fits, a
+        // 5-sample push fits once.
+        let (app, log, d) = app_with_overrides(
+            dir.path(),
+            "overrides:\n  slow:\n    ingestion_rate: 1\n    ingestion_burst_size: 5\n",
+        );
+        let r = send_full(&app, "slow", many(10)).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = r.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry >= 1);
+        let text = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.contains("err-tidemark-rate-limited"), "{text}");
+        assert!(text.contains("-distributor.ingestion-rate-limit"), "{text}");
+        assert_eq!(total_records(&log).await, 0, "nothing written");
+
+        let r = send_full(&app, "slow", many(5)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let written = total_records(&log).await;
+        assert!(written > 0);
+        let r = send_full(&app, "slow", many(5)).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = r.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=5).contains(&retry), "{retry}");
+        assert_eq!(total_records(&log).await, written, "nothing more written");
+
+        // Another tenant has the default limits.
+        let r = send_full(&app, "other", many(10)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+
+        let m = d.metrics();
+        let discarded = m
+            .discarded_samples
+            .get_or_create(&crate::metrics::DiscardLabels {
+                tenant: "slow".into(),
+                reason: "rate_limited".into(),
+            })
+            .get();
+        assert_eq!(discarded, 15);
+    }
+
+    #[tokio::test]
+    async fn request_rate_limit_refuses_with_429() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, log, _) = app_with_overrides(
+            dir.path(),
+            "overrides:\n  chatty:\n    request_rate: 0.001\n    request_burst_size: 2\n",
+        );
+        for _ in 0..2 {
+            assert_eq!(send_full(&app, "chatty", many(1)).await.status(), StatusCode::OK);
+        }
+        let before = total_records(&log).await;
+        let r = send_full(&app, "chatty", many(1)).await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(r.headers().contains_key(header::RETRY_AFTER));
+        let text = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        assert!(String::from_utf8_lossy(&text).contains("err-tidemark-request-rate-limited"));
+        assert_eq!(total_records(&log).await, before);
+    }
+
+    #[tokio::test]
+    async fn per_tenant_validation_limits_and_past_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, _, _) = app_with_overrides(
+            dir.path(),
+            "overrides:\n  strict:\n    max_label_names_per_series: 2\n    past_grace_period: 1h\n",
+        );
+        let three = || body(vec![vec![("__name__", "m"), ("a", "1"), ("b", "2")]]);
+        let r = send_full(&app, "strict", three()).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = send_full(&app, "lenient", three()).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        // A sample two hours old.
+        let old = WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: vec![Label {
+                    name: Bytes::from_static(b"__name__"),
+                    value: Bytes::from_static(b"m"),
+                }],
+                samples: vec![Sample {
+                    value: 1.0,
+                    timestamp: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis() as i64
+                        - 2 * 3_600_000,
+                }],
+                exemplars: vec![],
+            }],
+            metadata: vec![],
+        };
+        let old = || {
+            snap::raw::Encoder::new()
+                .compress_vec(&old.encode_to_vec())
+                .unwrap()
+        };
+        let r = send_full(&app, "strict", old()).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let text = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.contains("err-tidemark-too-far-in-past"), "{text}");
+        assert!(text.contains("-validation.past-grace-period"), "{text}");
+        assert_eq!(send_full(&app, "lenient", old()).await.status(), StatusCode::OK);
     }
 
     #[tokio::test]
@@ -693,6 +883,33 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         gz.write_all(data).unwrap();
         gz.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn otlp_rate_limited_gets_429_resource_exhausted_with_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, log, _) = app_with_overrides(
+            dir.path(),
+            "overrides:\n  slow:\n    request_rate: 0.001\n    request_burst_size: 1\n",
+        );
+        let send = || {
+            app.clone().oneshot(
+                Request::post("/otlp/v1/metrics")
+                    .header("Content-Type", "application/json")
+                    .header(ORG_ID_HEADER, "slow")
+                    .body(Body::from(otlp_json(false)))
+                    .unwrap(),
+            )
+        };
+        assert_eq!(send().await.unwrap().status(), StatusCode::OK);
+        let before = total_records(&log).await;
+        let r = send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(r.headers().contains_key(header::RETRY_AFTER));
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], 8, "RESOURCE_EXHAUSTED: {v}");
+        assert_eq!(total_records(&log).await, before);
     }
 
     #[tokio::test]

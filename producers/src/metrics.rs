@@ -27,6 +27,8 @@ pub struct DistributorMetrics {
     pub requests: Family<StatusLabels, Counter>,
     pub received_samples: Family<TenantLabels, Counter>,
     pub discarded_samples: Family<DiscardLabels, Counter>,
+    /// Requests refused whole before reading their samples (request rate).
+    pub discarded_requests: Family<DiscardLabels, Counter>,
     pub records_produced: Counter,
     pub produce_duration: Histogram,
 }
@@ -37,6 +39,7 @@ impl DistributorMetrics {
             requests: Family::default(),
             received_samples: Family::default(),
             discarded_samples: Family::default(),
+            discarded_requests: Family::default(),
             records_produced: Counter::default(),
             produce_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
         };
@@ -53,8 +56,13 @@ impl DistributorMetrics {
         );
         r.register(
             "discarded_samples",
-            "Samples refused by validation",
+            "Samples refused by validation or a rate limit",
             m.discarded_samples.clone(),
+        );
+        r.register(
+            "discarded_requests",
+            "Push requests refused whole before their samples were read, by reason (request_rate_limited)",
+            m.discarded_requests.clone(),
         );
         r.register(
             "records_produced",

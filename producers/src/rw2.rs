@@ -135,6 +135,18 @@ pub fn prepare_v2(
     cfg: &DistributorConfig,
     now_ms: i64,
 ) -> Result<Prepared, PushError> {
+    prepare_v2_with(tenant, body, partitions, cfg, &cfg.limits, now_ms)
+}
+
+/// [`prepare_v2`] with the tenant's validation limits.
+pub fn prepare_v2_with(
+    tenant: &str,
+    body: &[u8],
+    partitions: i32,
+    cfg: &DistributorConfig,
+    limits: &crate::config::ValidationLimits,
+    now_ms: i64,
+) -> Result<Prepared, PushError> {
     let req = write_v2::Request::decode(body).map_err(|e| PushError::BadProtobuf(e.to_string()))?;
     check_symbols_v2(&req.symbols, &req.timeseries).map_err(PushError::BadProtobuf)?;
     let sym = |i: u32| req.symbols.get(i as usize).map_or("", String::as_str);
@@ -178,7 +190,7 @@ pub fn prepare_v2(
                 discarded_samples: n,
             });
         }
-        if !validate_or_report(&mut ts, &cfg.limits, now_ms, &mut prepared.errors) {
+        if !validate_or_report(&mut ts, limits, now_ms, &mut prepared.errors) {
             continue;
         }
         // The samples validation kept (in order), with their start

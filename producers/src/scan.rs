@@ -156,6 +156,8 @@ pub struct SeriesView<'a> {
     pub samples: usize,
     /// Largest sample timestamp.
     pub max_timestamp: i64,
+    /// Smallest sample timestamp.
+    pub min_timestamp: i64,
     pub exemplars: usize,
 }
 
@@ -165,6 +167,7 @@ pub fn read_series<'a>(buf: &'a [u8], view: &mut SeriesView<'a>) -> Result<(), W
     view.labels.clear();
     view.samples = 0;
     view.max_timestamp = i64::MIN;
+    view.min_timestamp = i64::MAX;
     view.exemplars = 0;
     for f in Fields::new(buf) {
         match f? {
@@ -173,6 +176,7 @@ pub fn read_series<'a>(buf: &'a [u8], view: &mut SeriesView<'a>) -> Result<(), W
                 let t = read_sample(s)?;
                 view.samples += 1;
                 view.max_timestamp = view.max_timestamp.max(t);
+                view.min_timestamp = view.min_timestamp.min(t);
             }
             (3, Value::Len(e), _) => {
                 <tidemark_schemas::prometheus::Exemplar as prost::Message>::decode(e)

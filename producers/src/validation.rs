@@ -132,6 +132,55 @@ pub fn too_far_in_future(
     }
 }
 
+/// The error for samples older than the past grace period allows.
+pub fn too_far_in_past(
+    labels: &[LabelRef<'_>],
+    timestamp: i64,
+    discarded: usize,
+) -> ValidationError {
+    let reason = "too_far_in_past";
+    ValidationError {
+        reason,
+        message: with_error_id(
+            reason,
+            format!(
+                "received a sample whose timestamp is too far in the past, timestamp: {} series: '{}'",
+                timestamp,
+                series_string(labels)
+            ),
+        ),
+        discarded_samples: discarded,
+    }
+}
+
+/// The oldest sample timestamp `limits` accept at `now_ms` (`i64::MIN`
+/// when the past grace period is 0, no limit).
+pub fn oldest_allowed(limits: &ValidationLimits, now_ms: i64) -> i64 {
+    if limits.past_grace_period.is_zero() {
+        i64::MIN
+    } else {
+        now_ms.saturating_sub(limits.past_grace_period.as_millis() as i64)
+    }
+}
+
+/// Drops the samples older than the past grace period allows; the error
+/// when some were.
+fn drop_too_old(
+    ts: &mut TimeSeries,
+    limits: &ValidationLimits,
+    now_ms: i64,
+) -> Option<ValidationError> {
+    let oldest = oldest_allowed(limits, now_ms);
+    let bad_ts = ts.samples.iter().find(|s| s.timestamp < oldest)?.timestamp;
+    let before = ts.samples.len();
+    ts.samples.retain(|s| s.timestamp >= oldest);
+    Some(too_far_in_past(
+        &label_refs(&ts.labels),
+        bad_ts,
+        before - ts.samples.len(),
+    ))
+}
+
 /// The stable ID of a refusal reason, as Mimir's `err-mimir-...`:
 /// `err-tidemark-` and the reason with dashes. Each is documented in
 /// docs/errors.md.
@@ -146,6 +195,9 @@ pub fn with_error_id(reason: &str, message: String) -> String {
         "label_name_too_long" => Some("-validation.max-length-label-name"),
         "label_value_too_long" => Some("-validation.max-length-label-value"),
         "too_far_in_future" => Some("-validation.create-grace-period"),
+        "too_far_in_past" => Some("-validation.past-grace-period"),
+        "rate_limited" => Some("-distributor.ingestion-rate-limit and -distributor.ingestion-burst-size"),
+        "request_rate_limited" => Some("-distributor.request-rate-limit and -distributor.request-burst-size"),
         _ => None,
     };
     match flag {
@@ -191,7 +243,11 @@ pub fn validate_series(
         ts.samples = keep;
         return Err(e);
     }
-    Ok(())
+    drop(view);
+    match drop_too_old(ts, limits, now_ms) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// [`validate_series`], with a refusal reported in `errors`: whether the
@@ -205,8 +261,16 @@ pub fn validate_or_report(
     match validate_series(ts, limits, now_ms) {
         Ok(()) => true,
         Err(e) => {
-            let partial = e.reason == "too_far_in_future" && !ts.samples.is_empty();
+            let future = e.reason == "too_far_in_future";
+            let partial = (future || e.reason == "too_far_in_past") && !ts.samples.is_empty();
             errors.push(e);
+            if partial && future {
+                // The future check returns first; old samples may remain.
+                if let Some(old) = drop_too_old(ts, limits, now_ms) {
+                    errors.push(old);
+                    return !ts.samples.is_empty();
+                }
+            }
             partial
         }
     }

@@ -119,8 +119,9 @@ mkdir -p "$TMP/tidemark"
 # shellcheck disable=SC2086 # TIDEMARK_FLAGS is a list of flags
 "$BIN" -target=all -data-dir="$TMP/tidemark" \
     -server.http-listen-address=127.0.0.1 -server.http-listen-port="$TIDEMARK_PORT" \
-    -auth.multitenancy-enabled=true -log.level=warn $TIDEMARK_FLAGS \
-    >"$TMP/tidemark.log" 2>&1 &
+    -auth.multitenancy-enabled=true -log.level=warn \
+    -distributor.ingestion-rate-limit=0 -ingester.max-global-series-per-user=0 \
+    $TIDEMARK_FLAGS >"$TMP/tidemark.log" 2>&1 &
 SERVER_PID=$!
 wait_ready tidemark "http://127.0.0.1:$TIDEMARK_PORT/ready" "$TMP/tidemark.log" "$SERVER_PID"
 TIDEMARK_RATE="$(run_bench tidemark "http://127.0.0.1:$TIDEMARK_PORT/api/v1/push" "$TMP/tidemark.out")"

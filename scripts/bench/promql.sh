@@ -537,6 +537,8 @@ log "settings: series=$SERIES backfill=$BACKFILL interval=$INTERVAL ranges=[$RAN
     -ingester.head-retention="${HEAD_RETENTION_S}s" \
     -validation.create-grace-period=1h \
     -ingest-storage.embedded.fsync=false \
+    -distributor.ingestion-rate-limit=0 -ingester.max-global-series-per-user=0 \
+    -block-builder.consume-interval=24h \
     $TIDEMARK_FLAGS >"$TMP/tidemark.log" 2>&1 &
 TIDEMARK_PID=$!
 PIDS+=("$TIDEMARK_PID")

@@ -31,6 +31,11 @@ pub struct AppendStats {
     /// Samples older than the head keeps (now minus its retention): they
     /// are in blocks, or will be once the block-builder reads them.
     pub outside_head_window: u64,
+    /// Samples of new series refused by the tenant's series limit
+    /// (`max_global_series_per_user`, this partition's share).
+    pub per_user_series_limit: u64,
+    /// The same for `max_global_series_per_metric`.
+    pub per_metric_series_limit: u64,
 }
 
 impl AppendStats {
@@ -42,6 +47,8 @@ impl AppendStats {
         self.new_series += o.new_series;
         self.invalid_series += o.invalid_series;
         self.outside_head_window += o.outside_head_window;
+        self.per_user_series_limit += o.per_user_series_limit;
+        self.per_metric_series_limit += o.per_metric_series_limit;
     }
 }
 
@@ -58,6 +65,34 @@ pub struct HeadOptions {
     pub samples_per_chunk: usize,
     /// Data older than the tenant's newest sample minus this is dropped.
     pub retention_ms: i64,
+}
+
+/// Where a head finds each tenant's series limits, and how many
+/// partitions share them: each partition allows `ceil(limit / partitions)`.
+#[derive(Debug, Clone)]
+pub struct SeriesLimits {
+    pub overrides: tidemark_limits::Overrides,
+    /// Partitions of the ingest log (all of them, not only this process's).
+    pub partitions: i32,
+}
+
+impl SeriesLimits {
+    /// This partition's share of `tenant`'s (per-user, per-metric) limits;
+    /// 0 is no limit.
+    pub fn for_tenant(&self, tenant: &str) -> (u64, u64) {
+        let l = self.overrides.get(tenant);
+        (
+            tidemark_limits::per_partition_limit(l.max_global_series_per_user, self.partitions),
+            tidemark_limits::per_partition_limit(l.max_global_series_per_metric, self.partitions),
+        )
+    }
+}
+
+/// Why a new series was not created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SeriesRefusal {
+    PerUser,
+    PerMetric,
 }
 
 /// One tenant's series.
@@ -87,6 +122,26 @@ impl TenantHead {
                 .as_ref()
                 .is_some_and(|s| eq(&s.labels))
         })
+    }
+
+    /// Whether one more series with `labels` fits the limits (0 = none).
+    fn admit(
+        &self,
+        labels: &SeriesLabels,
+        max_per_user: u64,
+        max_per_metric: u64,
+    ) -> Result<(), SeriesRefusal> {
+        if max_per_user > 0 && self.live as u64 >= max_per_user {
+            return Err(SeriesRefusal::PerUser);
+        }
+        if max_per_metric > 0 {
+            if let Some(name) = labels.get("__name__") {
+                if self.postings.count("__name__", name) as u64 >= max_per_metric {
+                    return Err(SeriesRefusal::PerMetric);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn create(&mut self, labels: SeriesLabels, hash: u64) -> u32 {
@@ -171,6 +226,8 @@ impl TenantHead {
 pub struct Head {
     tenants: RwLock<HashMap<String, Arc<RwLock<TenantHead>>>>,
     opts: HeadOptions,
+    /// Per-tenant series limits; none means no limit.
+    series_limits: Option<SeriesLimits>,
     /// Metric metadata that arrived with the series.
     pub metadata: MetadataStore,
 }
@@ -180,7 +237,16 @@ impl Head {
         Head {
             tenants: RwLock::new(HashMap::new()),
             opts,
+            series_limits: None,
             metadata: MetadataStore::default(),
+        }
+    }
+
+    /// A head that refuses new series past each tenant's series limits.
+    pub fn with_series_limits(opts: HeadOptions, limits: Option<SeriesLimits>) -> Self {
+        Head {
+            series_limits: limits,
+            ..Head::new(opts)
         }
     }
 
@@ -208,9 +274,17 @@ impl Head {
     /// tells later when the chunks are in blocks.
     pub fn append_from(&self, tenant: &str, batch: &[TimeSeries], offset: i64) -> AppendStats {
         let mut stats = AppendStats::default();
+        let (max_user, max_metric) = self
+            .series_limits
+            .as_ref()
+            .map_or((0, 0), |l| l.for_tenant(tenant));
         let th = self.tenant_or_create(tenant);
         let mut th = th.write();
         let mut scratch = Vec::with_capacity(256);
+        let refuse = |stats: &mut AppendStats, why: SeriesRefusal, samples: usize| match why {
+            SeriesRefusal::PerUser => stats.per_user_series_limit += samples as u64,
+            SeriesRefusal::PerMetric => stats.per_metric_series_limit += samples as u64,
+        };
         for ts in batch {
             let id = if SeriesLabels::encode_wire(&ts.labels, &mut scratch) {
                 let hash = xxh3_64(&scratch);
@@ -218,6 +292,10 @@ impl Head {
                     Some(id) => id,
                     None => match SeriesLabels::from_encoded(&scratch) {
                         Some(labels) => {
+                            if let Err(why) = th.admit(&labels, max_user, max_metric) {
+                                refuse(&mut stats, why, ts.samples.len());
+                                continue;
+                            }
                             stats.new_series += 1;
                             th.create(labels, hash)
                         }
@@ -236,6 +314,10 @@ impl Head {
                         match th.lookup(hash, |l| *l == flat) {
                             Some(id) => id,
                             None => {
+                                if let Err(why) = th.admit(&flat, max_user, max_metric) {
+                                    refuse(&mut stats, why, ts.samples.len());
+                                    continue;
+                                }
                                 stats.new_series += 1;
                                 th.create(flat, hash)
                             }
@@ -622,5 +704,74 @@ mod tests {
             h.label_values("t", "__name__", &[], 0, i64::MAX),
             ["new", "newer"]
         );
+    }
+
+    fn limited_head(per_user: u64, per_metric: u64, partitions: i32) -> Head {
+        let limits = tidemark_limits::Limits {
+            max_global_series_per_user: per_user,
+            max_global_series_per_metric: per_metric,
+            ..Default::default()
+        };
+        Head::with_series_limits(
+            HeadOptions {
+                samples_per_chunk: 120,
+                retention_ms: 3_600_000,
+            },
+            Some(SeriesLimits {
+                overrides: tidemark_limits::Overrides::fixed(limits),
+                partitions,
+            }),
+        )
+    }
+
+    #[test]
+    fn per_user_series_limit_is_split_over_partitions() {
+        // 10 series over 4 partitions: 3 in this one.
+        let h = limited_head(10, 0, 4);
+        let batch: Vec<TimeSeries> = (0..5)
+            .map(|i| ts(&[("__name__", "m"), ("i", &i.to_string())], &[(1000, 1.0), (2000, 2.0)]))
+            .collect();
+        let s = h.append("t", &batch);
+        assert_eq!(s.new_series, 3);
+        assert_eq!(s.appended, 6);
+        assert_eq!(s.per_user_series_limit, 4, "2 samples of each of 2 series");
+        // Existing series still take samples; the unsorted (slow) path is
+        // limited too.
+        let s = h.append(
+            "t",
+            &[
+                ts(&[("__name__", "m"), ("i", "0")], &[(3000, 3.0)]),
+                ts(&[("i", "9"), ("__name__", "m")], &[(3000, 3.0)]),
+            ],
+        );
+        assert_eq!((s.appended, s.per_user_series_limit), (1, 1));
+        // Other tenants have their own count.
+        assert_eq!(h.append("u", &batch).new_series, 3);
+        assert_eq!(h.num_series(), 6);
+    }
+
+    #[test]
+    fn per_metric_series_limit() {
+        let h = limited_head(0, 4, 2);
+        let batch: Vec<TimeSeries> = ["a", "b"]
+            .iter()
+            .flat_map(|m| {
+                (0..3).map(move |i| ts(&[("__name__", m), ("i", &i.to_string())], &[(1000, 1.0)]))
+            })
+            .collect();
+        let s = h.append("t", &batch);
+        // 4 per metric over 2 partitions: 2 of each metric here.
+        assert_eq!(s.new_series, 4);
+        assert_eq!(s.per_metric_series_limit, 2);
+        assert_eq!(s.per_user_series_limit, 0);
+    }
+
+    #[test]
+    fn zero_series_limits_are_unlimited() {
+        let h = limited_head(0, 0, 8);
+        let batch: Vec<TimeSeries> = (0..50)
+            .map(|i| ts(&[("__name__", "m"), ("i", &i.to_string())], &[(1000, 1.0)]))
+            .collect();
+        assert_eq!(h.append("t", &batch).new_series, 50);
     }
 }

@@ -82,6 +82,14 @@ impl Postings {
         }
     }
 
+    /// How many series have the label `name="value"`.
+    pub fn count(&self, name: &str, value: &str) -> usize {
+        self.index
+            .get(name)
+            .and_then(|values| values.get(value))
+            .map_or(0, Vec::len)
+    }
+
     /// Sorted IDs of series whose label `m.name` is set and matches `m`, or
     /// `None` when `m` also matches series without the label (the caller
     /// must then filter instead).
