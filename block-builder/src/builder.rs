@@ -8,7 +8,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use tidemark_block_storage::format::write_block;
-use tidemark_block_storage::meta::{builder_block_id, BlockMeta, BlockSource, FORMAT_VERSION};
+use tidemark_block_storage::meta::{builder_block_id, BlockMeta, BlockSource};
 use tidemark_block_storage::upload::upload_block;
 use tidemark_ingest_log::IngestLog;
 use tidemark_schemas::record::{decode_tenant, decode_version, RecordBody, VERSION_HEADER};
@@ -266,23 +266,14 @@ impl BlockBuilder {
             let built = tokio::task::spawn_blocking(move || write_block(&series, window, window + range_ms))
                 .await
                 .map_err(|e| BuilderError::Other(format!("block encoding panicked: {e}")))??;
-            let meta = BlockMeta {
-                version: FORMAT_VERSION,
-                block_id: builder_block_id(&tenant, window, &source),
-                tenant: tenant.clone(),
-                min_time: window,
-                max_time: window + range_ms,
-                data_min_time: built.data_min_time,
-                data_max_time: built.data_max_time,
-                num_series: built.num_series,
-                num_samples: built.num_samples,
-                num_chunks: built.num_chunks,
-                chunk_columns: built.chunk_columns,
-                compaction_level: 1,
-                compacted_from: Vec::new(),
-                sources: vec![source.clone()],
-                series_file_size: built.parquet.len() as u64,
-            };
+            let meta = BlockMeta::new(
+                &tenant,
+                builder_block_id(&tenant, window, &source),
+                window,
+                window + range_ms,
+                &built,
+                vec![source.clone()],
+            );
             upload_block(&self.store, &meta, &built).await?;
             summary.blocks += 1;
             summary.samples += built.num_samples;

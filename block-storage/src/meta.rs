@@ -66,6 +66,35 @@ pub struct DeletionMark {
 }
 
 impl BlockMeta {
+    /// The meta of a fresh (level 1) block of `[min_time, max_time)` built
+    /// from `sources`.
+    pub fn new(
+        tenant: &str,
+        block_id: String,
+        min_time: i64,
+        max_time: i64,
+        built: &crate::format::BuiltBlock,
+        sources: Vec<BlockSource>,
+    ) -> Self {
+        BlockMeta {
+            version: FORMAT_VERSION,
+            block_id,
+            tenant: tenant.to_owned(),
+            min_time,
+            max_time,
+            data_min_time: built.data_min_time,
+            data_max_time: built.data_max_time,
+            num_series: built.num_series,
+            num_samples: built.num_samples,
+            num_chunks: built.num_chunks,
+            chunk_columns: built.chunk_columns,
+            compaction_level: 1,
+            compacted_from: Vec::new(),
+            sources,
+            series_file_size: built.parquet.len() as u64,
+        }
+    }
+
     /// Width of one chunk column's time slice.
     pub fn slice_width(&self) -> i64 {
         let n = i64::from(self.chunk_columns.max(1));

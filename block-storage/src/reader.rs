@@ -353,7 +353,7 @@ fn arrow_select_concat(arrays: &[&dyn Array]) -> Result<arrow_array::ArrayRef, B
 mod tests {
     use super::*;
     use crate::format::{write_block, BlockSeries};
-    use crate::meta::{BlockSource, FORMAT_VERSION};
+    use crate::meta::BlockSource;
     use crate::upload::{read_meta, upload_block};
     use object_store::local::LocalFileSystem;
     use tidemark_storage::chunk::decode_all;
@@ -384,27 +384,12 @@ mod tests {
         }
         series.sort_by(|a, b| a.labels.cmp(&b.labels));
         let built = write_block(&series, 0, 7_200_000).unwrap();
-        let meta = BlockMeta {
-            version: FORMAT_VERSION,
-            block_id: "b1".into(),
-            tenant: tenant.into(),
-            min_time: 0,
-            max_time: 7_200_000,
-            data_min_time: built.data_min_time,
-            data_max_time: built.data_max_time,
-            num_series: built.num_series,
-            num_samples: built.num_samples,
-            num_chunks: built.num_chunks,
-            chunk_columns: built.chunk_columns,
-            compaction_level: 1,
-            compacted_from: vec![],
-            sources: vec![BlockSource {
-                partition: 0,
-                from_offset: 0,
-                to_offset: 1,
-            }],
-            series_file_size: built.parquet.len() as u64,
+        let source = BlockSource {
+            partition: 0,
+            from_offset: 0,
+            to_offset: 1,
         };
+        let meta = BlockMeta::new(tenant, "b1".into(), 0, 7_200_000, &built, vec![source]);
         upload_block(store, &meta, &built).await.unwrap();
         meta
     }

@@ -9,7 +9,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tidemark_block_storage::bucket::{BucketConfig, StorageBackend};
 use tidemark_block_storage::format::{write_block, BlockSeries};
-use tidemark_block_storage::meta::{series_path, BlockMeta, BlockSource, FORMAT_VERSION};
+use tidemark_block_storage::meta::{series_path, BlockMeta, BlockSource};
 use tidemark_block_storage::reader::BlockReader;
 use tidemark_block_storage::upload::upload_block;
 use tidemark_block_storage::BucketIndex;
@@ -24,23 +24,7 @@ fn block(tenant: &str, id: &str) -> (BlockMeta, tidemark_block_storage::BuiltBlo
         })
         .collect();
     let built = write_block(&series, 0, 7_200_000).unwrap();
-    let meta = BlockMeta {
-        version: FORMAT_VERSION,
-        block_id: id.into(),
-        tenant: tenant.into(),
-        min_time: 0,
-        max_time: 7_200_000,
-        data_min_time: built.data_min_time,
-        data_max_time: built.data_max_time,
-        num_series: built.num_series,
-        num_samples: built.num_samples,
-        num_chunks: built.num_chunks,
-        chunk_columns: built.chunk_columns,
-        compaction_level: 1,
-        compacted_from: vec![],
-        sources: vec![BlockSource { partition: 0, from_offset: 0, to_offset: 1 }],
-        series_file_size: built.parquet.len() as u64,
-    };
+    let meta = BlockMeta::new(tenant, id.into(), 0, 7_200_000, &built, vec![BlockSource { partition: 0, from_offset: 0, to_offset: 1 }]);
     (meta, built)
 }
 

@@ -27,7 +27,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use tidemark_block_storage::format::{BlockSeries, BlockWriter};
 use tidemark_block_storage::index::IndexedBlock;
 use tidemark_block_storage::meta::{
-    compacted_block_id, deletion_mark_path, meta_path, BlockMeta, DeletionMark, FORMAT_VERSION,
+    compacted_block_id, deletion_mark_path, meta_path, BlockMeta, DeletionMark,
 };
 use tidemark_block_storage::reader::BlockReader;
 use tidemark_block_storage::select::select_series;
@@ -234,21 +234,16 @@ impl Compactor {
         block_sources.sort();
         block_sources.dedup();
         let meta = BlockMeta {
-            version: FORMAT_VERSION,
-            block_id: compacted_block_id(min_time, level, &ids),
-            tenant: tenant.to_owned(),
-            min_time,
-            max_time,
-            data_min_time: built.data_min_time,
-            data_max_time: built.data_max_time,
-            num_series: built.num_series,
-            num_samples: built.num_samples,
-            num_chunks: built.num_chunks,
-            chunk_columns: built.chunk_columns,
             compaction_level: level,
-            compacted_from: ids,
-            sources: block_sources,
-            series_file_size: built.parquet.len() as u64,
+            compacted_from: ids.clone(),
+            ..BlockMeta::new(
+                tenant,
+                compacted_block_id(min_time, level, &ids),
+                min_time,
+                max_time,
+                &built,
+                block_sources,
+            )
         };
         upload_block(self.store(), &meta, &built).await?;
         tracing::info!(

@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use tidemark_block_storage::format::{write_block, BlockSeries};
-use tidemark_block_storage::meta::{builder_block_id, BlockMeta, BlockSource, FORMAT_VERSION};
+use tidemark_block_storage::meta::{builder_block_id, BlockMeta, BlockSource};
 use tidemark_block_storage::upload::upload_block;
 use tidemark_block_storage::BucketIndex;
 use tidemark_compactor::{visible_blocks, Compactor, CompactorConfig, CompactorMetrics};
@@ -36,23 +36,7 @@ async fn put(store: &Arc<dyn ObjectStore>, tenant: &str, partition: i32, window:
     s.sort_by(|a, b| a.labels.cmp(&b.labels));
     let built = write_block(&s, window, window + 2 * H).unwrap();
     let source = BlockSource { partition, from_offset: window, to_offset: window + 1 };
-    let meta = BlockMeta {
-        version: FORMAT_VERSION,
-        block_id: builder_block_id(tenant, window, &source),
-        tenant: tenant.into(),
-        min_time: window,
-        max_time: window + 2 * H,
-        data_min_time: built.data_min_time,
-        data_max_time: built.data_max_time,
-        num_series: built.num_series,
-        num_samples: built.num_samples,
-        num_chunks: built.num_chunks,
-        chunk_columns: built.chunk_columns,
-        compaction_level: 1,
-        compacted_from: vec![],
-        sources: vec![source],
-        series_file_size: built.parquet.len() as u64,
-    };
+    let meta = BlockMeta::new(tenant, builder_block_id(tenant, window, &source), window, window + 2 * H, &built, vec![source]);
     upload_block(store, &meta, &built).await.unwrap();
 }
 

@@ -79,6 +79,9 @@ pub fn prepare(
 }
 
 /// [`prepare`] with the tenant's validation limits.
+/// Decodes, validates and shards a request into records.
+type PrepareFn = fn(&str, &[u8], i32, &DistributorConfig, &ValidationLimits, i64) -> Result<Prepared, PushError>;
+
 pub fn prepare_with(
     tenant: &str,
     body: &[u8],
@@ -317,34 +320,27 @@ impl Distributor {
     /// log and returns once all are acknowledged. Invalid series are reported in the error after the
     /// valid ones were written.
     pub async fn push(&self, tenant: &str, body: &[u8]) -> Result<PushOutcome, PushError> {
-        let limits = self.overrides.get(tenant);
-        self.admit_request(tenant, &limits)?;
-        let now = now_ms();
-        let validation = ValidationLimits::from(&*limits);
-        let prepared = prepare_with(
-            tenant,
-            body,
-            self.log.partition_count(),
-            &self.cfg,
-            &validation,
-            now,
-        )?;
-        self.write(tenant, &limits, prepared).await
+        self.push_with(tenant, body, prepare_with).await
     }
 
     /// [`Distributor::push`] for a decompressed remote write 2.0 request.
     pub async fn push_v2(&self, tenant: &str, body: &[u8]) -> Result<PushOutcome, PushError> {
+        self.push_with(tenant, body, crate::rw2::prepare_v2_with).await
+    }
+
+    /// Admits, validates with the tenant's limits and writes a request
+    /// decoded by `prepare`.
+    async fn push_with(&self, tenant: &str, body: &[u8], prepare: PrepareFn) -> Result<PushOutcome, PushError> {
         let limits = self.overrides.get(tenant);
         self.admit_request(tenant, &limits)?;
-        let now = now_ms();
         let validation = ValidationLimits::from(&*limits);
-        let prepared = crate::rw2::prepare_v2_with(
+        let prepared = prepare(
             tenant,
             body,
             self.log.partition_count(),
             &self.cfg,
             &validation,
-            now,
+            now_ms(),
         )?;
         self.write(tenant, &limits, prepared).await
     }

@@ -67,18 +67,9 @@ pub const SAMPLES_WRITTEN: &str = "X-Prometheus-Remote-Write-Samples-Written";
 pub const HISTOGRAMS_WRITTEN: &str = "X-Prometheus-Remote-Write-Histograms-Written";
 pub const EXEMPLARS_WRITTEN: &str = "X-Prometheus-Remote-Write-Exemplars-Written";
 
-async fn push(State(state): State<PushState>, headers: HeaderMap, body: Body) -> Response {
-    let (protocol, result) = match check_content_type(&headers) {
-        Ok(protocol) => (
-            Some(protocol),
-            handle(&state, &headers, body, protocol).await,
-        ),
-        Err(e) => (None, Err(e)),
-    };
-    let status = match &result {
-        Ok(_) => StatusCode::OK,
-        Err(e) => e.status(),
-    };
+/// Counts a request by the status it gets.
+fn count_request(state: &PushState, error: Option<&PushError>) {
+    let status = error.map_or(StatusCode::OK, PushError::status);
     state
         .distributor
         .metrics()
@@ -87,6 +78,17 @@ async fn push(State(state): State<PushState>, headers: HeaderMap, body: Body) ->
             status: status.as_u16(),
         })
         .inc();
+}
+
+async fn push(State(state): State<PushState>, headers: HeaderMap, body: Body) -> Response {
+    let (protocol, result) = match check_content_type(&headers) {
+        Ok(protocol) => (
+            Some(protocol),
+            handle(&state, &headers, body, protocol).await,
+        ),
+        Err(e) => (None, Err(e)),
+    };
+    count_request(&state, result.as_ref().err());
     // Remote write 2.0 senders learn what was written, also when some
     // series were refused. Tidemark stores no native histograms nor
     // exemplars, so those counts are 0.
@@ -116,18 +118,7 @@ async fn otlp_push(State(state): State<PushState>, headers: HeaderMap, body: Bod
         Ok(f) => (Some(f), handle_otlp(&state, &headers, body, f).await),
         Err(e) => (None, Err(e)),
     };
-    let status = match &result {
-        Ok(_) => StatusCode::OK,
-        Err(e) => e.status(),
-    };
-    state
-        .distributor
-        .metrics()
-        .requests
-        .get_or_create(&StatusLabels {
-            status: status.as_u16(),
-        })
-        .inc();
+    count_request(&state, result.as_ref().err());
     match result {
         Ok(t) => {
             let f = format.unwrap_or(otlp::Format::Protobuf);
@@ -139,6 +130,7 @@ async fn otlp_push(State(state): State<PushState>, headers: HeaderMap, body: Bod
                 .into_response()
         }
         Err(e) => {
+            let status = e.status();
             if status.is_server_error() {
                 tracing::warn!(error = %e, "OTLP push failed");
             }

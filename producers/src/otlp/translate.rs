@@ -460,6 +460,23 @@ impl Builder<'_> {
         prost::encoding::message::encode(METADATA_FIELD, &md, &mut self.out.body);
     }
 
+    /// Whether a sum or histogram is cumulative; if not, its points are
+    /// refused (Prometheus takes no delta temporality).
+    fn cumulative_or_reject(&mut self, kind: &str, name: &str, t: i32, points: usize) -> bool {
+        let temporality = match AggregationTemporality::try_from(t) {
+            Ok(AggregationTemporality::Cumulative) => return true,
+            Ok(AggregationTemporality::Delta) => "delta",
+            _ => "unspecified",
+        };
+        self.reject(
+            points,
+            format!(
+                "{kind} {name:?} has {temporality} aggregation temporality (only cumulative is accepted)"
+            ),
+        );
+        false
+    }
+
     fn reject(&mut self, points: usize, why: String) {
         if points == 0 {
             return;
@@ -485,12 +502,6 @@ impl Builder<'_> {
 
     /// Translates one metric; the newest timestamp written, if any.
     fn metric(&mut self, m: &Metric, ctx: &Context) -> Option<i64> {
-        let cumulative = |t: i32| t == AggregationTemporality::Cumulative as i32;
-        let temporality = |t: i32| match AggregationTemporality::try_from(t) {
-            Ok(AggregationTemporality::Delta) => "delta",
-            Ok(AggregationTemporality::Cumulative) => "cumulative",
-            _ => "unspecified",
-        };
         match &m.data {
             None => None,
             Some(Data::Gauge(g)) => {
@@ -504,15 +515,7 @@ impl Builder<'_> {
                 self.numbers(&g.data_points, &name, ctx)
             }
             Some(Data::Sum(s)) => {
-                if !cumulative(s.aggregation_temporality) {
-                    self.reject(
-                        s.data_points.len(),
-                        format!(
-                            "sum {:?} has {} aggregation temporality (only cumulative is accepted)",
-                            m.name,
-                            temporality(s.aggregation_temporality)
-                        ),
-                    );
+                if !self.cumulative_or_reject("sum", &m.name, s.aggregation_temporality, s.data_points.len()) {
                     return None;
                 }
                 let (kind, ty) = if s.is_monotonic {
@@ -527,15 +530,7 @@ impl Builder<'_> {
                 self.numbers(&s.data_points, &name, ctx)
             }
             Some(Data::Histogram(h)) => {
-                if !cumulative(h.aggregation_temporality) {
-                    self.reject(
-                        h.data_points.len(),
-                        format!(
-                            "histogram {:?} has {} aggregation temporality (only cumulative is accepted)",
-                            m.name,
-                            temporality(h.aggregation_temporality)
-                        ),
-                    );
+                if !self.cumulative_or_reject("histogram", &m.name, h.aggregation_temporality, h.data_points.len()) {
                     return None;
                 }
                 let name = metric_name(&m.name, &m.unit, NameKind::Other);
