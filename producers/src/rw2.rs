@@ -7,8 +7,6 @@
 //! exemplars are not stored: the response headers count only what was
 //! written.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use prost::Message;
 use tidemark_ingest_log::{Header, Record};
@@ -29,31 +27,44 @@ use crate::validation::{series_string, validate_or_report, with_error_id, Valida
 /// tags and length).
 const MAX_SAMPLE_LEN: usize = 40;
 
-/// A partition's version 2 records being filled.
+/// A partition's version 2 records being filled. Symbols are mapped from
+/// the request's table to the record's by index, without hashing strings.
 #[derive(Default)]
 struct Builder {
     symbols: Vec<String>,
-    index: HashMap<String, u32>,
+    /// Record symbol of each request symbol, `u32::MAX` when not in the
+    /// record yet.
+    remap: Vec<u32>,
     series: Vec<write_v2::TimeSeries>,
     size: usize,
     done: Vec<Record>,
 }
 
 impl Builder {
-    fn symbol(&mut self, s: &str) -> u32 {
+    fn new(request_symbols: usize) -> Self {
+        Builder {
+            remap: vec![u32::MAX; request_symbols],
+            ..Builder::default()
+        }
+    }
+
+    /// The record's reference of request symbol `r` (in range: the request
+    /// was checked).
+    fn symbol(&mut self, request: &[String], r: u32) -> u32 {
         if self.symbols.is_empty() {
             self.symbols.push(String::new());
-            self.index.insert(String::new(), 0);
             self.size += 2;
         }
-        if let Some(&i) = self.index.get(s) {
-            return i;
+        let Some(s) = request.get(r as usize).filter(|s| !s.is_empty()) else {
+            return 0;
+        };
+        let slot = &mut self.remap[r as usize];
+        if *slot == u32::MAX {
+            *slot = self.symbols.len() as u32;
+            self.symbols.push(s.clone());
+            self.size += field_len(s.len());
         }
-        let i = self.symbols.len() as u32;
-        self.symbols.push(s.to_owned());
-        self.index.insert(s.to_owned(), i);
-        self.size += field_len(s.len());
-        i
+        *slot
     }
 
     fn flush(&mut self, tenant: &str) {
@@ -64,7 +75,7 @@ impl Builder {
             symbols: std::mem::take(&mut self.symbols),
             timeseries: std::mem::take(&mut self.series),
         };
-        self.index.clear();
+        self.remap.fill(u32::MAX);
         self.size = 0;
         self.done.push(Record {
             key: Bytes::copy_from_slice(tenant.as_bytes()),
@@ -76,34 +87,37 @@ impl Builder {
         });
     }
 
-    /// Adds a series, starting a new record when this one would exceed
-    /// `budget`. The caller splits series larger than a record.
+    /// Adds a series (label pairs as request symbol references), starting a
+    /// new record when this one would exceed `budget`. The caller splits
+    /// series larger than a record.
     fn add(
         &mut self,
         tenant: &str,
-        labels: &[Label],
+        request: &[String],
+        pairs: &[(u32, u32)],
         samples: Vec<write_v2::Sample>,
-        metadata: Option<(i32, &str, &str)>,
+        metadata: Option<(i32, u32, u32)>,
         budget: usize,
     ) {
-        let strings: usize = labels
+        let len = |r: u32| request.get(r as usize).map_or(0, String::len);
+        let strings: usize = pairs
             .iter()
-            .map(|l| field_len(l.name.len()) + field_len(l.value.len()))
+            .map(|&(n, v)| field_len(len(n)) + field_len(len(v)))
             .sum::<usize>()
-            + metadata.map_or(0, |(_, h, u)| field_len(h.len()) + field_len(u.len()));
-        let estimate = strings + labels.len() * 10 + samples.len() * MAX_SAMPLE_LEN + 32;
+            + metadata.map_or(0, |(_, h, u)| field_len(len(h)) + field_len(len(u)));
+        let estimate = strings + pairs.len() * 10 + samples.len() * MAX_SAMPLE_LEN + 32;
         if self.size > 0 && self.size + estimate > budget {
             self.flush(tenant);
         }
-        let mut refs = Vec::with_capacity(labels.len() * 2);
-        for l in labels {
-            refs.push(self.symbol(&String::from_utf8_lossy(&l.name)));
-            refs.push(self.symbol(&String::from_utf8_lossy(&l.value)));
+        let mut refs = Vec::with_capacity(pairs.len() * 2);
+        for &(n, v) in pairs {
+            refs.push(self.symbol(request, n));
+            refs.push(self.symbol(request, v));
         }
         let metadata = metadata.map(|(t, help, unit)| write_v2::Metadata {
             r#type: t,
-            help_ref: self.symbol(help),
-            unit_ref: self.symbol(unit),
+            help_ref: self.symbol(request, help),
+            unit_ref: self.symbol(request, unit),
         });
         let ts = write_v2::TimeSeries {
             labels_refs: refs,
@@ -150,19 +164,39 @@ pub fn prepare_v2_with(
     let req = write_v2::Request::decode(body).map_err(|e| PushError::BadProtobuf(e.to_string()))?;
     check_symbols_v2(&req.symbols, &req.timeseries).map_err(PushError::BadProtobuf)?;
     let sym = |i: u32| req.symbols.get(i as usize).map_or("", String::as_str);
+    // Each symbol once as shared bytes: labels of the validated series are
+    // reference-counted views, not copies.
+    let sym_bytes: Vec<Bytes> = req
+        .symbols
+        .iter()
+        .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+        .collect();
     let budget = body_budget(tenant, cfg.max_record_size_bytes);
-    let mut builders: Vec<Builder> = (0..partitions).map(|_| Builder::default()).collect();
+    let mut builders: Vec<Builder> = (0..partitions)
+        .map(|_| Builder::new(req.symbols.len()))
+        .collect();
     let mut prepared = Prepared::default();
     let mut scratch = Vec::new();
 
     for series in &req.timeseries {
+        // Labels as validation leaves them: no empty values, sorted by
+        // name; the record refers to exactly these.
+        let mut pairs: Vec<(u32, u32)> = series
+            .labels_refs
+            .chunks_exact(2)
+            .map(|p| (p[0], p[1]))
+            .filter(|&(_, v)| !sym(v).is_empty())
+            .collect();
+        if !pairs.windows(2).all(|w| sym(w[0].0) <= sym(w[1].0)) {
+            pairs.sort_by(|a, b| sym(a.0).cmp(sym(b.0)));
+        }
+        let bytes_of = |r: u32| sym_bytes.get(r as usize).cloned().unwrap_or_default();
         let mut ts = TimeSeries {
-            labels: series
-                .labels_refs
-                .chunks_exact(2)
-                .map(|p| Label {
-                    name: Bytes::copy_from_slice(sym(p[0]).as_bytes()),
-                    value: Bytes::copy_from_slice(sym(p[1]).as_bytes()),
+            labels: pairs
+                .iter()
+                .map(|&(n, v)| Label {
+                    name: bytes_of(n),
+                    value: bytes_of(v),
                 })
                 .collect(),
             samples: series
@@ -214,7 +248,7 @@ pub fn prepare_v2_with(
             .metadata
             .as_ref()
             .filter(|m| m.r#type != 0 || m.help_ref != 0 || m.unit_ref != 0)
-            .map(|m| (m.r#type, sym(m.help_ref), sym(m.unit_ref)));
+            .map(|m| (m.r#type, m.help_ref, m.unit_ref));
         if samples.is_empty() && metadata.is_none() {
             continue;
         }
@@ -225,19 +259,18 @@ pub fn prepare_v2_with(
         prepared.outcome.series += 1;
         prepared.outcome.samples += samples.len();
         let b = &mut builders[p];
-        let labels_len: usize = ts
-            .labels
+        let labels_len: usize = pairs
             .iter()
-            .map(|l| field_len(l.name.len()) + field_len(l.value.len()) + 10)
+            .map(|&(n, v)| field_len(sym(n).len()) + field_len(sym(v).len()) + 10)
             .sum();
         let per_part = (budget.saturating_sub(labels_len + 256) / MAX_SAMPLE_LEN).max(1);
         if samples.len() <= per_part {
-            b.add(tenant, &ts.labels, samples, metadata, budget);
+            b.add(tenant, &req.symbols, &pairs, samples, metadata, budget);
         } else {
             for (i, part) in samples.chunks(per_part).enumerate() {
                 b.flush(tenant);
                 let md = if i == 0 { metadata } else { None };
-                b.add(tenant, &ts.labels, part.to_vec(), md, budget);
+                b.add(tenant, &req.symbols, &pairs, part.to_vec(), md, budget);
             }
         }
     }

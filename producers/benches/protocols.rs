@@ -1,0 +1,275 @@
+//! Remote write 2.0 and OTLP against remote write 1.0, and the cost of the
+//! per-tenant rate limiter, on one core, on the same data measured in the
+//! same run.
+//!
+//! The content is the same for every protocol: 2,000 node_exporter-like
+//! series of `tidemark-workload`, one float sample each:
+//!
+//! * `rw1`: snappy remote write 1.0 → `decode_body` + `prepare` (decode,
+//!   validate, shard, encode ingest-log records);
+//! * `rw2`: snappy remote write 2.0 (symbol table) → `decode_body` +
+//!   `prepare_v2`;
+//! * `otlp`: OTLP protobuf `ExportMetricsServiceRequest` (one resource per
+//!   host with `service.name`/`service.instance.id`, one gauge per metric
+//!   name, the other labels as data point attributes) → decode + translate
+//!   (to remote write 1.0) + `prepare`;
+//! * `rw1_rate_limited`: `rw1` plus the tenant's token bucket taking the
+//!   request's samples, as the distributor does for every push.
+//!
+//! Goals (issue "ingestion breadth"): RW2 >= RW1, OTLP >= 0.5x RW1, rate
+//! limiting overhead < 5%. The summary prints each as a ratio; no figure is
+//! asserted.
+//!
+//!     cargo bench -p tidemark-producers --bench protocols
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use tidemark_limits::rate::RateLimiter;
+use tidemark_producers::distributor::{prepare, Prepared};
+use tidemark_producers::http::decode_body;
+use tidemark_producers::rw2::prepare_v2;
+use tidemark_producers::DistributorConfig;
+use tidemark_schemas::prometheus::WriteRequest;
+use tidemark_schemas::write_v2;
+use tidemark_workload::{RunMode, SeriesSet};
+
+const SERIES: usize = 2_000;
+const PARTITIONS: i32 = 8;
+const TENANT: &str = "bench";
+
+struct Fixture {
+    rw1: Vec<u8>,
+    rw2: Vec<u8>,
+    otlp: Vec<u8>,
+    now_ms: i64,
+    cfg: DistributorConfig,
+    limiter: RateLimiter,
+}
+
+fn utf8(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn snappy(raw: &[u8]) -> Vec<u8> {
+    snap::raw::Encoder::new().compress_vec(raw).expect("snappy compresses any input")
+}
+
+fn to_rw2(req: &WriteRequest) -> write_v2::Request {
+    let mut symbols = vec![String::new()];
+    let mut index: BTreeMap<String, u32> = BTreeMap::new();
+    let mut sym = |s: String| -> u32 {
+        if let Some(&i) = index.get(&s) {
+            return i;
+        }
+        symbols.push(s.clone());
+        let i = (symbols.len() - 1) as u32;
+        index.insert(s, i);
+        i
+    };
+    let timeseries = req
+        .timeseries
+        .iter()
+        .map(|ts| write_v2::TimeSeries {
+            labels_refs: ts
+                .labels
+                .iter()
+                .flat_map(|l| [sym(utf8(&l.name)), sym(utf8(&l.value))])
+                .collect(),
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| write_v2::Sample {
+                    value: s.value,
+                    timestamp: s.timestamp,
+                    start_timestamp: 0,
+                })
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    write_v2::Request { symbols, timeseries }
+}
+
+fn kv(key: &str, value: String) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value)),
+        }),
+        ..Default::default()
+    }
+}
+
+/// One resource per host (`job`, `instance` as service attributes), one
+/// gauge per metric name, the other labels as attributes.
+fn to_otlp(req: &WriteRequest) -> ExportMetricsServiceRequest {
+    let mut hosts: BTreeMap<(String, String), BTreeMap<String, Vec<NumberDataPoint>>> = BTreeMap::new();
+    for ts in &req.timeseries {
+        let get = |n: &str| ts.labels.iter().find(|l| l.name.as_ref() == n.as_bytes()).map(|l| utf8(&l.value)).unwrap_or_default();
+        let attrs = ts
+            .labels
+            .iter()
+            .filter(|l| !matches!(l.name.as_ref(), b"__name__" | b"job" | b"instance"))
+            .map(|l| kv(&utf8(&l.name), utf8(&l.value)))
+            .collect();
+        let s = &ts.samples[0];
+        hosts
+            .entry((get("job"), get("instance")))
+            .or_default()
+            .entry(get("__name__"))
+            .or_default()
+            .push(NumberDataPoint {
+                attributes: attrs,
+                time_unix_nano: (s.timestamp as u64) * 1_000_000,
+                value: Some(number_data_point::Value::AsDouble(s.value)),
+                ..Default::default()
+            });
+    }
+    ExportMetricsServiceRequest {
+        resource_metrics: hosts
+            .into_iter()
+            .map(|((job, instance), metrics)| ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", job), kv("service.instance.id", instance)],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope::default()),
+                    metrics: metrics
+                        .into_iter()
+                        .map(|(name, points)| Metric {
+                            name,
+                            data: Some(metric::Data::Gauge(Gauge { data_points: points })),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+fn fixture() -> Fixture {
+    let set = SeriesSet::new();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64;
+    let req = set.write_request(0..SERIES, 0, now_ms);
+    let f = Fixture {
+        rw1: snappy(&req.encode_to_vec()),
+        rw2: snappy(&to_rw2(&req).encode_to_vec()),
+        otlp: to_otlp(&req).encode_to_vec(),
+        now_ms,
+        cfg: DistributorConfig::default(),
+        limiter: RateLimiter::new(100_000),
+    };
+    // Every path must do the whole job, or the ratios mean nothing.
+    for (name, p) in [("rw1", rw1(&f)), ("rw2", rw2(&f)), ("otlp", otlp(&f))] {
+        assert!(p.errors.is_empty(), "{name} refused: {:?}", p.errors.first());
+        assert!(p.outcome.samples >= SERIES, "{name}: {} samples", p.outcome.samples);
+    }
+    f
+}
+
+fn rw1(f: &Fixture) -> Prepared {
+    let body = decode_body(&f.rw1, f.cfg.max_recv_msg_size).expect("valid snappy");
+    prepare(TENANT, &body, PARTITIONS, &f.cfg, f.now_ms).expect("valid request")
+}
+
+fn rw2(f: &Fixture) -> Prepared {
+    let body = decode_body(&f.rw2, f.cfg.max_recv_msg_size).expect("valid snappy");
+    prepare_v2(TENANT, &body, PARTITIONS, &f.cfg, f.now_ms).expect("valid request")
+}
+
+fn otlp(f: &Fixture) -> Prepared {
+    let req = ExportMetricsServiceRequest::decode(f.otlp.as_slice()).expect("valid OTLP");
+    let t = tidemark_producers::otlp::translate(&req, &[], usize::MAX);
+    prepare(TENANT, &t.body, PARTITIONS, &f.cfg, f.now_ms).expect("valid request")
+}
+
+fn rw1_rate_limited(f: &Fixture) -> Prepared {
+    let p = rw1(f);
+    // A limit that never refuses: the cost is the bookkeeping.
+    let d = f.limiter.take(TENANT, 1e12, u64::MAX / 2, p.outcome.samples as u64, Instant::now());
+    black_box(d);
+    p
+}
+
+fn main() {
+    let mode = RunMode::from_args();
+    let (round, rounds) = match mode {
+        RunMode::Full => (Duration::from_millis(300), 9),
+        RunMode::Smoke => (Duration::from_millis(5), 1),
+        RunMode::Skip => return,
+    };
+    let f = fixture();
+    let paths: [(&str, fn(&Fixture) -> Prepared); 4] =
+        [("rw1", rw1), ("rw2", rw2), ("otlp", otlp), ("rw1_rate_limited", rw1_rate_limited)];
+    let iters: Vec<u32> = paths
+        .iter()
+        .map(|(_, p)| iterations_for(round, || drop(black_box(p(black_box(&f))))))
+        .collect();
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
+    for _ in 0..rounds {
+        for (i, (_, p)) in paths.iter().enumerate() {
+            times[i].push(per_iteration(iters[i], || drop(black_box(p(black_box(&f))))));
+        }
+    }
+    let rates: Vec<f64> = times
+        .iter_mut()
+        .map(|t| {
+            t.sort();
+            SERIES as f64 / t[t.len() / 2].as_secs_f64()
+        })
+        .collect();
+    println!(
+        "protocols (single thread, median of {rounds} alternating rounds): {SERIES} series x 1 sample; \
+         bodies: rw1 {} KiB snappy, rw2 {} KiB snappy, otlp {} KiB protobuf",
+        f.rw1.len() / 1024,
+        f.rw2.len() / 1024,
+        f.otlp.len() / 1024
+    );
+    for ((name, _), r) in paths.iter().zip(&rates) {
+        println!("  {name:<18} {:>10.0} samples/s", r);
+    }
+    println!("ratio rw2 / rw1: {:.2} (goal >= 1)", rates[1] / rates[0]);
+    println!("ratio otlp / rw1: {:.2} (goal >= 0.5)", rates[2] / rates[0]);
+    println!(
+        "rate limiting overhead: {:.1}% (goal < 5%)",
+        (rates[0] / rates[3] - 1.0) * 100.0
+    );
+}
+
+/// How many calls of `f` take about `target`.
+fn iterations_for(target: Duration, mut f: impl FnMut()) -> u32 {
+    f();
+    let started = Instant::now();
+    let mut n = 0u32;
+    while started.elapsed() < target / 10 || n == 0 {
+        f();
+        n += 1;
+    }
+    let per = started.elapsed() / n;
+    (target.as_nanos() / per.as_nanos().max(1)).clamp(1, u32::MAX as u128) as u32
+}
+
+/// Mean time per call over `n` calls.
+fn per_iteration(n: u32, mut f: impl FnMut()) -> Duration {
+    let started = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    started.elapsed() / n
+}
