@@ -427,6 +427,8 @@ pub struct Cli {
 pub enum Command {
     /// Generate realistic series and remote-write them at a server as fast as it accepts.
     Bench(crate::bench::BenchArgs),
+    /// Load historic samples (OpenMetrics files or Prometheus remote read) into the ingest log with their original timestamps.
+    Backfill(crate::backfill::BackfillArgs),
     /// Block-builder tools.
     #[command(name = "block-builder", subcommand)]
     BlockBuilder(crate::replay::BlockBuilderCommand),

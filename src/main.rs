@@ -1,6 +1,7 @@
 //! `tidemark`: one binary for every role (`-target`), and `tidemark bench`,
 //! the load generator.
 
+mod backfill;
 mod bench;
 mod config;
 mod flags;
@@ -39,6 +40,10 @@ fn main() -> std::process::ExitCode {
             Some(Command::Bench(args)) => {
                 init_tracing("warn");
                 bench::run(args).await
+            }
+            Some(Command::Backfill(args)) => {
+                init_tracing("warn");
+                backfill::run(args).await
             }
             Some(Command::BlockBuilder(cmd)) => {
                 init_tracing("warn");

@@ -1,6 +1,7 @@
 //! Tidemark's wire formats.
 //!
-//! * [`prometheus`]: Prometheus remote write 1.0 (`WriteRequest` and friends).
+//! * [`prometheus`]: Prometheus remote write 1.0 (`WriteRequest` and friends)
+//!   and remote read (`ReadRequest`, `ReadResponse`).
 //! * [`write_v2`]: Prometheus remote write 2.0 (`io.prometheus.write.v2`).
 //! * [`ingest`]: the body of an ingest-log record, and [`record`] for the
 //!   versioning rules that wrap it.
