@@ -79,7 +79,15 @@ impl BlockReader {
             )));
         }
         let mut reader = object_reader(&store, &meta);
-        let arrow = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new()).await?;
+        // The Arrow schema is derived from the Parquet schema, not decoded
+        // from the footer's embedded `ARROW:schema` IPC message: arrow-ipc
+        // panics on a corrupt one, and the Parquet schema gives the same
+        // types for this layout (int64, binary, utf8).
+        let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+        let arrow = no_panic(&meta.block_id, async {
+            Ok(ArrowReaderMetadata::load_async(&mut reader, options).await?)
+        })
+        .await?;
         let schema = arrow.schema().clone();
         let find = |name: &str| {
             schema
@@ -177,7 +185,7 @@ impl BlockReader {
         .with_row_groups(vec![rg])
         .with_batch_size(ROWS_PER_ROW_GROUP)
         .build()?;
-        Ok(stream.try_collect().await?)
+        no_panic(&self.meta.block_id, async { Ok(stream.try_collect().await?) }).await
     }
 
     /// The series of row group `rg`: label columns and time columns only.
@@ -268,6 +276,29 @@ impl BlockReader {
         BlockError::Corrupt {
             block: self.meta.block_id.clone(),
             message: message.to_owned(),
+        }
+    }
+}
+
+/// Runs a Parquet decoding step, turning a panic of the parquet or arrow
+/// crates on corrupt data (their page decoders assert instead of failing on
+/// some corruptions; pages carry no checksum) into an error of the block.
+async fn no_panic<T>(
+    block: &str,
+    fut: impl std::future::Future<Output = Result<T, BlockError>>,
+) -> Result<T, BlockError> {
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("panic");
+            Err(BlockError::Corrupt {
+                block: block.to_owned(),
+                message: format!("undecodable Parquet data: {what}"),
+            })
         }
     }
 }

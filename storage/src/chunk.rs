@@ -16,6 +16,8 @@ pub enum ChunkError {
     Full,
     #[error("sample at {t} is not after the chunk's last sample at {last}")]
     OutOfOrder { t: i64, last: i64 },
+    #[error("chunk is corrupt: {0}")]
+    Corrupt(&'static str),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -314,7 +316,9 @@ impl<'a> XorIter<'a> {
             }
             1 => {
                 self.t_delta = self.r.read_uvarint()? as i64;
-                self.t += self.t_delta;
+                // Wrapping, as Prometheus does: a corrupt chunk gives wrong
+                // timestamps, never an overflow panic.
+                self.t = self.t.wrapping_add(self.t_delta);
                 self.read_value()?;
             }
             _ => {
@@ -339,8 +343,8 @@ impl<'a> XorIter<'a> {
                         }
                     }
                 };
-                self.t_delta += dod;
-                self.t += self.t_delta;
+                self.t_delta = self.t_delta.wrapping_add(dod);
+                self.t = self.t.wrapping_add(self.t_delta);
                 self.read_value()?;
             }
         }
@@ -361,7 +365,9 @@ impl<'a> XorIter<'a> {
             if sig == 0 {
                 sig = 64;
             }
-            self.trailing = 64 - self.leading - sig;
+            self.trailing = 64u8
+                .checked_sub(self.leading + sig)
+                .ok_or(ChunkError::Corrupt("leading and significant bits exceed 64"))?;
         }
         let sig = 64 - self.leading - self.trailing;
         let bits = self.r.read_bits(sig)?;
