@@ -102,7 +102,12 @@ async fn run(series: usize, hours: i64, interval_ms: i64, repeat: usize, dir: &P
             ..DistributorConfig::default()
         },
         Arc::new(DistributorMetrics::unregistered()),
-    );
+    )
+    // The load goes as fast as the distributor takes it.
+    .with_overrides(tidemark_limits::Overrides::fixed(tidemark_limits::Limits {
+        ingestion_rate: 0.0,
+        ..tidemark_limits::Limits::default()
+    }));
     let load = Instant::now();
     for k in 0..scrapes {
         let req = set.write_request(0..series, k, start + k as i64 * interval_ms + 7_000);
