@@ -588,6 +588,9 @@ pub struct Flags {
     #[arg(long = "runtime-config.reload-period", env = flag_env!("RUNTIME_CONFIG_RELOAD_PERIOD"), value_parser = parse_duration, help_heading = "Limits")]
     pub runtime_config_reload_period: Option<Duration>,
 
+    /// Longest metric family name, help or unit of metric metadata (default 1024).
+    #[arg(long = "validation.max-metadata-length", env = flag_env!("VALIDATION_MAX_METADATA_LENGTH"), help_heading = "Distributor")]
+    pub max_metadata_length: Option<usize>,
     /// OTLP resource attributes copied onto every series as labels, comma-separated (default none).
     #[arg(long = "distributor.otel-promote-resource-attributes", env = flag_env!("DISTRIBUTOR_OTEL_PROMOTE_RESOURCE_ATTRIBUTES"), value_delimiter = ',', help_heading = "Distributor")]
     pub otel_promote_resource_attributes: Option<Vec<String>>,
@@ -821,6 +824,7 @@ impl Flags {
         set!(l.max_label_value_length, self.max_label_value_length);
         set!(l.creation_grace_period, self.creation_grace_period);
         set!(l.past_grace_period, self.past_grace_period);
+        set!(l.max_metadata_length, self.max_metadata_length);
         set!(l.ingestion_rate, self.ingestion_rate);
         set!(l.ingestion_burst_size, self.ingestion_burst_size);
         set!(l.request_rate, self.request_rate);

@@ -57,6 +57,9 @@ pub struct Limits {
     /// (`-validation.past-grace-period`, default 0 = unlimited).
     #[serde(with = "humantime_serde")]
     pub past_grace_period: Duration,
+    /// Longest metric family name, help or unit of metric metadata
+    /// (`-validation.max-metadata-length`, 1024).
+    pub max_metadata_length: usize,
 }
 
 impl Default for Limits {
@@ -73,6 +76,7 @@ impl Default for Limits {
             max_label_value_length: 2048,
             creation_grace_period: Duration::from_secs(10 * 60),
             past_grace_period: Duration::ZERO,
+            max_metadata_length: 1024,
         }
     }
 }

@@ -34,6 +34,8 @@ pub struct ValidationLimits {
     /// How far in the past a sample may be (0 = no limit).
     #[serde(with = "humantime_serde")]
     pub past_grace_period: Duration,
+    /// Longest metric family name, help or unit of metadata.
+    pub max_metadata_length: usize,
 }
 
 impl From<&tidemark_limits::Limits> for ValidationLimits {
@@ -44,6 +46,7 @@ impl From<&tidemark_limits::Limits> for ValidationLimits {
             max_label_value_length: l.max_label_value_length,
             creation_grace_period: l.creation_grace_period,
             past_grace_period: l.past_grace_period,
+            max_metadata_length: l.max_metadata_length,
         }
     }
 }
@@ -56,6 +59,7 @@ impl ValidationLimits {
         limits.max_label_value_length = self.max_label_value_length;
         limits.creation_grace_period = self.creation_grace_period;
         limits.past_grace_period = self.past_grace_period;
+        limits.max_metadata_length = self.max_metadata_length;
     }
 }
 
@@ -78,6 +82,7 @@ impl Default for ValidationLimits {
             max_label_value_length: 2048,
             creation_grace_period: Duration::from_secs(10 * 60),
             past_grace_period: Duration::ZERO,
+            max_metadata_length: 1024,
         }
     }
 }

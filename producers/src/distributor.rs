@@ -18,6 +18,7 @@ use crate::scan::{
 };
 use crate::shard::{partition_of, series_hash};
 use crate::validation::{
+    check_metadata,
     check_labels, needs_normalizing, oldest_allowed, validate_or_report, with_error_id,
     ValidationError,
 };
@@ -166,6 +167,15 @@ pub fn prepare_with(
     for range in parts.metadata {
         let raw = &body[range];
         let md = MetricMetadata::decode(raw).map_err(|e| PushError::BadProtobuf(e.to_string()))?;
+        if let Err(e) = check_metadata(
+            md.metric_family_name.as_ref(),
+            md.help.as_ref(),
+            md.unit.as_ref(),
+            limits,
+        ) {
+            prepared.errors.push(e);
+            continue;
+        }
         // Metadata follows its metric family name.
         let name = [LabelRef {
             name: b"__name__",
@@ -626,6 +636,49 @@ mod tests {
             })
             .collect();
         assert_eq!(metadata, vec![md]);
+    }
+
+    #[test]
+    fn invalid_metadata_is_dropped_and_reported_samples_kept() {
+        let md = |name: &'static [u8], help: Vec<u8>, unit: &'static [u8]| MetricMetadata {
+            r#type: 1,
+            metric_family_name: Bytes::from_static(name),
+            help: Bytes::from(help),
+            unit: Bytes::from_static(unit),
+        };
+        let good = md(b"m", b"fine".to_vec(), b"seconds");
+        let body = WriteRequest {
+            timeseries: vec![ts(&[("__name__", "m")], &[(1, 1.0)])],
+            metadata: vec![
+                md(b"", b"h".to_vec(), b""),
+                md(b"m", vec![b'h'; 1025], b""),
+                md(b"m", b"h".to_vec(), &[b'u'; 1025]),
+                md(&[b'n'; 1025], b"h".to_vec(), b""),
+                md(b"m", vec![0xff, 0xfe], b""),
+                good.clone(),
+            ],
+        }
+        .encode_to_vec();
+        let p = prepare("t", &body, 1, &DistributorConfig::default(), 0).unwrap();
+        let reasons: Vec<&str> = p.errors.iter().map(|e| e.reason).collect();
+        assert_eq!(
+            reasons,
+            [
+                "metadata_missing_metric_name",
+                "metadata_help_too_long",
+                "metadata_unit_too_long",
+                "metadata_metric_name_too_long",
+                "metadata_invalid_utf8"
+            ]
+        );
+        assert!(p.errors[1].message.contains("-validation.max-metadata-length"), "{}", p.errors[1].message);
+        assert_eq!(p.outcome.samples, 1);
+        let kept: Vec<MetricMetadata> = p.records[0]
+            .1
+            .iter()
+            .flat_map(|r| tidemark_schemas::ingest::WriteRecordV1::decode(r.value.clone()).unwrap().metadata)
+            .collect();
+        assert_eq!(kept, vec![good]);
     }
 
     #[test]

@@ -21,7 +21,9 @@ use crate::error::PushError;
 use crate::records::{body_budget, field_len};
 use crate::scan::label_refs;
 use crate::shard::{partition_of, series_hash};
-use crate::validation::{series_string, validate_or_report, with_error_id, ValidationError};
+use crate::validation::{
+    check_metadata, series_string, validate_or_report, with_error_id, ValidationError,
+};
 
 /// Upper bound of one encoded sample (value, timestamp, start timestamp,
 /// tags and length).
@@ -248,7 +250,21 @@ pub fn prepare_v2_with(
             .metadata
             .as_ref()
             .filter(|m| m.r#type != 0 || m.help_ref != 0 || m.unit_ref != 0)
-            .map(|m| (m.r#type, m.help_ref, m.unit_ref));
+            .map(|m| (m.r#type, m.help_ref, m.unit_ref))
+            .filter(|&(_, help, unit)| {
+                let name = ts
+                    .labels
+                    .iter()
+                    .find(|l| l.name.as_ref() == b"__name__")
+                    .map_or(&b""[..], |l| l.value.as_ref());
+                match check_metadata(name, sym(help).as_bytes(), sym(unit).as_bytes(), limits) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        prepared.errors.push(e);
+                        false
+                    }
+                }
+            });
         if samples.is_empty() && metadata.is_none() {
             continue;
         }

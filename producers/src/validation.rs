@@ -196,6 +196,9 @@ pub fn with_error_id(reason: &str, message: String) -> String {
         "label_value_too_long" => Some("-validation.max-length-label-value"),
         "too_far_in_future" => Some("-validation.create-grace-period"),
         "too_far_in_past" => Some("-validation.past-grace-period"),
+        "metadata_metric_name_too_long" | "metadata_help_too_long" | "metadata_unit_too_long" => {
+            Some("-validation.max-metadata-length")
+        }
         "rate_limited" => Some("-distributor.ingestion-rate-limit and -distributor.ingestion-burst-size"),
         "request_rate_limited" => Some("-distributor.request-rate-limit and -distributor.request-burst-size"),
         _ => None,
@@ -207,6 +210,44 @@ pub fn with_error_id(reason: &str, message: String) -> String {
         ),
         None => format!("{message} ({})", error_id(reason)),
     }
+}
+
+/// Checks one metric metadata entry as Mimir does: a metric family name,
+/// and name, help and unit no longer than `max_metadata_length`. Invalid
+/// metadata is dropped and reported; it never fails the samples.
+pub fn check_metadata(
+    name: &[u8],
+    help: &[u8],
+    unit: &[u8],
+    limits: &ValidationLimits,
+) -> Result<(), ValidationError> {
+    let fail = |reason: &'static str, message: String| ValidationError {
+        reason,
+        message: with_error_id(reason, message),
+        discarded_samples: 0,
+    };
+    let max = limits.max_metadata_length;
+    let too_long = |what: &str, len: usize| {
+        let shown = String::from_utf8_lossy(&name[..name.len().min(64)]).into_owned();
+        format!("metadata of {shown:?} refused: its {what} is {len} bytes long, the limit is {max}")
+    };
+    if name.is_empty() {
+        return Err(fail("metadata_missing_metric_name", "metadata without a metric family name refused".into()));
+    }
+    if name.len() > max {
+        return Err(fail("metadata_metric_name_too_long", too_long("metric family name", name.len())));
+    }
+    if help.len() > max {
+        return Err(fail("metadata_help_too_long", too_long("help", help.len())));
+    }
+    if unit.len() > max {
+        return Err(fail("metadata_unit_too_long", too_long("unit", unit.len())));
+    }
+    if [name, help, unit].iter().any(|b| std::str::from_utf8(b).is_err()) {
+        let shown = String::from_utf8_lossy(&name[..name.len().min(64)]).into_owned();
+        return Err(fail("metadata_invalid_utf8", format!("metadata of {shown:?} refused: not valid UTF-8")));
+    }
+    Ok(())
 }
 
 /// Validates and normalises a decoded series in place: drops empty-valued
