@@ -169,3 +169,115 @@ fn separate_roles_over_kafka() {
     );
     assert_eq!(s, 404);
 }
+
+/// Long-term storage as separate processes over Kafka: historic data
+/// backfilled into the topic and old samples pushed live both reach blocks
+/// through a `-target=block-builder` process, and a `-target=querier`
+/// answers them from a `-target=store-gateway` process, the ingesters
+/// keeping only the last minute.
+#[test]
+#[ignore = "needs a Kafka-protocol broker: run scripts/test.sh"]
+fn blocks_and_backfill_as_separate_roles_over_kafka() {
+    let kafka = kafka_address();
+    let topic = unique_topic("e2e-blocks");
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let common = |extra: &[String]| -> Vec<String> {
+        let mut v = vec![
+            format!("-ingest-storage.kafka.address={kafka}"),
+            format!("-ingest-storage.kafka.topic={topic}"),
+            "-ingest-storage.kafka.auto-create-topic-default-partitions=2".to_string(),
+            format!("-blocks-storage.filesystem.dir={}", bucket.display()),
+        ];
+        v.extend_from_slice(extra);
+        v
+    };
+    let t = now_ms();
+    // Historic data, backfilled into Kafka before anything runs.
+    let om = dir.path().join("history.om");
+    let mut text = String::new();
+    for i in 0..3 {
+        for k in 0..30 {
+            let ts = t - 2 * 3_600_000 + k * 60_000;
+            text.push_str(&format!("kafka_backfilled{{i=\"{i}\"}} {} {}.{:03}\n", i * 100 + k, ts / 1000, ts % 1000));
+        }
+    }
+    text.push_str("# EOF\n");
+    std::fs::write(&om, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["backfill", "--tenant", TENANT, "--from-openmetrics"])
+        .arg(&om)
+        .arg(format!("-data-dir={}", dir.path().join("backfill").display()))
+        .args(common(&[]))
+        .output()
+        .expect("run backfill");
+    assert!(
+        out.status.success(),
+        "backfill failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let start = |name: &str, extra: &[String]| {
+        let args = common(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Tidemark::start(&dir.path().join(name), &args)
+    };
+    let distributor = start("distributor", &["-target=distributor".into()]);
+    let ingesters: Vec<Tidemark> = (0..2)
+        .map(|p| {
+            start(
+                &format!("ingester-{p}"),
+                &[
+                    "-target=ingester".into(),
+                    format!("-ingester.partition-id={p}"),
+                    "-ingester.head-retention=1m".into(),
+                ],
+            )
+        })
+        .collect();
+    let _builder = start(
+        "block-builder",
+        &["-target=block-builder".into(), "-block-builder.consume-interval=1s".into()],
+    );
+    let gateway = start(
+        "store-gateway",
+        &["-target=store-gateway".into(), "-blocks-storage.bucket-store.sync-interval=200ms".into()],
+    );
+    let querier = start(
+        "querier",
+        &[
+            "-target=querier".into(),
+            format!("-querier.ingester-addresses={},{}", ingesters[0].url, ingesters[1].url),
+            format!("-querier.store-gateway-addresses={}", gateway.url),
+            "-querier.query-store-after=0s".into(),
+        ],
+    );
+
+    // Old samples pushed live: outside the ingesters' minute, so only the
+    // blocks can answer them.
+    let old = t - 30 * 60_000;
+    let batch: Vec<_> = (0..5)
+        .map(|i| series(&[("__name__", "kafka_old_push"), ("i", &i.to_string())], &[(old, i as f64)]))
+        .collect();
+    let (s, body) = push(&distributor.push_url(), TENANT, batch);
+    assert_eq!(s, 200, "{body}");
+
+    let r = eventually(&querier.url, TENANT, "sum(kafka_old_push)", old as f64 / 1000.0, |r| {
+        r.len() == 1 && value_of(&r[0]) == 10.0
+    });
+    assert_eq!(value_of(&r[0]), 10.0);
+    let last = t - 2 * 3_600_000 + 29 * 60_000;
+    let r = eventually(&querier.url, TENANT, "sum(kafka_backfilled)", last as f64 / 1000.0, |r| {
+        r.len() == 1 && value_of(&r[0]) == 0.0 + 29.0 + 129.0 + 229.0
+    });
+    assert_eq!(value_of(&r[0]), 387.0);
+    // The ingesters hold none of it.
+    for ing in &ingesters {
+        let text = http::blocking_client().get(format!("{}/metrics", ing.url)).send().unwrap().text();
+        assert!(
+            text.lines().any(|l| l.starts_with("tidemark_ingester_memory_series") && l.ends_with(" 0")),
+            "{text}"
+        );
+    }
+}
