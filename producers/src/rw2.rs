@@ -10,36 +10,59 @@
 use bytes::Bytes;
 use prost::Message;
 use tidemark_ingest_log::{Header, Record};
-use tidemark_schemas::ingest::WriteRecordV2;
 use tidemark_schemas::prometheus::{Label, TimeSeries};
-use tidemark_schemas::record::{check_symbols_v2, encode_version, VERSION_2, VERSION_HEADER};
+use prost::encoding::{decode_varint, encode_key, encode_varint, WireType};
+use tidemark_schemas::record::{encode_version, VERSION_2, VERSION_HEADER};
 use tidemark_schemas::write_v2;
 
 use crate::config::DistributorConfig;
 use crate::distributor::Prepared;
 use crate::error::PushError;
 use crate::records::{body_budget, field_len};
-use crate::scan::label_refs;
+use crate::scan::{label_refs, put_len_field, Fields, LabelRef, Value, WireError};
 use crate::shard::{partition_of, series_hash};
 use crate::validation::{
-    check_metadata, series_string, validate_or_report, with_error_id, ValidationError,
+    check_labels_utf8, check_metadata, is_valid_label_name, is_valid_metric_name, needs_normalizing, oldest_allowed, series_string, validate_or_report,
+    with_error_id, ValidationError,
 };
 
 /// Upper bound of one encoded sample (value, timestamp, start timestamp,
 /// tags and length).
 const MAX_SAMPLE_LEN: usize = 40;
 
-/// A partition's version 2 records being filled. Symbols are mapped from
-/// the request's table to the record's by index, without hashing strings.
+/// A partition's version 2 records being filled: series encoded as they
+/// come, symbols mapped from the request's table to the record's by index,
+/// without hashing strings.
 #[derive(Default)]
 struct Builder {
     symbols: Vec<String>,
     /// Record symbol of each request symbol, `u32::MAX` when not in the
     /// record yet.
     remap: Vec<u32>,
-    series: Vec<write_v2::TimeSeries>,
+    /// Encoded `timeseries` fields (field 5) of the record.
+    body: Vec<u8>,
     size: usize,
     done: Vec<Record>,
+    /// Reused buffers for one series' references and message.
+    refs: Vec<u8>,
+    msg: Vec<u8>,
+}
+
+/// An encoded `Sample` message, as read from the request or re-encoded.
+trait EncodedSample {
+    fn bytes(&self) -> &[u8];
+}
+
+impl EncodedSample for (&[u8], i64) {
+    fn bytes(&self) -> &[u8] {
+        self.0
+    }
+}
+
+impl EncodedSample for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
 }
 
 impl Builder {
@@ -52,7 +75,7 @@ impl Builder {
 
     /// The record's reference of request symbol `r` (in range: the request
     /// was checked).
-    fn symbol(&mut self, request: &[String], r: u32) -> u32 {
+    fn symbol(&mut self, request: &[&str], r: u32) -> u32 {
         if self.symbols.is_empty() {
             self.symbols.push(String::new());
             self.size += 2;
@@ -63,25 +86,28 @@ impl Builder {
         let slot = &mut self.remap[r as usize];
         if *slot == u32::MAX {
             *slot = self.symbols.len() as u32;
-            self.symbols.push(s.clone());
+            self.symbols.push((*s).to_owned());
             self.size += field_len(s.len());
         }
         *slot
     }
 
     fn flush(&mut self, tenant: &str) {
-        if self.series.is_empty() {
+        if self.body.is_empty() {
             return;
         }
-        let body = WriteRecordV2 {
-            symbols: std::mem::take(&mut self.symbols),
-            timeseries: std::mem::take(&mut self.series),
-        };
+        // Series first, then the symbol table: protobuf fields may come in
+        // any order, and the body is not copied again.
+        let mut value = std::mem::take(&mut self.body);
+        for s in &self.symbols {
+            put_len_field(&mut value, 4, s.as_bytes());
+        }
+        self.symbols.clear();
         self.remap.fill(u32::MAX);
         self.size = 0;
         self.done.push(Record {
             key: Bytes::copy_from_slice(tenant.as_bytes()),
-            value: Bytes::from(body.encode_to_vec()),
+            value: Bytes::from(value),
             headers: vec![Header {
                 key: VERSION_HEADER.to_owned(),
                 value: Bytes::copy_from_slice(&encode_version(VERSION_2)),
@@ -89,19 +115,19 @@ impl Builder {
         });
     }
 
-    /// Adds a series (label pairs as request symbol references), starting a
-    /// new record when this one would exceed `budget`. The caller splits
-    /// series larger than a record.
-    fn add(
+    /// Adds a series (label pairs as request symbol references, samples as
+    /// encoded `Sample` messages), starting a new record when this one
+    /// would exceed `budget`. The caller splits series larger than a record.
+    fn add<S: EncodedSample>(
         &mut self,
         tenant: &str,
-        request: &[String],
+        request: &[&str],
         pairs: &[(u32, u32)],
-        samples: Vec<write_v2::Sample>,
+        samples: &[S],
         metadata: Option<(i32, u32, u32)>,
         budget: usize,
     ) {
-        let len = |r: u32| request.get(r as usize).map_or(0, String::len);
+        let len = |r: u32| request.get(r as usize).map_or(0, |s| s.len());
         let strings: usize = pairs
             .iter()
             .map(|&(n, v)| field_len(len(n)) + field_len(len(v)))
@@ -111,26 +137,223 @@ impl Builder {
         if self.size > 0 && self.size + estimate > budget {
             self.flush(tenant);
         }
-        let mut refs = Vec::with_capacity(pairs.len() * 2);
+        let mut refs = std::mem::take(&mut self.refs);
+        refs.clear();
         for &(n, v) in pairs {
-            refs.push(self.symbol(request, n));
-            refs.push(self.symbol(request, v));
+            let n = self.symbol(request, n);
+            let v = self.symbol(request, v);
+            encode_varint(u64::from(n), &mut refs);
+            encode_varint(u64::from(v), &mut refs);
         }
-        let metadata = metadata.map(|(t, help, unit)| write_v2::Metadata {
-            r#type: t,
-            help_ref: self.symbol(request, help),
-            unit_ref: self.symbol(request, unit),
-        });
-        let ts = write_v2::TimeSeries {
-            labels_refs: refs,
-            samples,
-            histograms: Vec::new(),
-            exemplars: Vec::new(),
-            metadata,
-        };
-        self.size += field_len(ts.encoded_len());
-        self.series.push(ts);
+        let mut md = std::mem::take(&mut self.msg);
+        md.clear();
+        if let Some((t, help, unit)) = metadata {
+            if t != 0 {
+                encode_key(1, WireType::Varint, &mut md);
+                encode_varint(t as u64, &mut md);
+            }
+            let help = self.symbol(request, help);
+            if help != 0 {
+                encode_key(3, WireType::Varint, &mut md);
+                encode_varint(u64::from(help), &mut md);
+            }
+            let unit = self.symbol(request, unit);
+            if unit != 0 {
+                encode_key(4, WireType::Varint, &mut md);
+                encode_varint(u64::from(unit), &mut md);
+            }
+        }
+        // The series message straight into the record body: its length
+        // first, then its fields.
+        let mut len = samples.iter().map(|s| field_len(s.bytes().len())).sum::<usize>();
+        if !refs.is_empty() {
+            len += field_len(refs.len());
+        }
+        if metadata.is_some() {
+            len += field_len(md.len());
+        }
+        encode_key(5, WireType::LengthDelimited, &mut self.body);
+        encode_varint(len as u64, &mut self.body);
+        if !refs.is_empty() {
+            put_len_field(&mut self.body, 1, &refs);
+        }
+        for s in samples {
+            put_len_field(&mut self.body, 2, s.bytes());
+        }
+        if metadata.is_some() {
+            put_len_field(&mut self.body, 5, &md);
+        }
+        self.size += field_len(len);
+        let msg = md;
+        self.refs = refs;
+        self.msg = msg;
     }
+}
+
+/// A symbol is a valid label name within the length limit.
+const NAME_OK: u8 = 1;
+/// A symbol is a valid metric name.
+const METRIC_OK: u8 = 2;
+/// A symbol is within the label value length limit.
+const VALUE_OK: u8 = 4;
+
+/// What label checks need to know of each symbol, worked out once per
+/// request instead of once per label.
+fn symbol_facts(symbols: &[&str], limits: &crate::config::ValidationLimits) -> Vec<u8> {
+    symbols
+        .iter()
+        .map(|s| {
+            let b = s.as_bytes();
+            let mut f = 0;
+            if is_valid_label_name(b) && b.len() <= limits.max_label_name_length {
+                f |= NAME_OK;
+            }
+            if is_valid_metric_name(b) {
+                f |= METRIC_OK;
+            }
+            if b.len() <= limits.max_label_value_length {
+                f |= VALUE_OK;
+            }
+            f
+        })
+        .collect()
+}
+
+/// Whether sorted, non-empty labels pass every label check, from the
+/// symbols' facts; `false` sends the series through [`check_labels_utf8`]
+/// for the error.
+fn labels_pass(pairs: &[(u32, u32)], symbols: &[&str], facts: &[u8], limits: &crate::config::ValidationLimits) -> bool {
+    if pairs.len() > limits.max_label_names_per_series {
+        return false;
+    }
+    let fact = |r: u32| facts.get(r as usize).copied().unwrap_or(0);
+    let text = |r: u32| symbols.get(r as usize).copied().unwrap_or("");
+    let mut named = false;
+    for (i, &(n, v)) in pairs.iter().enumerate() {
+        if fact(n) & NAME_OK == 0 || fact(v) & VALUE_OK == 0 {
+            return false;
+        }
+        if i > 0 && text(pairs[i - 1].0) == text(n) {
+            return false;
+        }
+        if text(n) == "__name__" {
+            if fact(v) & METRIC_OK == 0 {
+                return false;
+            }
+            named = true;
+        }
+    }
+    named
+}
+
+/// What the distributor needs of one remote write 2.0 series, read in
+/// place.
+#[derive(Default)]
+struct SeriesV2<'a> {
+    refs: Vec<u32>,
+    /// Encoded `Sample` messages, with their timestamps.
+    samples: Vec<(&'a [u8], i64)>,
+    histograms: usize,
+    metadata: Option<(i32, u32, u32)>,
+}
+
+fn wire(what: &str) -> PushError {
+    PushError::BadProtobuf(what.to_owned())
+}
+
+/// Pushes the varints of a packed (or single) `repeated uint32` field.
+fn read_refs(value: Value<'_>, out: &mut Vec<u32>) -> Result<(), PushError> {
+    match value {
+        Value::Varint(v) => out.push(v as u32),
+        Value::Len(mut buf) => {
+            while !buf.is_empty() {
+                let v = decode_varint(&mut buf).map_err(|e| wire(&format!("bad label reference: {e}")))?;
+                out.push(v as u32);
+            }
+        }
+        _ => return Err(wire("label references have the wrong wire type")),
+    }
+    Ok(())
+}
+
+/// Reads a series in place, checking every field as prost would and every
+/// symbol reference as `check_symbols_v2` does.
+fn read_series_v2<'a>(buf: &'a [u8], symbols: usize, view: &mut SeriesV2<'a>) -> Result<(), PushError> {
+    view.refs.clear();
+    view.samples.clear();
+    view.histograms = 0;
+    view.metadata = None;
+    let bad = |e: WireError| PushError::BadProtobuf(e.0);
+    let outside = |r: u32, what: &str| {
+        PushError::BadProtobuf(format!(
+            "{what} reference {r} is outside the symbol table (size {symbols})"
+        ))
+    };
+    for f in Fields::new(buf) {
+        match f.map_err(bad)? {
+            (1, v, _) => read_refs(v, &mut view.refs)?,
+            (2, Value::Len(s), _) => {
+                let mut t = 0i64;
+                for f in Fields::new(s) {
+                    match f.map_err(bad)? {
+                        (1, Value::Fixed64(_), _) | (3, Value::Varint(_), _) => {}
+                        (2, Value::Varint(v), _) => t = v as i64,
+                        (1..=3, _, _) => return Err(wire("sample field has the wrong wire type")),
+                        _ => {}
+                    }
+                }
+                view.samples.push((s, t));
+            }
+            (3, Value::Len(h), _) => {
+                write_v2::Histogram::decode(h).map_err(|e| wire(&format!("bad histogram: {e}")))?;
+                view.histograms += 1;
+            }
+            (4, Value::Len(e), _) => {
+                let mut refs = Vec::new();
+                for f in Fields::new(e) {
+                    match f.map_err(bad)? {
+                        (1, v, _) => read_refs(v, &mut refs)?,
+                        (2, Value::Fixed64(_), _) | (3, Value::Varint(_), _) => {}
+                        (1..=3, _, _) => return Err(wire("exemplar field has the wrong wire type")),
+                        _ => {}
+                    }
+                }
+                if refs.len() % 2 != 0 {
+                    return Err(wire("odd number of exemplar label references"));
+                }
+                if let Some(&r) = refs.iter().find(|&&r| r as usize >= symbols) {
+                    return Err(outside(r, "exemplar label"));
+                }
+            }
+            (5, Value::Len(m), _) => {
+                let (mut t, mut help, mut unit) = (0i32, 0u32, 0u32);
+                for f in Fields::new(m) {
+                    match f.map_err(bad)? {
+                        (1, Value::Varint(v), _) => t = v as i32,
+                        (3, Value::Varint(v), _) => help = v as u32,
+                        (4, Value::Varint(v), _) => unit = v as u32,
+                        (1 | 3 | 4, _, _) => return Err(wire("metadata field has the wrong wire type")),
+                        _ => {}
+                    }
+                }
+                for (r, what) in [(help, "help"), (unit, "unit")] {
+                    if r as usize >= symbols {
+                        return Err(outside(r, what));
+                    }
+                }
+                view.metadata = Some((t, help, unit));
+            }
+            (2..=5, _, _) => return Err(wire("series field has the wrong wire type")),
+            _ => {}
+        }
+    }
+    if view.refs.len() % 2 != 0 {
+        return Err(wire(&format!("odd number of label references ({})", view.refs.len())));
+    }
+    if let Some(&r) = view.refs.iter().find(|&&r| r as usize >= symbols) {
+        return Err(outside(r, "label"));
+    }
+    Ok(())
 }
 
 /// What a remote write 2.0 request wrote, for its response headers.
@@ -155,6 +378,14 @@ pub fn prepare_v2(
 }
 
 /// [`prepare_v2`] with the tenant's validation limits.
+///
+/// Reads the request in place: the symbol table as string slices of the
+/// body, each series' references, samples and metadata where they stand.
+/// A series that needs no fixing (labels sorted with no empty value, no
+/// native histograms, every sample inside the accepted time window) is
+/// checked on those views and re-encoded into its partition's record with
+/// the record's symbol references, its samples copied as they are. Any
+/// other series is decoded and validated as remote write 1.0's are.
 pub fn prepare_v2_with(
     tenant: &str,
     body: &[u8],
@@ -163,132 +394,67 @@ pub fn prepare_v2_with(
     limits: &crate::config::ValidationLimits,
     now_ms: i64,
 ) -> Result<Prepared, PushError> {
-    let req = write_v2::Request::decode(body).map_err(|e| PushError::BadProtobuf(e.to_string()))?;
-    check_symbols_v2(&req.symbols, &req.timeseries).map_err(PushError::BadProtobuf)?;
-    let sym = |i: u32| req.symbols.get(i as usize).map_or("", String::as_str);
-    // Each symbol once as shared bytes: labels of the validated series are
-    // reference-counted views, not copies.
-    let sym_bytes: Vec<Bytes> = req
-        .symbols
-        .iter()
-        .map(|s| Bytes::copy_from_slice(s.as_bytes()))
-        .collect();
+    let mut symbols: Vec<&str> = Vec::new();
+    let mut ranges = Vec::new();
+    for f in Fields::new(body) {
+        let (field, value, range) = f.map_err(|e| PushError::BadProtobuf(e.0))?;
+        match (field, value) {
+            (4, Value::Len(s)) => symbols.push(
+                std::str::from_utf8(s).map_err(|_| wire("a symbol is not valid UTF-8"))?,
+            ),
+            (5, Value::Len(s)) => ranges.push(range.end - s.len()..range.end),
+            (4 | 5, _) => return Err(wire("request field has the wrong wire type")),
+            _ => {}
+        }
+    }
+    if symbols.first().is_some_and(|s| !s.is_empty()) {
+        return Err(wire("symbols[0] must be the empty string"));
+    }
+    let sym = |i: u32| symbols.get(i as usize).copied().unwrap_or("");
+    let facts = symbol_facts(&symbols, limits);
     let budget = body_budget(tenant, cfg.max_record_size_bytes);
-    let mut builders: Vec<Builder> = (0..partitions)
-        .map(|_| Builder::new(req.symbols.len()))
-        .collect();
+    let newest_allowed = now_ms.saturating_add(limits.creation_grace_period.as_millis() as i64);
+    let oldest = oldest_allowed(limits, now_ms);
+    let mut builders: Vec<Builder> = (0..partitions).map(|_| Builder::new(symbols.len())).collect();
     let mut prepared = Prepared::default();
     let mut scratch = Vec::new();
+    let mut view = SeriesV2::default();
+    let mut labels: Vec<LabelRef<'_>> = Vec::new();
+    let mut pairs: Vec<(u32, u32)> = Vec::new();
 
-    for series in &req.timeseries {
-        // Labels as validation leaves them: no empty values, sorted by
-        // name; the record refers to exactly these.
-        let mut pairs: Vec<(u32, u32)> = series
-            .labels_refs
-            .chunks_exact(2)
-            .map(|p| (p[0], p[1]))
-            .filter(|&(_, v)| !sym(v).is_empty())
-            .collect();
-        if !pairs.windows(2).all(|w| sym(w[0].0) <= sym(w[1].0)) {
-            pairs.sort_by(|a, b| sym(a.0).cmp(sym(b.0)));
-        }
-        let bytes_of = |r: u32| sym_bytes.get(r as usize).cloned().unwrap_or_default();
-        let mut ts = TimeSeries {
-            labels: pairs
-                .iter()
-                .map(|&(n, v)| Label {
-                    name: bytes_of(n),
-                    value: bytes_of(v),
-                })
-                .collect(),
-            samples: series
-                .samples
-                .iter()
-                .map(|s| tidemark_schemas::prometheus::Sample {
-                    value: s.value,
-                    timestamp: s.timestamp,
-                })
-                .collect(),
-            exemplars: Vec::new(),
-        };
-        if !series.histograms.is_empty() {
-            let n = series.histograms.len();
-            let reason = "native_histogram_unsupported";
-            prepared.errors.push(ValidationError {
-                reason,
-                message: with_error_id(
-                    reason,
-                    format!(
-                        "native histograms are not supported yet: {n} histogram sample(s) refused for series {}",
-                        series_string(&label_refs(&ts.labels))
-                    ),
-                ),
-                discarded_samples: n,
-            });
-        }
-        if !validate_or_report(&mut ts, limits, now_ms, &mut prepared.errors) {
+    for range in ranges {
+        let raw = &body[range];
+        read_series_v2(raw, symbols.len(), &mut view)?;
+        pairs.clear();
+        pairs.extend(view.refs.chunks_exact(2).map(|p| (p[0], p[1])));
+        labels.clear();
+        labels.extend(pairs.iter().map(|&(n, v)| LabelRef {
+            name: sym(n).as_bytes(),
+            value: sym(v).as_bytes(),
+        }));
+        let fast = view.histograms == 0
+            && !needs_normalizing(&labels)
+            && view.samples.iter().all(|&(_, t)| t <= newest_allowed && t >= oldest);
+        if !fast {
+            let series = write_v2::TimeSeries::decode(raw).map_err(|e| wire(&e.to_string()))?;
+            slow_series(&series, &symbols, tenant, partitions, limits, now_ms, budget, &mut builders, &mut prepared, &mut scratch);
             continue;
         }
-        // The samples validation kept (in order), with their start
-        // timestamps.
-        let mut kept = ts.samples.iter().peekable();
-        let samples: Vec<write_v2::Sample> = series
-            .samples
-            .iter()
-            .filter(|s| {
-                let keep = kept.peek().is_some_and(|k| {
-                    k.timestamp == s.timestamp && k.value.to_bits() == s.value.to_bits()
-                });
-                if keep {
-                    kept.next();
-                }
-                keep
-            })
-            .copied()
-            .collect();
-        let metadata = series
-            .metadata
-            .as_ref()
-            .filter(|m| m.r#type != 0 || m.help_ref != 0 || m.unit_ref != 0)
-            .map(|m| (m.r#type, m.help_ref, m.unit_ref))
-            .filter(|&(_, help, unit)| {
-                let name = ts
-                    .labels
-                    .iter()
-                    .find(|l| l.name.as_ref() == b"__name__")
-                    .map_or(&b""[..], |l| l.value.as_ref());
-                match check_metadata(name, sym(help).as_bytes(), sym(unit).as_bytes(), limits) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        prepared.errors.push(e);
-                        false
-                    }
-                }
-            });
-        if samples.is_empty() && metadata.is_none() {
-            continue;
-        }
-        let p = partition_of(
-            series_hash(tenant, &label_refs(&ts.labels), &mut scratch),
-            partitions,
-        ) as usize;
-        prepared.outcome.series += 1;
-        prepared.outcome.samples += samples.len();
-        let b = &mut builders[p];
-        let labels_len: usize = pairs
-            .iter()
-            .map(|&(n, v)| field_len(sym(n).len()) + field_len(sym(v).len()) + 10)
-            .sum();
-        let per_part = (budget.saturating_sub(labels_len + 256) / MAX_SAMPLE_LEN).max(1);
-        if samples.len() <= per_part {
-            b.add(tenant, &req.symbols, &pairs, samples, metadata, budget);
-        } else {
-            for (i, part) in samples.chunks(per_part).enumerate() {
-                b.flush(tenant);
-                let md = if i == 0 { metadata } else { None };
-                b.add(tenant, &req.symbols, &pairs, part.to_vec(), md, budget);
+        if !labels_pass(&pairs, &symbols, &facts, limits) {
+            if let Err(e) = check_labels_utf8(&labels, limits, view.samples.len()) {
+                prepared.errors.push(e);
+                continue;
             }
         }
+        let name = labels.iter().find(|l| l.name == b"__name__").map_or(&b""[..], |l| l.value);
+        let metadata = checked_metadata(view.metadata, name, &sym, limits, &mut prepared);
+        if view.samples.is_empty() && metadata.is_none() {
+            continue;
+        }
+        let p = partition_of(series_hash(tenant, &labels, &mut scratch), partitions) as usize;
+        prepared.outcome.series += 1;
+        prepared.outcome.samples += view.samples.len();
+        add_split(&mut builders[p], tenant, &symbols, &pairs, &view.samples, metadata, budget);
     }
     for (p, mut b) in builders.into_iter().enumerate() {
         b.flush(tenant);
@@ -297,6 +463,155 @@ pub fn prepare_v2_with(
         }
     }
     Ok(prepared)
+}
+
+/// The series' metadata if it says anything and passes the checks; a
+/// refusal is reported.
+fn checked_metadata<'s>(
+    metadata: Option<(i32, u32, u32)>,
+    name: &[u8],
+    sym: &impl Fn(u32) -> &'s str,
+    limits: &crate::config::ValidationLimits,
+    prepared: &mut Prepared,
+) -> Option<(i32, u32, u32)> {
+    let (t, help, unit) = metadata.filter(|&(t, h, u)| t != 0 || h != 0 || u != 0)?;
+    match check_metadata(name, sym(help).as_bytes(), sym(unit).as_bytes(), limits) {
+        Ok(()) => Some((t, help, unit)),
+        Err(e) => {
+            prepared.errors.push(e);
+            None
+        }
+    }
+}
+
+/// Adds a series to a builder, in several records when it is larger than
+/// one.
+fn add_split<S: EncodedSample>(
+    b: &mut Builder,
+    tenant: &str,
+    symbols: &[&str],
+    pairs: &[(u32, u32)],
+    samples: &[S],
+    metadata: Option<(i32, u32, u32)>,
+    budget: usize,
+) {
+    let labels_len: usize = pairs
+        .iter()
+        .map(|&(n, v)| {
+            let len = |r: u32| symbols.get(r as usize).map_or(0, |s| s.len());
+            field_len(len(n)) + field_len(len(v)) + 10
+        })
+        .sum();
+    let per_part = (budget.saturating_sub(labels_len + 256) / MAX_SAMPLE_LEN).max(1);
+    if samples.len() <= per_part {
+        b.add(tenant, symbols, pairs, samples, metadata, budget);
+    } else {
+        for (i, part) in samples.chunks(per_part).enumerate() {
+            b.flush(tenant);
+            let md = if i == 0 { metadata } else { None };
+            b.add(tenant, symbols, pairs, part, md, budget);
+        }
+    }
+}
+
+/// A series that needs fixing or refusing: decoded, validated as remote
+/// write 1.0's are, written with what validation kept.
+#[allow(clippy::too_many_arguments)]
+fn slow_series(
+    series: &write_v2::TimeSeries,
+    symbols: &[&str],
+    tenant: &str,
+    partitions: i32,
+    limits: &crate::config::ValidationLimits,
+    now_ms: i64,
+    budget: usize,
+    builders: &mut [Builder],
+    prepared: &mut Prepared,
+    scratch: &mut Vec<u8>,
+) {
+    let sym = |i: u32| symbols.get(i as usize).copied().unwrap_or("");
+    // Labels as validation leaves them: no empty values, sorted by name;
+    // the record refers to exactly these.
+    let mut pairs: Vec<(u32, u32)> = series
+        .labels_refs
+        .chunks_exact(2)
+        .map(|p| (p[0], p[1]))
+        .filter(|&(_, v)| !sym(v).is_empty())
+        .collect();
+    if !pairs.windows(2).all(|w| sym(w[0].0) <= sym(w[1].0)) {
+        pairs.sort_by(|a, b| sym(a.0).cmp(sym(b.0)));
+    }
+    let mut ts = TimeSeries {
+        labels: pairs
+            .iter()
+            .map(|&(n, v)| Label {
+                name: Bytes::copy_from_slice(sym(n).as_bytes()),
+                value: Bytes::copy_from_slice(sym(v).as_bytes()),
+            })
+            .collect(),
+        samples: series
+            .samples
+            .iter()
+            .map(|s| tidemark_schemas::prometheus::Sample {
+                value: s.value,
+                timestamp: s.timestamp,
+            })
+            .collect(),
+        exemplars: Vec::new(),
+    };
+    if !series.histograms.is_empty() {
+        let n = series.histograms.len();
+        let reason = "native_histogram_unsupported";
+        prepared.errors.push(ValidationError {
+            reason,
+            message: with_error_id(
+                reason,
+                format!(
+                    "native histograms are not supported yet: {n} histogram sample(s) refused for series {}",
+                    series_string(&label_refs(&ts.labels))
+                ),
+            ),
+            discarded_samples: n,
+        });
+    }
+    if !validate_or_report(&mut ts, limits, now_ms, &mut prepared.errors) {
+        return;
+    }
+    // The samples validation kept (in order), with their start timestamps.
+    let mut kept = ts.samples.iter().peekable();
+    let samples: Vec<Vec<u8>> = series
+        .samples
+        .iter()
+        .filter(|s| {
+            let keep = kept.peek().is_some_and(|k| {
+                k.timestamp == s.timestamp && k.value.to_bits() == s.value.to_bits()
+            });
+            if keep {
+                kept.next();
+            }
+            keep
+        })
+        .map(|s| s.encode_to_vec())
+        .collect();
+    let name = ts
+        .labels
+        .iter()
+        .find(|l| l.name.as_ref() == b"__name__")
+        .map_or(&b""[..], |l| l.value.as_ref());
+    let metadata = checked_metadata(
+        series.metadata.as_ref().map(|m| (m.r#type, m.help_ref, m.unit_ref)),
+        name,
+        &sym,
+        limits,
+        prepared,
+    );
+    if samples.is_empty() && metadata.is_none() {
+        return;
+    }
+    let p = partition_of(series_hash(tenant, &label_refs(&ts.labels), scratch), partitions) as usize;
+    prepared.outcome.series += 1;
+    prepared.outcome.samples += samples.len();
+    add_split(&mut builders[p], tenant, symbols, &pairs, &samples, metadata, budget);
 }
 
 #[cfg(test)]
@@ -397,7 +712,7 @@ mod tests {
         let mut found_md = false;
         for (_, recs) in &p.records {
             for r in recs {
-                let rec = WriteRecordV2::decode(r.value.clone()).unwrap();
+                let rec = tidemark_schemas::ingest::WriteRecordV2::decode(r.value.clone()).unwrap();
                 assert_eq!(rec.symbols[0], "");
                 for ts in &rec.timeseries {
                     found_st |= ts.samples.iter().any(|s| s.start_timestamp == NOW - 60_000);

@@ -35,6 +35,25 @@ pub fn check_labels(
     limits: &ValidationLimits,
     samples: usize,
 ) -> Result<(), ValidationError> {
+    check_labels_of(labels, limits, samples, false)
+}
+
+/// [`check_labels`] for labels whose values are known to be UTF-8 already
+/// (remote write 2.0's symbol table is checked once per symbol).
+pub fn check_labels_utf8(
+    labels: &[LabelRef<'_>],
+    limits: &ValidationLimits,
+    samples: usize,
+) -> Result<(), ValidationError> {
+    check_labels_of(labels, limits, samples, true)
+}
+
+fn check_labels_of(
+    labels: &[LabelRef<'_>],
+    limits: &ValidationLimits,
+    samples: usize,
+    values_are_utf8: bool,
+) -> Result<(), ValidationError> {
     let fail = |reason: &'static str, message: String| ValidationError {
         reason,
         message: with_error_id(reason, message),
@@ -89,7 +108,7 @@ pub fn check_labels(
             );
             return Err(fail("label_name_too_long", msg));
         }
-        if std::str::from_utf8(l.value).is_err() {
+        if !values_are_utf8 && std::str::from_utf8(l.value).is_err() {
             let msg = format!(
                 "received a series with a label value that is not valid UTF-8, label: '{}' series: '{}'",
                 String::from_utf8_lossy(l.name),
