@@ -591,6 +591,9 @@ pub struct Flags {
     /// Longest metric family name, help or unit of metric metadata (default 1024).
     #[arg(long = "validation.max-metadata-length", env = flag_env!("VALIDATION_MAX_METADATA_LENGTH"), help_heading = "Distributor")]
     pub max_metadata_length: Option<usize>,
+    /// How much older than a series' newest sample a sample may be and still be ingested (default 0: refused as out of order).
+    #[arg(long = "ingester.out-of-order-time-window", env = flag_env!("INGESTER_OUT_OF_ORDER_TIME_WINDOW"), value_parser = parse_duration, help_heading = "Ingester")]
+    pub out_of_order_time_window: Option<Duration>,
     /// OTLP resource attributes copied onto every series as labels, comma-separated (default none).
     #[arg(long = "distributor.otel-promote-resource-attributes", env = flag_env!("DISTRIBUTOR_OTEL_PROMOTE_RESOURCE_ATTRIBUTES"), value_delimiter = ',', help_heading = "Distributor")]
     pub otel_promote_resource_attributes: Option<Vec<String>>,
@@ -825,6 +828,7 @@ impl Flags {
         set!(l.creation_grace_period, self.creation_grace_period);
         set!(l.past_grace_period, self.past_grace_period);
         set!(l.max_metadata_length, self.max_metadata_length);
+        set!(l.out_of_order_time_window, self.out_of_order_time_window);
         set!(l.ingestion_rate, self.ingestion_rate);
         set!(l.ingestion_burst_size, self.ingestion_burst_size);
         set!(l.request_rate, self.request_rate);

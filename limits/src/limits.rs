@@ -60,6 +60,12 @@ pub struct Limits {
     /// Longest metric family name, help or unit of metric metadata
     /// (`-validation.max-metadata-length`, 1024).
     pub max_metadata_length: usize,
+    /// How much older than a series' newest sample a sample may be and
+    /// still be taken by the ingesters
+    /// (`-ingester.out-of-order-time-window`, default 0: refused as out of
+    /// order).
+    #[serde(with = "humantime_serde")]
+    pub out_of_order_time_window: Duration,
 }
 
 impl Default for Limits {
@@ -77,6 +83,7 @@ impl Default for Limits {
             creation_grace_period: Duration::from_secs(10 * 60),
             past_grace_period: Duration::ZERO,
             max_metadata_length: 1024,
+            out_of_order_time_window: Duration::ZERO,
         }
     }
 }

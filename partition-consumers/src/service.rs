@@ -220,6 +220,12 @@ pub fn samples_in(
             }
         }
     }
+    // Out-of-order chunks overlap the others: merge by time, one sample
+    // per timestamp.
+    if !out.windows(2).all(|w| w[0].t < w[1].t) {
+        out.sort_by_key(|s| s.t);
+        out.dedup_by_key(|s| s.t);
+    }
     Ok(out)
 }
 
@@ -298,5 +304,33 @@ impl Queryable for Ingester {
                 .map(|p| p.head.metadata.get(tenant, metric))
                 .collect(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_storage::chunk::XorAppender;
+
+    fn chunk(samples: &[(i64, f64)]) -> ClosedChunk {
+        let mut a = XorAppender::new();
+        for &(t, v) in samples {
+            a.append(t, v).unwrap();
+        }
+        ClosedChunk {
+            min_t: samples[0].0,
+            max_t: samples[samples.len() - 1].0,
+            data: a.into_bytes().into(),
+            max_offset: 0,
+        }
+    }
+
+    #[test]
+    fn overlapping_out_of_order_chunks_merge_by_time() {
+        let chunks = [chunk(&[(10, 1.0), (40, 4.0)]), chunk(&[(20, 2.0), (30, 3.0), (40, 4.0)])];
+        let got: Vec<(i64, f64)> = samples_in(&chunks, 0, 100).unwrap().iter().map(|s| (s.t, s.v)).collect();
+        assert_eq!(got, [(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0)]);
+        let got: Vec<i64> = samples_in(&chunks, 15, 35).unwrap().iter().map(|s| s.t).collect();
+        assert_eq!(got, [20, 30]);
     }
 }

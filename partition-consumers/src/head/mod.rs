@@ -79,6 +79,11 @@ pub struct SeriesLimits {
 impl SeriesLimits {
     /// This partition's share of `tenant`'s (per-user, per-metric) limits;
     /// 0 is no limit.
+    /// The tenant's out-of-order window in milliseconds (0: none).
+    pub fn ooo_window_ms(&self, tenant: &str) -> i64 {
+        self.overrides.get(tenant).out_of_order_time_window.as_millis() as i64
+    }
+
     pub fn for_tenant(&self, tenant: &str) -> (u64, u64) {
         let l = self.overrides.get(tenant);
         (
@@ -278,6 +283,10 @@ impl Head {
             .series_limits
             .as_ref()
             .map_or((0, 0), |l| l.for_tenant(tenant));
+        let ooo_window_ms = self
+            .series_limits
+            .as_ref()
+            .map_or(0, |l| l.ooo_window_ms(tenant));
         let th = self.tenant_or_create(tenant);
         let mut th = th.write();
         let mut scratch = Vec::with_capacity(256);
@@ -334,7 +343,13 @@ impl Head {
                 continue;
             };
             for s in &ts.samples {
-                match series.append_from(s.timestamp, s.value, self.opts.samples_per_chunk, offset) {
+                match series.append_from(
+                    s.timestamp,
+                    s.value,
+                    self.opts.samples_per_chunk,
+                    offset,
+                    ooo_window_ms,
+                ) {
                     AppendResult::Appended => {
                         stats.appended += 1;
                         max_t = max_t.max(s.timestamp);
@@ -722,6 +737,54 @@ mod tests {
                 partitions,
             }),
         )
+    }
+
+    #[test]
+    fn out_of_order_samples_within_the_window_are_taken() {
+        let limits = tidemark_limits::Limits {
+            out_of_order_time_window: std::time::Duration::from_secs(600),
+            ..Default::default()
+        };
+        let h = Head::with_series_limits(
+            HeadOptions {
+                samples_per_chunk: 4,
+                retention_ms: 3_600_000,
+            },
+            Some(SeriesLimits {
+                overrides: tidemark_limits::Overrides::fixed(limits),
+                partitions: 1,
+            }),
+        );
+        let m = [("__name__", "m")];
+        h.append("t", &[ts(&m, &[(1_000_000, 1.0), (1_060_000, 2.0)])]);
+        // Older by up to 10 minutes: taken, in any order, duplicates dropped.
+        let s = h.append(
+            "t",
+            &[ts(&m, &[(1_030_000, 3.0), (1_010_000, 4.0), (1_030_000, 3.0), (1_030_000, 5.0), (1_020_000, 6.0), (1_040_000, 7.0), (1_050_000, 8.0)])],
+        );
+        assert_eq!((s.appended, s.duplicates, s.duplicate_timestamp), (5, 1, 1));
+        // Older than the window: refused.
+        let s = h.append("t", &[ts(&m, &[(400_000, 9.0)])]);
+        assert_eq!(s.out_of_order, 1);
+        let refs = h.select("t", &[Matcher::equal("__name__", "m")], 0, i64::MAX);
+        let got = h.read_series("t", &refs, 0, i64::MAX, false);
+        let mut samples: Vec<(i64, f64)> = got[0]
+            .1
+            .iter()
+            .flat_map(|c| tidemark_storage::chunk::decode_all(&c.data).unwrap())
+            .map(|s| (s.t, s.v))
+            .collect();
+        samples.sort_by_key(|s| s.0);
+        assert_eq!(
+            samples,
+            [(1_000_000, 1.0), (1_010_000, 4.0), (1_020_000, 6.0), (1_030_000, 3.0), (1_040_000, 7.0), (1_050_000, 8.0), (1_060_000, 2.0)]
+        );
+        // A range holding only out-of-order samples finds the series.
+        assert_eq!(h.select("t", &[Matcher::equal("__name__", "m")], 1_005_000, 1_015_000).len(), 1);
+        // Without a window (the default), the same sample is refused.
+        let plain = head();
+        plain.append("t", &[ts(&m, &[(1_060_000, 2.0)])]);
+        assert_eq!(plain.append("t", &[ts(&m, &[(1_030_000, 3.0)])]).out_of_order, 1);
     }
 
     #[test]

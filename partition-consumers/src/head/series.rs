@@ -33,6 +33,12 @@ pub struct MemSeries {
     pub labels: SeriesLabels,
     pub hash: u64,
     pub closed: Vec<ClosedChunk>,
+    /// Out-of-order samples accepted within the tenant's window: full
+    /// chunks (each sorted, they may overlap the in-order ones and each
+    /// other) and the samples being gathered, sorted by time.
+    ooo_closed: Vec<ClosedChunk>,
+    ooo: Vec<(i64, f64)>,
+    ooo_max_offset: i64,
     head: XorAppender,
     head_min_t: i64,
     head_max_offset: i64,
@@ -46,6 +52,9 @@ impl MemSeries {
             labels,
             hash,
             closed: Vec::new(),
+            ooo_closed: Vec::new(),
+            ooo: Vec::new(),
+            ooo_max_offset: i64::MIN,
             head: XorAppender::new(),
             head_min_t: i64::MAX,
             head_max_offset: i64::MIN,
@@ -55,13 +64,25 @@ impl MemSeries {
     }
 
     pub fn append(&mut self, t: i64, v: f64, samples_per_chunk: usize) -> AppendResult {
-        self.append_from(t, v, samples_per_chunk, i64::MIN)
+        self.append_from(t, v, samples_per_chunk, i64::MIN, 0)
     }
 
-    /// Appends a sample read from the record at log offset `offset`.
-    pub fn append_from(&mut self, t: i64, v: f64, samples_per_chunk: usize, offset: i64) -> AppendResult {
+    /// Appends a sample read from the record at log offset `offset`. A
+    /// sample older than the series' newest is taken if it is at most
+    /// `ooo_window_ms` older (the tenant's out-of-order window).
+    pub fn append_from(
+        &mut self,
+        t: i64,
+        v: f64,
+        samples_per_chunk: usize,
+        offset: i64,
+        ooo_window_ms: i64,
+    ) -> AppendResult {
         if self.last_t != i64::MIN {
             if t < self.last_t {
+                if ooo_window_ms > 0 && t >= self.last_t.saturating_sub(ooo_window_ms) {
+                    return self.append_ooo(t, v, samples_per_chunk, offset);
+                }
                 return AppendResult::OutOfOrder;
             }
             if t == self.last_t {
@@ -92,6 +113,35 @@ impl MemSeries {
         AppendResult::Appended
     }
 
+    /// Takes an out-of-order sample: duplicates of gathered ones are
+    /// dropped as in order, a full buffer becomes a chunk.
+    fn append_ooo(&mut self, t: i64, v: f64, samples_per_chunk: usize, offset: i64) -> AppendResult {
+        match self.ooo.binary_search_by_key(&t, |&(st, _)| st) {
+            Ok(i) => {
+                return if self.ooo[i].1.to_bits() == v.to_bits() {
+                    AppendResult::Duplicate
+                } else {
+                    AppendResult::DuplicateTimestamp
+                };
+            }
+            Err(i) => self.ooo.insert(i, (t, v)),
+        }
+        self.ooo_max_offset = self.ooo_max_offset.max(offset);
+        if self.ooo.len() >= samples_per_chunk {
+            if let Some(c) = encode_sorted(&self.ooo, self.ooo_max_offset) {
+                self.ooo_closed.push(c);
+            }
+            self.ooo.clear();
+            self.ooo_max_offset = i64::MIN;
+        }
+        AppendResult::Appended
+    }
+
+    /// Whether the series holds out-of-order data: its chunks may overlap.
+    pub fn has_out_of_order(&self) -> bool {
+        !self.ooo.is_empty() || !self.ooo_closed.is_empty()
+    }
+
     fn cut(&mut self) {
         if self.head.num_samples() == 0 {
             return;
@@ -113,7 +163,9 @@ impl MemSeries {
             .closed
             .first()
             .map(|c| c.min_t)
-            .unwrap_or(self.head_min_t);
+            .unwrap_or(self.head_min_t)
+            .min(self.ooo.first().map_or(i64::MAX, |s| s.0))
+            .min(self.ooo_closed.iter().map(|c| c.min_t).min().unwrap_or(i64::MAX));
         (self.last_t != i64::MIN && min != i64::MAX).then_some((min, self.last_t))
     }
 
@@ -138,6 +190,17 @@ impl MemSeries {
                 max_offset: self.head_max_offset,
             });
         }
+        // Out-of-order data after the in-order chunks: readers merge
+        // overlapping chunks by time.
+        out.extend(
+            self.ooo_closed
+                .iter()
+                .filter(|c| c.min_t <= maxt && c.max_t >= mint)
+                .cloned(),
+        );
+        if self.ooo.first().is_some_and(|f| f.0 <= maxt) && self.ooo.last().is_some_and(|l| l.0 >= mint) {
+            out.extend(encode_sorted(&self.ooo, self.ooo_max_offset));
+        }
         out
     }
 
@@ -152,6 +215,10 @@ impl MemSeries {
     /// empty and can be removed.
     pub fn truncate_built(&mut self, mint: i64, built_below: i64) -> bool {
         self.closed.retain(|c| c.max_t >= mint || c.max_offset >= built_below);
+        self.ooo_closed.retain(|c| c.max_t >= mint || c.max_offset >= built_below);
+        if self.ooo_max_offset < built_below {
+            self.ooo.retain(|s| s.0 >= mint);
+        }
         if self.closed.is_empty()
             && self.head.num_samples() > 0
             && self.last_t < mint
@@ -161,15 +228,36 @@ impl MemSeries {
             self.head_min_t = i64::MAX;
             // Keep last_t so that ordering is still enforced if it comes back.
         }
-        self.closed.is_empty() && self.head.num_samples() == 0
+        self.closed.is_empty() && self.head.num_samples() == 0 && !self.has_out_of_order()
     }
 
     /// Approximate heap bytes held, for accounting.
     pub fn heap_bytes(&self) -> usize {
         let labels = self.labels.heap_bytes();
-        let chunks: usize = self.closed.iter().map(|c| c.data.len() + 32).sum();
+        let chunks: usize = self
+            .closed
+            .iter()
+            .chain(&self.ooo_closed)
+            .map(|c| c.data.len() + 40)
+            .sum::<usize>()
+            + self.ooo.capacity() * 16;
         labels + chunks + self.head.bytes().len() + std::mem::size_of::<Self>()
     }
+}
+
+/// Samples sorted by time, unique timestamps, as one XOR chunk.
+fn encode_sorted(samples: &[(i64, f64)], max_offset: i64) -> Option<ClosedChunk> {
+    let (first, last) = (samples.first()?, samples.last()?);
+    let mut app = XorAppender::new();
+    for &(t, v) in samples {
+        app.append(t, v).ok()?;
+    }
+    Some(ClosedChunk {
+        min_t: first.0,
+        max_t: last.0,
+        data: app.into_bytes().into(),
+        max_offset,
+    })
 }
 
 #[cfg(test)]
