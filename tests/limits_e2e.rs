@@ -196,3 +196,38 @@ fn series_limit_caps_a_tenants_series_in_the_ingesters() {
     assert!(kept <= 8.0 && kept > 0.0, "{kept} series kept");
     assert!(tm.log().contains("err-tidemark-per-user-series-limit"));
 }
+
+#[test]
+fn out_of_order_window_takes_older_samples_of_the_tenant_that_has_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let overrides = dir.path().join("overrides.yaml");
+    std::fs::write(&overrides, "overrides:\n  ooo-tenant:\n    out_of_order_time_window: 10m\n").unwrap();
+    let rc = format!("-runtime-config.file={}", overrides.display());
+    let t = Tidemark::start(dir.path(), &[&rc]);
+    let now = now_ms();
+    for tenant in ["ooo-tenant", "in-order-tenant"] {
+        let (s, body) = push(&t.push_url(), tenant, vec![series(&[("__name__", "ooo_m")], &[(now - 60_000, 1.0)])]);
+        assert_eq!(s, 200, "{body}");
+        // Two and five minutes older than the newest sample.
+        let (s, body) = push(
+            &t.push_url(),
+            tenant,
+            vec![series(&[("__name__", "ooo_m")], &[(now - 240_000, 2.0), (now - 180_000, 3.0)])],
+        );
+        assert_eq!(s, 200, "{body}");
+    }
+    let at = now as f64 / 1000.0;
+    let r = eventually(&t.url, "ooo-tenant", "count_over_time(ooo_m[10m])", at, |r| {
+        r.len() == 1 && value_of(&r[0]) == 3.0
+    });
+    assert_eq!(value_of(&r[0]), 3.0);
+    let r = eventually(&t.url, "ooo-tenant", "sum_over_time(ooo_m[10m])", at, |r| r.len() == 1);
+    assert_eq!(value_of(&r[0]), 6.0);
+    // Without a window the older samples are refused (after the write was
+    // acknowledged: counted by the ingester).
+    wait_for("out-of-order samples counted", || {
+        metric_sum(&t.url, "tidemark_ingester_samples_rejected_total", &["reason=\"out_of_order\""]) >= 2.0
+    });
+    let r = instant(&t.url, "in-order-tenant", "count_over_time(ooo_m[10m])", at);
+    assert_eq!(value_of(&r[0]), 1.0);
+}
