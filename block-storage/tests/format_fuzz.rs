@@ -3,8 +3,6 @@
 //! reader on corrupted Parquet files: errors, never panics, never
 //! unbounded allocations.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
 
 use arrow_array::Array;
@@ -17,43 +15,14 @@ use tidemark_block_storage::meta::{meta_path, series_path, BlockMeta, BlockSourc
 use tidemark_block_storage::reader::BlockReader;
 use tidemark_block_storage::BlockError;
 use tidemark_storage::chunk::{decode_all, XorAppender};
+use tidemark_fuzz_support::{largest_allocation, mutate, mutation, Counting};
 use tidemark_storage::{Labels, Matcher, Sample};
 
 // ---------------------------------------------------------------------------
 // Allocation watch (this thread only).
 
-struct Counting;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let _ = LARGEST.try_with(|l| l.set(l.get().max(layout.size())));
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = LARGEST.try_with(|l| l.set(l.get().max(new_size)));
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|l| l.set(0));
-    let out = f();
-    (out, LARGEST.with(Cell::get))
-}
 
 fn config(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -124,43 +93,6 @@ fn cell(min_time: i64, chunks: &[Vec<(i64, f64)>]) -> Vec<u8> {
     out
 }
 
-#[derive(Debug, Clone)]
-enum Mutation {
-    Flip { at: usize, bit: u8 },
-    Set { at: usize, byte: u8 },
-    Truncate { at: usize },
-    Extend { tail: Vec<u8> },
-    Insert { at: usize, bytes: Vec<u8> },
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
-        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
-        any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        prop::collection::vec(any::<u8>(), 1..16).prop_map(|tail| Mutation::Extend { tail }),
-        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..12))
-            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
-    ]
-}
-
-fn mutate(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
-    for m in muts {
-        let n = b.len();
-        match m {
-            Mutation::Flip { at, bit } if n > 0 => b[at % n] ^= 1 << bit,
-            Mutation::Set { at, byte } if n > 0 => b[at % n] = *byte,
-            Mutation::Truncate { at } => b.truncate(at % (n + 1)),
-            Mutation::Extend { tail } => b.extend_from_slice(tail),
-            Mutation::Insert { at, bytes } => {
-                let at = at % (n + 1);
-                b.splice(at..at, bytes.iter().copied());
-            }
-            _ => {}
-        }
-    }
-    b
-}
 
 /// Decodes a cell and every chunk in it, as the store-gateway does;
 /// returns the samples decoded.

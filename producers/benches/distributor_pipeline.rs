@@ -21,7 +21,7 @@
 //! smoke test.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, Criterion, Throughput};
@@ -31,6 +31,9 @@ use tidemark_producers::http::decode_body;
 use tidemark_producers::DistributorConfig;
 use tidemark_schemas::prometheus::WriteRequest;
 use tidemark_workload::{RunMode, SeriesSet};
+
+mod common;
+use common::{iterations_for, per_iteration};
 
 const SERIES: usize = 2_000;
 const PARTITIONS: i32 = 8;
@@ -182,27 +185,6 @@ fn summary(round: Duration, rounds: usize) {
     );
 }
 
-/// How many calls of `f` take about `target`.
-fn iterations_for(target: Duration, mut f: impl FnMut()) -> u32 {
-    f();
-    let started = Instant::now();
-    let mut n = 0u32;
-    while started.elapsed() < target / 10 || n == 0 {
-        f();
-        n += 1;
-    }
-    let per = started.elapsed() / n;
-    (target.as_nanos() / per.as_nanos().max(1)).clamp(1, u32::MAX as u128) as u32
-}
-
-/// Mean time per call over `n` calls.
-fn per_iteration(n: u32, mut f: impl FnMut()) -> Duration {
-    let started = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    started.elapsed() / n
-}
 
 fn median(v: &mut [Duration]) -> Duration {
     v.sort_unstable();

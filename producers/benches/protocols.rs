@@ -42,6 +42,9 @@ use tidemark_schemas::prometheus::WriteRequest;
 use tidemark_schemas::write_v2;
 use tidemark_workload::{RunMode, SeriesSet};
 
+mod common;
+use common::{iterations_for, per_iteration};
+
 const SERIES: usize = 2_000;
 const PARTITIONS: i32 = 8;
 const TENANT: &str = "bench";
@@ -264,26 +267,4 @@ fn main() {
         rw1_time * 1e6,
         (rates[0] / rates[3] - 1.0) * 100.0
     );
-}
-
-/// How many calls of `f` take about `target`.
-fn iterations_for(target: Duration, mut f: impl FnMut()) -> u32 {
-    f();
-    let started = Instant::now();
-    let mut n = 0u32;
-    while started.elapsed() < target / 10 || n == 0 {
-        f();
-        n += 1;
-    }
-    let per = started.elapsed() / n;
-    (target.as_nanos() / per.as_nanos().max(1)).clamp(1, u32::MAX as u128) as u32
-}
-
-/// Mean time per call over `n` calls.
-fn per_iteration(n: u32, mut f: impl FnMut()) -> Duration {
-    let started = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    started.elapsed() / n
 }

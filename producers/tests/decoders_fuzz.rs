@@ -5,8 +5,6 @@
 //! clear error; what does decode yields records of the caller's tenant that
 //! the ingesters can decode.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::Write;
 use std::sync::{Arc, OnceLock};
 
@@ -29,47 +27,14 @@ use tidemark_schemas::prometheus::{
 };
 use tidemark_schemas::record::{decode_version, RecordBody, VERSION_HEADER};
 use tidemark_schemas::write_v2;
+use tidemark_fuzz_support::{largest_allocation, mutate, mutation, Counting};
 use tower::ServiceExt;
 
 // ---------------------------------------------------------------------------
 // Allocation watch (this thread only).
 
-struct Counting;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|l| l.set(0));
-    let out = f();
-    (out, LARGEST.with(Cell::get))
-}
 
 /// Allocations of a decoder must stay linear in its input.
 fn assert_linear(what: &str, input: usize, largest: usize) {
@@ -94,54 +59,6 @@ fn config(cases: u32) -> ProptestConfig {
 // ---------------------------------------------------------------------------
 // Mutations.
 
-#[derive(Debug, Clone)]
-enum Mutation {
-    Flip { at: usize, bit: u8 },
-    Set { at: usize, byte: u8 },
-    Truncate { at: usize },
-    Extend { tail: Vec<u8> },
-    Insert { at: usize, bytes: Vec<u8> },
-    Remove { at: usize, len: usize },
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
-        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
-        any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        prop::collection::vec(any::<u8>(), 1..16).prop_map(|tail| Mutation::Extend { tail }),
-        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..12))
-            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
-        (any::<usize>(), 1usize..8).prop_map(|(at, len)| Mutation::Remove { at, len }),
-        any::<usize>().prop_map(|at| Mutation::Insert {
-            at,
-            bytes: vec![0xff, 0xff, 0xff, 0xff, 0x0f]
-        }),
-    ]
-}
-
-fn mutate(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
-    for m in muts {
-        let n = b.len();
-        match m {
-            Mutation::Flip { at, bit } if n > 0 => b[at % n] ^= 1 << bit,
-            Mutation::Set { at, byte } if n > 0 => b[at % n] = *byte,
-            Mutation::Truncate { at } => b.truncate(at % (n + 1)),
-            Mutation::Extend { tail } => b.extend_from_slice(tail),
-            Mutation::Insert { at, bytes } => {
-                let at = at % (n + 1);
-                b.splice(at..at, bytes.iter().copied());
-            }
-            Mutation::Remove { at, len } if n > 0 => {
-                let at = at % n;
-                let end = (at + len).min(n);
-                b.drain(at..end);
-            }
-            _ => {}
-        }
-    }
-    b
-}
 
 // ---------------------------------------------------------------------------
 // Remote write 1.0 and 2.0.

@@ -2,8 +2,6 @@
 //! random and mutated bytes never panic, never allocate without bound, and
 //! give a clear error; valid encodings round-trip.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 use bytes::Bytes;
 use proptest::prelude::*;
@@ -17,53 +15,15 @@ use tidemark_schemas::record::{
     check_symbols_v2, decode_version, encode_version, RecordBody, RecordError, VERSION_1, VERSION_2,
 };
 use tidemark_schemas::stream::{encode_frame, FrameDecoder, FrameError};
+use tidemark_fuzz_support::{mutate, mutation, watched, Counting};
 use tidemark_schemas::write_v2;
 
 // ---------------------------------------------------------------------------
 // Allocation watch: the largest single allocation and the bytes allocated by
 // the current thread, so that a decoder that trusts a length prefix shows.
 
-struct Counting;
-
-thread_local! {
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-    static TOTAL: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
-    let _ = TOTAL.try_with(|t| t.set(t.get().saturating_add(size)));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc(layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        System.alloc_zeroed(layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        System.realloc(ptr, layout, new_size)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Runs `f`, returning its result with the largest single allocation and
-/// the total bytes allocated meanwhile on this thread.
-fn watched<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
-    LARGEST.with(|l| l.set(0));
-    TOTAL.with(|t| t.set(0));
-    let out = f();
-    (out, LARGEST.with(Cell::get), TOTAL.with(Cell::get))
-}
 
 /// What a decoder of `input_len` bytes may allocate: linear in its input.
 fn assert_bounded(what: &str, input_len: usize, largest: usize, total: usize) {
@@ -194,55 +154,6 @@ fn v2_is_valid(r: &WriteRecordV2) -> bool {
         })
 }
 
-#[derive(Debug, Clone)]
-enum Mutation {
-    Flip { at: usize, bit: u8 },
-    Set { at: usize, byte: u8 },
-    Truncate { at: usize },
-    Extend { tail: Vec<u8> },
-    Insert { at: usize, bytes: Vec<u8> },
-    Remove { at: usize, len: usize },
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
-        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Mutation::Set { at, byte }),
-        any::<usize>().prop_map(|at| Mutation::Truncate { at }),
-        prop::collection::vec(any::<u8>(), 1..16).prop_map(|tail| Mutation::Extend { tail }),
-        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..12))
-            .prop_map(|(at, bytes)| Mutation::Insert { at, bytes }),
-        (any::<usize>(), 1usize..8).prop_map(|(at, len)| Mutation::Remove { at, len }),
-        // Length prefixes and varints at their worst.
-        (any::<usize>()).prop_map(|at| Mutation::Insert {
-            at,
-            bytes: vec![0xff, 0xff, 0xff, 0xff, 0x0f]
-        }),
-    ]
-}
-
-fn mutate(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
-    for m in muts {
-        let n = b.len();
-        match m {
-            Mutation::Flip { at, bit } if n > 0 => b[at % n] ^= 1 << bit,
-            Mutation::Set { at, byte } if n > 0 => b[at % n] = *byte,
-            Mutation::Truncate { at } => b.truncate(at % (n + 1)),
-            Mutation::Extend { tail } => b.extend_from_slice(tail),
-            Mutation::Insert { at, bytes } => {
-                let at = at % (n + 1);
-                b.splice(at..at, bytes.iter().copied());
-            }
-            Mutation::Remove { at, len } if n > 0 => {
-                let at = at % n;
-                let end = (at + len).min(n);
-                b.drain(at..end);
-            }
-            _ => {}
-        }
-    }
-    b
-}
 
 fn decode_checked(version: u32, body: &[u8]) -> Result<RecordBody, RecordError> {
     let (r, largest, total) = watched(|| RecordBody::decode(version, Bytes::copy_from_slice(body)));
