@@ -202,6 +202,20 @@ fn otlp(f: &Fixture) -> Prepared {
     prepare(TENANT, &t.body, PARTITIONS, &f.cfg, f.now_ms).expect("valid request")
 }
 
+/// Part of `otlp`: decoding alone.
+fn otlp_decode(f: &Fixture) -> Prepared {
+    let req = ExportMetricsServiceRequest::decode(f.otlp.as_slice()).expect("valid OTLP");
+    black_box(&req);
+    Prepared::default()
+}
+
+/// Part of `otlp`: decoding and translating, without the RW1 pipeline.
+fn otlp_translate(f: &Fixture) -> Prepared {
+    let req = ExportMetricsServiceRequest::decode(f.otlp.as_slice()).expect("valid OTLP");
+    black_box(tidemark_producers::otlp::translate(&req, &[], usize::MAX));
+    Prepared::default()
+}
+
 fn rw1_rate_limited(f: &Fixture) -> Prepared {
     let p = rw1(f);
     // A limit that never refuses: the cost is the bookkeeping.
@@ -218,8 +232,14 @@ fn main() {
         RunMode::Skip => return,
     };
     let f = fixture();
-    let paths: [(&str, fn(&Fixture) -> Prepared); 4] =
-        [("rw1", rw1), ("rw2", rw2), ("otlp", otlp), ("rw1_rate_limited", rw1_rate_limited)];
+    let paths: [(&str, fn(&Fixture) -> Prepared); 6] = [
+        ("rw1", rw1),
+        ("rw2", rw2),
+        ("otlp", otlp),
+        ("rw1_rate_limited", rw1_rate_limited),
+        ("part: otlp decode", otlp_decode),
+        ("part: otlp decode+translate", otlp_translate),
+    ];
     let iters: Vec<u32> = paths
         .iter()
         .map(|(_, p)| iterations_for(round, || drop(black_box(p(black_box(&f))))))
@@ -245,7 +265,7 @@ fn main() {
         f.otlp.len() / 1024
     );
     for ((name, _), r) in paths.iter().zip(&rates) {
-        println!("  {name:<18} {:>10.0} samples/s", r);
+        println!("  {name:<28} {:>10.0} samples/s", r);
     }
     println!("ratio rw2 / rw1: {:.2} (goal >= 1)", rates[1] / rates[0]);
     println!("ratio otlp / rw1: {:.2} (goal >= 0.5)", rates[2] / rates[0]);
