@@ -173,10 +173,7 @@ impl Compactor {
         let wait = self.cfg.wait_period.as_millis() as i64;
         for range in &self.cfg.block_ranges {
             let range = range.as_millis() as i64;
-            loop {
-                let Some((window, group)) = next_group(&live, range, now - wait) else {
-                    break;
-                };
+            while let Some((window, group)) = next_group(&live, range, now - wait) {
                 let merged = self.merge(tenant, &group, window, window + range).await?;
                 summary.compactions += 1;
                 summary.blocks_compacted += group.len();

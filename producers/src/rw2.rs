@@ -318,7 +318,7 @@ fn read_series_v2<'a>(buf: &'a [u8], symbols: usize, view: &mut SeriesV2<'a>) ->
                         _ => {}
                     }
                 }
-                if refs.len() % 2 != 0 {
+                if refs.len() & 1 == 1 {
                     return Err(wire("odd number of exemplar label references"));
                 }
                 if let Some(&r) = refs.iter().find(|&&r| r as usize >= symbols) {
@@ -347,7 +347,7 @@ fn read_series_v2<'a>(buf: &'a [u8], symbols: usize, view: &mut SeriesV2<'a>) ->
             _ => {}
         }
     }
-    if view.refs.len() % 2 != 0 {
+    if view.refs.len() & 1 == 1 {
         return Err(wire(&format!("odd number of label references ({})", view.refs.len())));
     }
     if let Some(&r) = view.refs.iter().find(|&&r| r as usize >= symbols) {
