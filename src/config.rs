@@ -137,8 +137,20 @@ pub struct QuerierConfig {
     /// Ask the store only for queries reaching further back than this.
     #[serde(with = "humantime_serde")]
     pub query_store_after: Duration,
+    /// Default read consistency of queries without `X-Read-Consistency`.
+    pub read_consistency: ReadConsistency,
     #[serde(flatten)]
     pub engine: EngineOptions,
+}
+
+/// Whether a query waits for the ingesters to have consumed what was
+/// written before it (`strong`) or not (`eventual`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadConsistency {
+    #[default]
+    Eventual,
+    Strong,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +212,7 @@ impl Default for QuerierConfig {
             store_gateway_addresses: Vec::new(),
             query_ingesters_within: TieredOptions::default().query_ingesters_within,
             query_store_after: TieredOptions::default().query_store_after,
+            read_consistency: ReadConsistency::Eventual,
             engine: EngineOptions::default(),
         }
     }
@@ -643,6 +656,9 @@ pub struct Flags {
     /// Query the long-term store only for queries reaching further back than this; 0 always (default 12h).
     #[arg(long = "querier.query-store-after", env = flag_env!("QUERIER_QUERY_STORE_AFTER"), value_parser = parse_duration, help_heading = "Querier")]
     pub query_store_after: Option<Duration>,
+    /// Default read consistency of queries: eventual, or strong (wait until the ingesters consumed what was written before the query; per query with the X-Read-Consistency header).
+    #[arg(long = "ingest-storage.read-consistency", env = flag_env!("INGEST_STORAGE_READ_CONSISTENCY"), value_enum, help_heading = "Querier")]
+    pub read_consistency: Option<ReadConsistency>,
     /// Enable PromQL functions Prometheus marks experimental: limitk, limit_ratio, histogram_quantiles, sort_by_label, mad_over_time, ts_of_*_over_time (default false).
     #[arg(long = "querier.promql-experimental-functions-enabled", env = flag_env!("QUERIER_PROMQL_EXPERIMENTAL_FUNCTIONS_ENABLED"), num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, help_heading = "Querier")]
     pub experimental_functions: Option<bool>,
@@ -861,6 +877,7 @@ impl Flags {
         set!(q.store_gateway_addresses, self.store_gateway_addresses);
         set!(q.query_ingesters_within, self.query_ingesters_within);
         set!(q.query_store_after, self.query_store_after);
+        set!(q.read_consistency, self.read_consistency);
         let b = &mut c.blocks_storage;
         set!(b.backend, self.blocks_backend);
         set!(b.filesystem.dir, self.blocks_filesystem_dir);

@@ -222,6 +222,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             cfg.querier.engine.clone(),
             cfg.multitenancy_enabled,
             &mut registry,
+        )
+        .with_strong_read_consistency(
+            cfg.querier.read_consistency == crate::config::ReadConsistency::Strong,
         );
         app = app.merge(tidemark_query::router(state));
     }

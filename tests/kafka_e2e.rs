@@ -106,14 +106,26 @@ fn separate_roles_over_kafka() {
     let (s, body) = push(&distributor.push_url(), TENANT, batch);
     assert_eq!(s, 200, "{body}");
 
-    let r = eventually(
-        &querier.url,
-        TENANT,
-        "count by (job) (roles_e2e)",
-        t as f64 / 1000.0,
-        |r| r.len() == 2 && r.iter().all(|s| value_of(s) == 20.0),
-    );
-    assert_eq!(r.len(), 2);
+    // A strong read through the querier waits for both ingesters: the
+    // whole write is visible at once, no polling.
+    let (status, v) = {
+        let r = http::blocking_client()
+            .get(format!(
+                "{}/prometheus/api/v1/query?query={}&time={}",
+                querier.url,
+                enc("count by (job) (roles_e2e)"),
+                t as f64 / 1000.0
+            ))
+            .header("X-Scope-OrgID", TENANT)
+            .header("X-Read-Consistency", "strong")
+            .send()
+            .unwrap();
+        (r.status().as_u16(), serde_json::from_slice::<serde_json::Value>(r.bytes()).unwrap_or_default())
+    };
+    assert_eq!(status, 200, "{v}");
+    let r = v["data"]["result"].as_array().cloned().unwrap_or_default();
+    assert_eq!(r.len(), 2, "{v}");
+    assert!(r.iter().all(|s| value_of(s) == 20.0), "{v}");
     // Both partitions hold some of the series: the querier merged them.
     for ing in [&ing0, &ing1] {
         let r = http::blocking_client()

@@ -40,6 +40,7 @@ pub fn router(ingester: Arc<Ingester>) -> Router {
             post(label_names),
         )
         .route(&format!("{INGESTER_API_PREFIX}/metadata"), post(metadata))
+        .route(&format!("{INGESTER_API_PREFIX}/wait"), post(wait))
         .route(
             &format!("{INGESTER_API_PREFIX}/label_values"),
             post(label_values),
@@ -186,4 +187,28 @@ async fn metadata(
             .map(tidemark_storage::wire::metadata_to_proto)
             .collect(),
     }))
+}
+
+/// Read-after-write consistency: answers once every owned partition has
+/// been consumed past the offsets in the body (`partition:offset`,
+/// comma-separated; a partition not named waits for the end of the log as
+/// it is now), or 503 after `timeout_ms` (query parameter, default 10s).
+async fn wait(
+    State(ing): State<Arc<Ingester>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let offsets = std::str::from_utf8(&body)
+        .ok()
+        .and_then(|s| tidemark_storage::wire::parse_offsets(s).ok())
+        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "bad offsets: want partition:offset,...".into()))?;
+    let timeout_ms = query
+        .as_deref()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("timeout_ms=")))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(10_000)
+        .min(600_000);
+    ing.wait_consistent(&offsets, std::time::Duration::from_millis(timeout_ms))
+        .await?;
+    Ok(StatusCode::OK.into_response())
 }

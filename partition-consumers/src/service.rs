@@ -34,6 +34,9 @@ pub struct OwnedPartition {
 
 pub struct Ingester {
     partitions: Vec<OwnedPartition>,
+    /// The log, read for its end offsets when a query asks for strong
+    /// consistency.
+    log: Arc<dyn IngestLog>,
 }
 
 impl Ingester {
@@ -82,7 +85,13 @@ impl Ingester {
             });
             tasks.push(tokio::spawn(c.run(cancel.clone())));
         }
-        (Arc::new(Ingester { partitions: owned }), tasks)
+        (
+            Arc::new(Ingester {
+                partitions: owned,
+                log,
+            }),
+            tasks,
+        )
     }
 
     pub fn partitions(&self) -> &[OwnedPartition] {
@@ -231,6 +240,41 @@ pub fn samples_in(
 
 #[async_trait]
 impl Queryable for Ingester {
+    /// Waits until each owned partition's consumer has passed the offset
+    /// asked for it, or else the end of the partition as it is now.
+    async fn wait_consistent(
+        &self,
+        offsets: &[(i32, i64)],
+        timeout: std::time::Duration,
+    ) -> Result<(), StorageError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for p in &self.partitions {
+            let target = match offsets.iter().find(|(part, _)| *part == p.partition) {
+                Some(&(_, o)) => o,
+                None => self.log.latest_offset(p.partition).await.map_err(|e| {
+                    StorageError::Unavailable(format!(
+                        "partition {}: cannot read the end of the log for read consistency: {e}",
+                        p.partition
+                    ))
+                })?,
+            };
+            loop {
+                let next = p.state.next_offset.load(Ordering::Relaxed);
+                if next >= target {
+                    break;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(StorageError::Unavailable(format!(
+                        "strong read consistency not reached within {timeout:?}: partition {} consumed up to {next}, the query needs {target}",
+                        p.partition
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        }
+        Ok(())
+    }
+
     async fn select(
         &self,
         tenant: &str,

@@ -199,6 +199,36 @@ impl IngesterClient {
 
 #[async_trait]
 impl Queryable for IngesterClient {
+    /// Asks every ingester to answer once it has consumed past `offsets`
+    /// (or the end of its partitions as they are now).
+    async fn wait_consistent(
+        &self,
+        offsets: &[(i32, i64)],
+        timeout: Duration,
+    ) -> Result<(), StorageError> {
+        let body = wire::format_offsets(offsets);
+        try_join_all(self.urls.iter().map(|base| {
+            let body = body.clone();
+            async move {
+                let who = self.who(base);
+                let url = format!("{base}{}/wait?timeout_ms={}", self.prefix, timeout.as_millis());
+                let request = self.client.post(&url).body(body).send();
+                let response = tokio::time::timeout(timeout + self.timeout, request)
+                    .await
+                    .map_err(|_| StorageError::Unavailable(format!("{who}: no answer to the consistency wait")))?
+                    .map_err(|e| StorageError::Unavailable(format!("{who}: {}", error_chain(&e))))?;
+                if response.status() == StatusCode::OK {
+                    Ok(())
+                } else {
+                    let status = response.status();
+                    Err(StorageError::Unavailable(format!("{who}: {status}: {}", error_text(response).await)))
+                }
+            }
+        }))
+        .await?;
+        Ok(())
+    }
+
     async fn select(
         &self,
         tenant: &str,

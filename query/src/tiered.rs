@@ -127,6 +127,11 @@ impl Queryable for TieredQueryable {
         Ok(merge_sorted_strings(lists))
     }
 
+    /// Only the ingesters read the log.
+    async fn wait_consistent(&self, offsets: &[(i32, i64)], timeout: Duration) -> Result<(), StorageError> {
+        self.ingesters.wait_consistent(offsets, timeout).await
+    }
+
     /// Metadata lives in the ingesters only.
     async fn metadata(&self, tenant: &str, metric: Option<&str>) -> Result<Vec<MetricMetadata>, StorageError> {
         Ok(merge_metadata(vec![self.ingesters.metadata(tenant, metric).await?]))

@@ -84,6 +84,19 @@ pub trait Queryable: Send + Sync {
         end_ms: i64,
     ) -> Result<Vec<String>, StorageError>;
 
+    /// Waits until every sample written to the ingest log before now (or,
+    /// for the partitions named in `offsets`, every record below the given
+    /// offset) is visible to this store, for read-after-write consistency.
+    /// Stores that read no log have nothing to wait for.
+    async fn wait_consistent(
+        &self,
+        offsets: &[(i32, i64)],
+        timeout: std::time::Duration,
+    ) -> Result<(), StorageError> {
+        let _ = (offsets, timeout);
+        Ok(())
+    }
+
     /// Metric metadata (type, help, unit) of `tenant`, sorted by metric
     /// family name; only `metric` when given. A store that keeps no
     /// metadata has none.

@@ -10,6 +10,35 @@ use tidemark_schemas::ingester::{
 
 /// Path prefix of the partition consumers' internal query API.
 pub const INGESTER_API_PREFIX: &str = "/internal/ingester/v1";
+/// Parses `partition:offset` pairs, comma-separated (Mimir's
+/// `X-Read-Consistency-Offsets` form; an empty string is none).
+pub fn parse_offsets(s: &str) -> Result<Vec<(i32, i64)>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(|x| {
+            let (p, o) = x
+                .split_once(':')
+                .ok_or_else(|| format!("{x:?} is not partition:offset"))?;
+            let p: i32 = p.trim().parse().map_err(|_| format!("bad partition in {x:?}"))?;
+            let o: i64 = o.trim().parse().map_err(|_| format!("bad offset in {x:?}"))?;
+            if p < 0 || o < 0 {
+                return Err(format!("negative partition or offset in {x:?}"));
+            }
+            Ok((p, o))
+        })
+        .collect()
+}
+
+/// `partition:offset` pairs, comma-separated.
+pub fn format_offsets(offsets: &[(i32, i64)]) -> String {
+    offsets
+        .iter()
+        .map(|(p, o)| format!("{p}:{o}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Path prefix of the store-gateways' internal query API (same protocol).
 pub const STORE_GATEWAY_API_PREFIX: &str = "/internal/store-gateway/v1";
 

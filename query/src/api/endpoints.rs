@@ -111,6 +111,7 @@ pub(super) async fn query(
     body: &[u8],
 ) -> Result<String, ApiError> {
     let Request { tenant, params: p } = request(st, headers, query, body)?;
+    st.read_consistency(headers).await?;
     let time = optional_time(&p, "time", now_ms())?;
     let opts = query_options(&p)?;
     let q = p.get("query");
@@ -130,6 +131,7 @@ pub(super) async fn query_range(
     body: &[u8],
 ) -> Result<String, ApiError> {
     let Request { tenant, params: p } = request(st, headers, query, body)?;
+    st.read_consistency(headers).await?;
     let start = parse_time(p.get("start")).map_err(|e| ApiError::invalid_param("start", e))?;
     let end = parse_time(p.get("end")).map_err(|e| ApiError::invalid_param("end", e))?;
     if end < start {
@@ -185,6 +187,7 @@ pub(super) async fn labels(
     body: &[u8],
 ) -> Result<String, ApiError> {
     let Request { tenant, params: p } = request(st, headers, query, body)?;
+    st.read_consistency(headers).await?;
     let limit = limit(&p)?;
     let start = optional_time(&p, "start", MIN_TIME_MS)?;
     let end = optional_time(&p, "end", MAX_TIME_MS)?;
@@ -212,6 +215,7 @@ pub(super) async fn label_values(
     query: Option<&str>,
 ) -> Result<String, ApiError> {
     let Request { tenant, params: p } = request(st, headers, query, &[])?;
+    st.read_consistency(headers).await?;
     if name.is_empty() {
         return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
     }
@@ -245,6 +249,7 @@ pub(super) async fn metadata(
     query: Option<&str>,
 ) -> Result<String, ApiError> {
     let Request { tenant, params: p } = request(st, headers, query, &[])?;
+    st.read_consistency(headers).await?;
     let limit = limit(&p)?;
     let per_metric = match p.get("limit_per_metric") {
         "" => 0,
@@ -284,6 +289,7 @@ pub(super) async fn series(
     body: &[u8],
 ) -> Result<String, ApiError> {
     let Request { tenant, params: p } = request(st, headers, query, body)?;
+    st.read_consistency(headers).await?;
     if p.all("match[]").is_empty() {
         return Err(ApiError::bad_data("no match[] parameter provided"));
     }

@@ -37,6 +37,12 @@ use crate::engine::{Engine, EngineOptions};
 use metrics::ApiMetrics;
 use response::ApiError;
 
+/// Header asking for read-after-write consistency (`strong`) or not
+/// (`eventual`).
+pub const READ_CONSISTENCY_HEADER: &str = "X-Read-Consistency";
+/// Header naming the log offsets a query must see (`partition:offset,...`).
+pub const READ_CONSISTENCY_OFFSETS_HEADER: &str = "X-Read-Consistency-Offsets";
+
 /// What the API handlers share.
 #[derive(Clone)]
 pub struct ApiState {
@@ -48,6 +54,9 @@ struct Inner {
     engine: Engine,
     multitenancy_enabled: bool,
     metrics: ApiMetrics,
+    /// Queries without `X-Read-Consistency` wait for the ingesters to
+    /// have consumed what was written before them.
+    strong_by_default: bool,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -78,8 +87,60 @@ impl ApiState {
                 engine,
                 multitenancy_enabled,
                 metrics,
+                strong_by_default: false,
             }),
         }
+    }
+
+    /// The same state, with strong read consistency as the default
+    /// (`-ingest-storage.read-consistency=strong`).
+    pub fn with_strong_read_consistency(self, strong: bool) -> Self {
+        let i = &self.inner;
+        ApiState {
+            inner: Arc::new(Inner {
+                queryable: i.queryable.clone(),
+                engine: i.engine.clone(),
+                multitenancy_enabled: i.multitenancy_enabled,
+                metrics: i.metrics.clone(),
+                strong_by_default: strong,
+            }),
+        }
+    }
+
+    /// Read-after-write consistency, as Mimir's ingest storage offers it:
+    /// with `X-Read-Consistency: strong` (or that default), the query first
+    /// waits until the ingesters have consumed everything written to the
+    /// log before it arrived; `X-Read-Consistency-Offsets:
+    /// partition:offset,...` waits for those offsets instead (and implies
+    /// strong). Bounded by the query timeout; past it, 503.
+    async fn read_consistency(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let offsets = match header(READ_CONSISTENCY_OFFSETS_HEADER) {
+            Some(v) => Some(
+                tidemark_storage::wire::parse_offsets(v)
+                    .map_err(|e| ApiError::bad_data(format!("invalid {READ_CONSISTENCY_OFFSETS_HEADER}: {e}")))?,
+            ),
+            None => None,
+        };
+        let strong = match header(READ_CONSISTENCY_HEADER) {
+            Some(v) if v.eq_ignore_ascii_case("strong") => true,
+            Some(v) if v.eq_ignore_ascii_case("eventual") => offsets.is_some(),
+            Some(v) => {
+                return Err(ApiError::bad_data(format!(
+                    "invalid {READ_CONSISTENCY_HEADER} {v:?}: want strong or eventual"
+                )))
+            }
+            None => self.inner.strong_by_default || offsets.is_some(),
+        };
+        if !strong {
+            return Ok(());
+        }
+        let timeout = self.inner.engine.options().timeout;
+        self.inner
+            .queryable
+            .wait_consistent(offsets.as_deref().unwrap_or(&[]), timeout)
+            .await
+            .map_err(ApiError::from)
     }
 
     pub fn engine(&self) -> &Engine {
