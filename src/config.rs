@@ -462,6 +462,9 @@ pub struct Flags {
     /// YAML configuration file; flags and env variables override it.
     #[arg(long = "config.file", env = flag_env!("CONFIG_FILE"), help_heading = "General")]
     pub config_file: Option<PathBuf>,
+    /// Validate the configuration (file, env, flags), print a summary and exit without starting.
+    #[arg(long = "config.check", env = flag_env!("CONFIG_CHECK"), num_args = 0..=1, require_equals = true, default_missing_value = "true", action = ArgAction::Set, help_heading = "General")]
+    pub config_check: Option<bool>,
     /// Directory for local state (default ./data).
     #[arg(long = "data-dir", env = flag_env!("DATA_DIR"), help_heading = "General")]
     pub data_dir: Option<PathBuf>,

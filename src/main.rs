@@ -50,7 +50,17 @@ fn main() -> std::process::ExitCode {
                 replay::run(cmd).await
             }
             None => {
+                let check = cli.flags.config_check.unwrap_or(false);
                 let cfg = cli.flags.into_config()?;
+                if check {
+                    println!(
+                        "configuration OK: target {}, ingest log {}, blocks storage {}",
+                        serde_yaml::to_string(&cfg.target).unwrap_or_default().trim(),
+                        if cfg.uses_kafka() { "kafka" } else { "embedded" },
+                        serde_yaml::to_string(&cfg.blocks_storage.backend).unwrap_or_default().trim(),
+                    );
+                    return Ok(());
+                }
                 init_tracing(&cfg.log.level);
                 server::run(cfg).await
             }
