@@ -293,3 +293,75 @@ fn blocks_and_backfill_as_separate_roles_over_kafka() {
         );
     }
 }
+
+/// Two zones of ingesters over Kafka: with one ingester of zone a killed,
+/// a querier listing every ingester still answers completely (zone b
+/// serves its partition); with both replicas of a partition gone, it fails
+/// rather than answer partially.
+#[test]
+#[ignore = "needs a Kafka-protocol broker: run scripts/test.sh"]
+fn reads_stay_complete_while_one_zone_is_healthy() {
+    let kafka = kafka_address();
+    let topic = unique_topic("e2e-zones");
+    let dir = tempfile::tempdir().unwrap();
+    let start = |name: &str, extra: &[String]| {
+        let mut args = vec![
+            format!("-ingest-storage.kafka.address={kafka}"),
+            format!("-ingest-storage.kafka.topic={topic}"),
+            "-ingest-storage.kafka.auto-create-topic-default-partitions=2".to_string(),
+        ];
+        args.extend_from_slice(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Tidemark::start(&dir.path().join(name), &args)
+    };
+    let distributor = start("distributor", &["-target=distributor".into()]);
+    let mut ingesters: Vec<Tidemark> = ["a-0", "a-1", "b-0", "b-1"]
+        .iter()
+        .map(|z| {
+            start(
+                &format!("ingester-zone-{z}"),
+                &["-target=ingester".into(), format!("-ingester.ring.instance-id=ingester-zone-{z}")],
+            )
+        })
+        .collect();
+    let urls: Vec<String> = ingesters.iter().map(|i| i.url.clone()).collect();
+    let querier = start(
+        "querier",
+        &[
+            "-target=querier".into(),
+            format!("-querier.ingester-addresses={}", urls.join(",")),
+            "-querier.ingester-client-timeout=2s".into(),
+        ],
+    );
+    let t = now_ms();
+    let batch: Vec<_> = (0..40)
+        .map(|i| series(&[("__name__", "zones_e2e"), ("i", &format!("{i:02}"))], &[(t, 1.0)]))
+        .collect();
+    let (s, body) = push(&distributor.push_url(), TENANT, batch);
+    assert_eq!(s, 200, "{body}");
+    let strong_count = |q: &Tidemark| -> (u16, serde_json::Value) {
+        let r = http::blocking_client()
+            .get(format!(
+                "{}/prometheus/api/v1/query?query={}&time={}",
+                q.url,
+                enc("count(zones_e2e)"),
+                t as f64 / 1000.0
+            ))
+            .header("X-Scope-OrgID", TENANT)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), serde_json::from_slice(r.bytes()).unwrap_or_default())
+    };
+    eventually(&querier.url, TENANT, "count(zones_e2e)", t as f64 / 1000.0, |r| {
+        r.len() == 1 && value_of(&r[0]) == 40.0
+    });
+    // Zone a loses partition 0's ingester: zone b still has it.
+    ingesters[0].kill();
+    let (status, v) = strong_count(&querier);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(value_of(&v["data"]["result"][0]), 40.0, "{v}");
+    // Partition 0 gone from both zones: an error, never a partial answer.
+    ingesters[2].kill();
+    let (status, v) = strong_count(&querier);
+    assert_eq!(status, 503, "{v}");
+}

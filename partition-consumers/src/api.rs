@@ -45,6 +45,10 @@ pub fn router(ingester: Arc<Ingester>) -> Router {
             &format!("{INGESTER_API_PREFIX}/label_values"),
             post(label_values),
         )
+        .layer(axum::middleware::map_response_with_state(
+            ingester.clone(),
+            add_coverage,
+        ))
         .with_state(ingester)
 }
 
@@ -211,4 +215,16 @@ async fn wait(
     ing.wait_consistent(&offsets, std::time::Duration::from_millis(timeout_ms))
         .await?;
     Ok(StatusCode::OK.into_response())
+}
+
+/// Names the partitions this ingester serves on every internal answer
+/// (`X-Tidemark-Partitions`, `X-Tidemark-Partition-Count`).
+async fn add_coverage(State(ing): State<Arc<Ingester>>, mut response: Response) -> Response {
+    let (owned, count) = ing.coverage();
+    let h = response.headers_mut();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&owned) {
+        h.insert(tidemark_storage::wire::PARTITIONS_HEADER, v);
+    }
+    h.insert(tidemark_storage::wire::PARTITION_COUNT_HEADER, count.into());
+    response
 }

@@ -98,6 +98,14 @@ impl Ingester {
         &self.partitions
     }
 
+    /// The partitions this process consumes, comma-separated, and how many
+    /// the log has: told to queriers so that they can do without an
+    /// unreachable ingester whose partitions another one serves.
+    pub fn coverage(&self) -> (String, i32) {
+        let owned: Vec<String> = self.partitions.iter().map(|p| p.partition.to_string()).collect();
+        (owned.join(","), self.log.partition_count())
+    }
+
     /// `Ok` when every partition has caught up with the log as it was at
     /// start-up; otherwise why not.
     pub fn ready(&self) -> Result<(), String> {

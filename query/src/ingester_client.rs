@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
-use futures::future::try_join_all;
+use futures::future::join_all;
 use futures::StreamExt;
 use prost::Message;
 use reqwest::header::{HeaderValue, CONTENT_TYPE};
@@ -107,6 +107,44 @@ impl IngesterClient {
         format!("{} {base}", self.component)
     }
 
+    /// The answers of a fan-out. A server that could not answer is done
+    /// without when it is unreachable (not when the request was bad) and
+    /// the servers that did answer cover every partition of the log
+    /// between them (the other zone's replicas): reads stay complete while
+    /// one zone is healthy. Otherwise the first failure is the answer.
+    fn tolerate<T>(&self, results: Vec<Result<(T, Option<Coverage>), StorageError>>) -> Result<Vec<T>, StorageError> {
+        let mut answers = Vec::with_capacity(results.len());
+        let mut failure = None;
+        let mut covered = std::collections::BTreeSet::new();
+        let mut count = 0;
+        for r in results {
+            match r {
+                Ok((t, coverage)) => {
+                    if let Some(c) = coverage {
+                        covered.extend(c.partitions);
+                        count = count.max(c.count);
+                    }
+                    answers.push(t);
+                }
+                Err(e) => {
+                    let fatal = !matches!(e, StorageError::Unavailable(_));
+                    if fatal {
+                        return Err(e);
+                    }
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        match failure {
+            None => Ok(answers),
+            Some(e) if count > 0 && (0..count).all(|p| covered.contains(&p)) => {
+                tracing::warn!(error = %e, "a {} is unreachable; its partitions were served by others", self.component);
+                Ok(answers)
+            }
+            Some(e) => Err(e),
+        }
+    }
+
     /// The ingesters' base URLs.
     pub fn urls(&self) -> &[String] {
         &self.urls
@@ -172,8 +210,9 @@ impl IngesterClient {
         method: &str,
         tenant: &str,
         body: Vec<u8>,
-    ) -> Result<M, StorageError> {
+    ) -> Result<(M, Option<Coverage>), StorageError> {
         let response = self.post(base, method, tenant, body).await?;
+        let coverage = Coverage::of(response.headers());
         let who = self.who(base);
         let mut stream = response.bytes_stream();
         let mut buf = BytesMut::new();
@@ -191,7 +230,7 @@ impl IngesterClient {
             }
             buf.extend_from_slice(&chunk);
         }
-        M::decode(buf.freeze()).map_err(|e| {
+        M::decode(buf.freeze()).map(|m| (m, coverage)).map_err(|e| {
             StorageError::Internal(format!("{who}: bad {method} response: {e}"))
         })
     }
@@ -207,7 +246,7 @@ impl Queryable for IngesterClient {
         timeout: Duration,
     ) -> Result<(), StorageError> {
         let body = wire::format_offsets(offsets);
-        try_join_all(self.urls.iter().map(|base| {
+        let results = join_all(self.urls.iter().map(|base| {
             let body = body.clone();
             async move {
                 let who = self.who(base);
@@ -218,16 +257,17 @@ impl Queryable for IngesterClient {
                     .map_err(|_| StorageError::Unavailable(format!("{who}: no answer to the consistency wait")))?
                     .map_err(|e| StorageError::Unavailable(format!("{who}: {}", error_chain(&e))))?;
                 if response.status() == StatusCode::OK {
-                    Ok(())
+                    Ok(((), Coverage::of(response.headers())))
                 } else {
                     let status = response.status();
                     Err(StorageError::Unavailable(format!("{who}: {status}: {}", error_text(response).await)))
                 }
             }
         }))
-        .await?;
-        Ok(())
+        .await;
+        self.tolerate(results).map(|_| ())
     }
+
 
     async fn select(
         &self,
@@ -248,15 +288,16 @@ impl Queryable for IngesterClient {
             ?hints,
             "fanning out series request"
         );
-        let responses = try_join_all(self.urls.iter().map(|base| {
+        let responses = join_all(self.urls.iter().map(|base| {
             let request = request.clone();
             async move {
                 let response = self.post(base, "series", tenant, request).await?;
-                Ok::<_, StorageError>(series_stream(self.who(base), response, hints))
+                let coverage = Coverage::of(response.headers());
+                Ok::<_, StorageError>((series_stream(self.who(base), response, hints), coverage))
             }
         }))
-        .await?;
-        Ok(merge_series_streams(responses))
+        .await;
+        Ok(merge_series_streams(self.tolerate(responses)?))
     }
 
     async fn label_names(
@@ -272,15 +313,16 @@ impl Queryable for IngesterClient {
             matchers: wire::matchers_to_proto(matchers),
         }
         .encode_to_vec();
-        let lists = try_join_all(self.urls.iter().map(|base| {
+        let lists = join_all(self.urls.iter().map(|base| {
             let request = request.clone();
             async move {
-                let r: LabelNamesResponse =
+                let (r, coverage): (LabelNamesResponse, _) =
                     self.unary(base, "label_names", tenant, request).await?;
-                Ok::<_, StorageError>(r.names)
+                Ok::<_, StorageError>((r.names, coverage))
             }
         }))
-        .await?;
+        .await;
+        let lists = self.tolerate(lists)?;
         Ok(merge_sorted_strings(lists))
     }
 
@@ -299,15 +341,16 @@ impl Queryable for IngesterClient {
             matchers: wire::matchers_to_proto(matchers),
         }
         .encode_to_vec();
-        let lists = try_join_all(self.urls.iter().map(|base| {
+        let lists = join_all(self.urls.iter().map(|base| {
             let request = request.clone();
             async move {
-                let r: LabelValuesResponse =
+                let (r, coverage): (LabelValuesResponse, _) =
                     self.unary(base, "label_values", tenant, request).await?;
-                Ok::<_, StorageError>(r.values)
+                Ok::<_, StorageError>((r.values, coverage))
             }
         }))
-        .await?;
+        .await;
+        let lists = self.tolerate(lists)?;
         Ok(merge_sorted_strings(lists))
     }
 
@@ -320,20 +363,42 @@ impl Queryable for IngesterClient {
             metric: metric.unwrap_or_default().to_owned(),
         }
         .encode_to_vec();
-        let lists = try_join_all(self.urls.iter().map(|base| {
+        let lists = join_all(self.urls.iter().map(|base| {
             let request = request.clone();
             async move {
-                let r: MetadataResponse = self.unary(base, "metadata", tenant, request).await?;
-                Ok::<_, StorageError>(
+                let (r, coverage): (MetadataResponse, _) =
+                    self.unary(base, "metadata", tenant, request).await?;
+                Ok::<_, StorageError>((
                     r.metadata
                         .into_iter()
                         .map(wire::metadata_from_proto)
-                        .collect(),
-                )
+                        .collect::<Vec<_>>(),
+                    coverage,
+                ))
             }
         }))
-        .await?;
+        .await;
+        let lists = self.tolerate(lists)?;
         Ok(merge_metadata(lists))
+    }
+}
+
+/// The partitions an answering ingester serves, from its headers.
+#[derive(Debug, Clone)]
+struct Coverage {
+    partitions: Vec<i32>,
+    count: i32,
+}
+
+impl Coverage {
+    fn of(headers: &reqwest::header::HeaderMap) -> Option<Coverage> {
+        let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let count = get(wire::PARTITION_COUNT_HEADER)?.trim().parse().ok()?;
+        let partitions = get(wire::PARTITIONS_HEADER)?
+            .split(',')
+            .filter_map(|p| p.trim().parse().ok())
+            .collect();
+        Some(Coverage { partitions, count })
     }
 }
 

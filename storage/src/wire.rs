@@ -10,6 +10,12 @@ use tidemark_schemas::ingester::{
 
 /// Path prefix of the partition consumers' internal query API.
 pub const INGESTER_API_PREFIX: &str = "/internal/ingester/v1";
+/// Header of internal answers naming the partitions the answering ingester
+/// serves (comma-separated).
+pub const PARTITIONS_HEADER: &str = "x-tidemark-partitions";
+/// Header of internal answers giving the log's partition count.
+pub const PARTITION_COUNT_HEADER: &str = "x-tidemark-partition-count";
+
 /// Parses `partition:offset` pairs, comma-separated (Mimir's
 /// `X-Read-Consistency-Offsets` form; an empty string is none).
 pub fn parse_offsets(s: &str) -> Result<Vec<(i32, i64)>, String> {
