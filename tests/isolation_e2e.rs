@@ -35,16 +35,6 @@ const B_MARKERS: &[&str] = &["iso_b_total", "b-job"];
 // ---------------------------------------------------------------------------
 // A raw HTTP client: any bytes as the org ID, status and body back.
 
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
 
 fn request(
     method: &str,
@@ -68,7 +58,7 @@ fn request(
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    rt().block_on(async move {
+    runtime().block_on(async move {
         let r = b.body(body).send().await.expect("request");
         let status = r.status().as_u16();
         (status, r.bytes().await.expect("body").to_vec())

@@ -15,7 +15,7 @@ use tidemark_block_storage::meta::{meta_path, series_path, BlockMeta, BlockSourc
 use tidemark_block_storage::reader::BlockReader;
 use tidemark_block_storage::BlockError;
 use tidemark_storage::chunk::{decode_all, XorAppender};
-use tidemark_fuzz_support::{largest_allocation, mutate, mutation, Counting};
+use tidemark_fuzz_support::{config, largest_allocation, mutate, mutation, Counting};
 use tidemark_storage::{Labels, Matcher, Sample};
 
 // ---------------------------------------------------------------------------
@@ -23,18 +23,6 @@ use tidemark_storage::{Labels, Matcher, Sample};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        // PROPTEST_CASES=N runs more (or fewer) cases.
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(cases),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Cells and chunks.

@@ -60,6 +60,19 @@ pub fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
     (out, largest)
 }
 
+/// proptest's configuration with `cases` cases (`PROPTEST_CASES=N` runs
+/// more or fewer) and no failure files.
+pub fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cases),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 /// One change to an encoding.
 #[derive(Debug, Clone)]
 pub enum Mutation {

@@ -238,8 +238,8 @@ pub fn samples_in(
         }
     }
     // Out-of-order chunks overlap the others: merge by time, one sample
-    // per timestamp.
-    if !out.windows(2).all(|w| w[0].t < w[1].t) {
+    // per timestamp (checked per chunk, not per sample).
+    if chunks.windows(2).any(|w| w[1].min_t <= w[0].max_t) {
         out.sort_by_key(|s| s.t);
         out.dedup_by_key(|s| s.t);
     }

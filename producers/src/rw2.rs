@@ -622,6 +622,43 @@ mod tests {
 
     const NOW: i64 = 1_700_000_000_000;
 
+    /// The per-symbol shortcut agrees with the label checks it skips.
+    #[test]
+    fn symbol_facts_agree_with_check_labels() {
+        let long = "x".repeat(3000);
+        let symbols: Vec<&str> = vec![
+            "", "__name__", "up", "job", "a", "b", "9bad", "bad-name", "1metric", "x:y", &long, "__name__",
+        ];
+        let mut limits = crate::config::ValidationLimits::default();
+        limits.max_label_names_per_series = 3;
+        let facts = symbol_facts(&symbols, &limits);
+        let cases: Vec<Vec<(u32, u32)>> = vec![
+            vec![(1, 2)],
+            vec![(1, 2), (3, 4)],
+            vec![(1, 2), (3, 4), (4, 5)],
+            vec![(3, 4)],
+            vec![(1, 8)],
+            vec![(1, 9)],
+            vec![(1, 2), (6, 4)],
+            vec![(1, 2), (7, 4)],
+            vec![(1, 2), (3, 10)],
+            vec![(1, 2), (10, 4)],
+            vec![(1, 2), (11, 2)],
+            vec![(1, 2), (3, 4), (4, 4), (5, 4)],
+        ];
+        for pairs in cases {
+            let labels: Vec<LabelRef<'_>> = pairs
+                .iter()
+                .map(|&(n, v)| LabelRef {
+                    name: symbols[n as usize].as_bytes(),
+                    value: symbols[v as usize].as_bytes(),
+                })
+                .collect();
+            let checked = check_labels_utf8(&labels, &limits, 1).is_ok();
+            assert_eq!(labels_pass(&pairs, &symbols, &facts, &limits), checked, "{pairs:?}");
+        }
+    }
+
     fn cfg() -> DistributorConfig {
         DistributorConfig::default()
     }

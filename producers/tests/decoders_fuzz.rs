@@ -27,7 +27,7 @@ use tidemark_schemas::prometheus::{
 };
 use tidemark_schemas::record::{decode_version, RecordBody, VERSION_HEADER};
 use tidemark_schemas::write_v2;
-use tidemark_fuzz_support::{largest_allocation, mutate, mutation, Counting};
+use tidemark_fuzz_support::{config, largest_allocation, mutate, mutation, Counting};
 use tower::ServiceExt;
 
 // ---------------------------------------------------------------------------
@@ -42,18 +42,6 @@ fn assert_linear(what: &str, input: usize, largest: usize) {
         largest <= (1 << 20) + 256 * input,
         "{what}: a {largest}-byte allocation for {input} input bytes"
     );
-}
-
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        // PROPTEST_CASES=N runs more (or fewer) cases.
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(cases),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
 }
 
 // ---------------------------------------------------------------------------

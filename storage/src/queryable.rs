@@ -33,6 +33,19 @@ pub enum StorageError {
     Internal(String),
 }
 
+impl StorageError {
+    /// The HTTP status the internal query APIs answer this error with
+    /// (read back by the queriers' clients): 400 for the request's own
+    /// fault, 503 when a store may answer later, 500 otherwise.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            StorageError::BadRequest(_) | StorageError::Limit(_) => 400,
+            StorageError::Unavailable(_) => 503,
+            StorageError::Internal(_) => 500,
+        }
+    }
+}
+
 pub type SeriesStream = BoxStream<'static, Result<Series, StorageError>>;
 
 /// What a select needs: the time range, inclusive, in milliseconds.

@@ -10,6 +10,28 @@ use tidemark_schemas::ingester::{
 
 /// Path prefix of the partition consumers' internal query API.
 pub const INGESTER_API_PREFIX: &str = "/internal/ingester/v1";
+/// Largest request body of the internal query APIs.
+pub const MAX_INTERNAL_REQUEST_BYTES: usize = 4 << 20;
+
+/// The tenant of an internal API request, from its `X-Scope-OrgID` value:
+/// present and a valid tenant ID.
+pub fn internal_tenant(header: Option<&str>) -> Result<String, String> {
+    let t = header
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| "no org id".to_owned())?;
+    crate::tenant::validate_tenant_id(t).map_err(|e| e.to_string())?;
+    Ok(t.to_owned())
+}
+
+/// An internal API request body: `Err((413, ...))` past
+/// [`MAX_INTERNAL_REQUEST_BYTES`], `Err((400, ...))` when it does not decode.
+pub fn decode_internal<M: prost::Message + Default>(body: &[u8]) -> Result<M, (u16, String)> {
+    if body.len() > MAX_INTERNAL_REQUEST_BYTES {
+        return Err((413, "request too large".into()));
+    }
+    M::decode(body).map_err(|e| (400, format!("bad request body: {e}")))
+}
+
 /// Header of internal answers naming the partitions the answering ingester
 /// serves (comma-separated).
 pub const PARTITIONS_HEADER: &str = "x-tidemark-partitions";

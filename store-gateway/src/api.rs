@@ -16,7 +16,6 @@ use tidemark_schemas::ingester::{
     MetadataResponse, SeriesBatch, SeriesRequest,
 };
 use tidemark_schemas::stream::encode_frame;
-use tidemark_storage::tenant::validate_tenant_id;
 use tidemark_storage::wire::{
     matchers_from_proto, series_to_proto, DEFAULT_SAMPLES_PER_CHUNK, STORE_GATEWAY_API_PREFIX,
 };
@@ -24,7 +23,6 @@ use tidemark_storage::{Queryable, SelectHints, StorageError};
 
 use crate::store::BlockStore;
 
-const MAX_REQUEST_BYTES: usize = 4 << 20;
 const SERIES_PER_FRAME: usize = 256;
 const ORG_ID_HEADER: &str = "X-Scope-OrgID";
 
@@ -48,30 +46,20 @@ impl IntoResponse for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        let status = match e {
-            StorageError::BadRequest(_) | StorageError::Limit(_) => StatusCode::BAD_REQUEST,
-            StorageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            StorageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         ApiError(status, e.to_string())
     }
 }
 
 fn tenant(headers: &HeaderMap) -> Result<String, ApiError> {
-    let t = headers
-        .get(ORG_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "no org id".into()))?;
-    validate_tenant_id(t).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
-    Ok(t.to_owned())
+    tidemark_storage::wire::internal_tenant(headers.get(ORG_ID_HEADER).and_then(|v| v.to_str().ok()))
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
 }
 
 fn decode<M: Message + Default>(body: &Bytes) -> Result<M, ApiError> {
-    if body.len() > MAX_REQUEST_BYTES {
-        return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, "request too large".into()));
-    }
-    M::decode(body.as_ref()).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))
+    tidemark_storage::wire::decode_internal(body).map_err(|(status, message)| {
+        ApiError(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), message)
+    })
 }
 
 fn protobuf(msg: &impl Message) -> Response {

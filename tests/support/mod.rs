@@ -210,7 +210,8 @@ pub mod http {
     }
 }
 
-fn runtime() -> &'static tokio::runtime::Runtime {
+/// A shared runtime for tests that need async clients.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
