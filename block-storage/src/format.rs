@@ -5,7 +5,7 @@
 //! |-----------------|-----------------|----------------------------------------------|
 //! | `s_min_t`       | int64           | first sample of the series                   |
 //! | `s_max_t`       | int64           | last sample of the series                    |
-//! | `s_chunks_<k>`  | binary, null    | XOR chunks of slice `k` of the block's range |
+//! | `s_chunks_<k>`  | binary, null    | chunks of slice `k` of the block's range     |
 //! | `l_<name>`      | utf8, null      | value of label `<name>`, dictionary-encoded  |
 //!
 //! One row per series, rows sorted by label set (Prometheus' order), so a
@@ -14,9 +14,12 @@
 //! are read only from the chunk columns whose slice overlaps the query.
 //!
 //! A chunk cell is a sequence of chunks, each `varint(min_t - prev)`,
-//! `uvarint(max_t - min_t)`, `uvarint(len)` then `len` bytes of a Prometheus
-//! XOR chunk (`prev` is the previous chunk's `max_t`, or the block's
-//! `min_time`). Chunks never cross a slice boundary.
+//! `uvarint(max_t - min_t)`, `uvarint(len)` then `len` bytes of chunk
+//! (`prev` is the previous chunk's `max_t`, or the block's `min_time`).
+//! Chunks never cross a slice boundary. In format 1 a chunk is a Prometheus
+//! XOR chunk; from format 2 its first byte names its encoding
+//! ([`ChunkEncoding`]): XOR, or decimal ([`crate::decimal`]) when every
+//! value of the chunk is a short decimal number.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -29,9 +32,10 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
-use tidemark_storage::chunk::XorAppender;
+use tidemark_storage::chunk::{XorAppender, XorIter};
 use tidemark_storage::{Labels, Sample};
 
+use crate::decimal::{self, DecimalIter};
 use crate::varint::{put_uvarint, put_varint, uvarint, varint};
 use crate::BlockError;
 
@@ -259,9 +263,10 @@ fn schema(columns: u32, names: &[&str]) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Cuts a series' samples into XOR chunks of at most [`SAMPLES_PER_CHUNK`]
-/// samples that never cross a slice boundary, and writes each slice's
-/// chunks into its cell. Returns the number of chunks.
+/// Cuts a series' samples into chunks of at most [`SAMPLES_PER_CHUNK`]
+/// samples that never cross a slice boundary, each decimal-encoded when it
+/// can be and XOR-encoded otherwise, and writes each slice's chunks into
+/// its cell (format 2). Returns the number of chunks.
 fn encode_cells(
     samples: &[Sample],
     min_time: i64,
@@ -275,33 +280,52 @@ fn encode_cells(
     let slice_of = |t: i64| (((t - min_time).max(0) / width.max(1)) as usize).min(last_slice);
     let mut chunks = 0;
     let mut prev = vec![min_time; cells.len()];
+    let mut data = Vec::new();
     let mut i = 0;
     while i < samples.len() {
         let slice = slice_of(samples[i].t);
-        let mut app = XorAppender::new();
         let start = i;
         while i < samples.len()
             && i - start < SAMPLES_PER_CHUNK
             && slice_of(samples[i].t) == slice
         {
-            app.append(samples[i].t, samples[i].v)
-                .map_err(|e| BlockError::Corrupt {
+            i += 1;
+        }
+        let chunk = &samples[start..i];
+        data.clear();
+        data.push(ChunkEncoding::Decimal as u8);
+        if !decimal::encode(chunk, &mut data) {
+            data.clear();
+            data.push(ChunkEncoding::Xor as u8);
+            let mut app = XorAppender::new();
+            for s in chunk {
+                app.append(s.t, s.v).map_err(|e| BlockError::Corrupt {
                     block: "(writing)".into(),
                     message: format!("cannot encode samples: {e}"),
                 })?;
-            i += 1;
+            }
+            data.extend_from_slice(app.bytes());
         }
         let (cmin, cmax) = (samples[start].t, samples[i - 1].t);
-        let bytes = app.into_bytes();
         let cell = &mut cells[slice];
         put_varint(cell, cmin - prev[slice]);
         put_uvarint(cell, (cmax - cmin) as u64);
-        put_uvarint(cell, bytes.len() as u64);
-        cell.extend_from_slice(&bytes);
+        put_uvarint(cell, data.len() as u64);
+        cell.extend_from_slice(&data);
         prev[slice] = cmax;
         chunks += 1;
     }
     Ok(chunks)
+}
+
+/// How a chunk of a cell is encoded (its first byte, from format 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ChunkEncoding {
+    /// A Prometheus XOR chunk.
+    Xor = 1,
+    /// [`crate::decimal`].
+    Decimal = 2,
 }
 
 /// A chunk read from a cell.
@@ -309,11 +333,43 @@ fn encode_cells(
 pub struct CellChunk<'a> {
     pub min_t: i64,
     pub max_t: i64,
+    pub encoding: ChunkEncoding,
+    /// The encoded samples (without the encoding byte).
     pub data: &'a [u8],
 }
 
-/// The chunks of a cell, in time order. `min_time` is the block's.
-pub fn decode_cell(cell: &[u8], min_time: i64) -> Result<Vec<CellChunk<'_>>, String> {
+impl<'a> CellChunk<'a> {
+    /// The chunk's samples, in time order.
+    pub fn samples(&self) -> Result<ChunkSamples<'a>, String> {
+        Ok(match self.encoding {
+            ChunkEncoding::Xor => ChunkSamples::Xor(XorIter::new(self.data).map_err(|e| e.to_string())?),
+            ChunkEncoding::Decimal => {
+                ChunkSamples::Decimal(DecimalIter::new(self.data, self.min_t).map_err(|e| e.to_string())?)
+            }
+        })
+    }
+}
+
+/// The samples of a [`CellChunk`], whatever its encoding.
+pub enum ChunkSamples<'a> {
+    Xor(XorIter<'a>),
+    Decimal(DecimalIter<'a>),
+}
+
+impl Iterator for ChunkSamples<'_> {
+    type Item = Result<Sample, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            ChunkSamples::Xor(it) => it.next().map(|r| r.map_err(|e| e.to_string())),
+            ChunkSamples::Decimal(it) => it.next().map(|r| r.map_err(|e| e.to_string())),
+        }
+    }
+}
+
+/// The chunks of a cell of a block of format `version`, in time order.
+/// `min_time` is the block's.
+pub fn decode_cell(cell: &[u8], min_time: i64, version: u32) -> Result<Vec<CellChunk<'_>>, String> {
     let mut out = Vec::new();
     let mut pos = 0;
     let mut prev = min_time;
@@ -329,10 +385,22 @@ pub fn decode_cell(cell: &[u8], min_time: i64) -> Result<Vec<CellChunk<'_>>, Str
             .and_then(|s| min_t.checked_add(s))
             .ok_or_else(bad)?;
         let end = pos.checked_add(len).filter(|&e| e <= cell.len()).ok_or_else(bad)?;
+        let (encoding, data) = if version < 2 {
+            (ChunkEncoding::Xor, &cell[pos..end])
+        } else {
+            let encoding = match cell[pos..end].first() {
+                Some(1) => ChunkEncoding::Xor,
+                Some(2) => ChunkEncoding::Decimal,
+                Some(b) => return Err(format!("unknown chunk encoding {b}")),
+                None => return Err("empty chunk".into()),
+            };
+            (encoding, &cell[pos + 1..end])
+        };
         out.push(CellChunk {
             min_t,
             max_t,
-            data: &cell[pos..end],
+            encoding,
+            data,
         });
         pos = end;
         prev = max_t;
@@ -362,20 +430,69 @@ mod tests {
         assert_eq!(chunks, 4);
         let mut back = Vec::new();
         for (k, cell) in cells.iter().enumerate() {
-            for c in decode_cell(cell, min).unwrap() {
+            for c in decode_cell(cell, min, 2).unwrap() {
                 assert!(c.min_t >= min + k as i64 * 1_800_000);
                 assert!(c.max_t < min + (k as i64 + 1) * 1_800_000);
-                back.extend(decode_all(c.data).unwrap());
+                back.extend(c.samples().unwrap().map(Result::unwrap));
             }
         }
         assert_eq!(back, s.samples);
     }
 
     #[test]
+    fn decimal_and_xor_chunks_share_a_cell() {
+        let min = 0;
+        // 120 decimal samples, then a chunk with a stale marker (XOR).
+        let mut samples: Vec<Sample> = (0..240)
+            .map(|i| Sample { t: i * 1_000, v: 100.0 + i as f64 * 0.25 })
+            .collect();
+        samples[200].v = f64::from_bits(0x7ff0_0000_0000_0002);
+        let mut cells = vec![Vec::new(); 1];
+        assert_eq!(encode_cells(&samples, min, 7_200_000, &mut cells).unwrap(), 2);
+        let chunks = decode_cell(&cells[0], min, 2).unwrap();
+        let kinds: Vec<ChunkEncoding> = chunks.iter().map(|c| c.encoding).collect();
+        assert_eq!(kinds, [ChunkEncoding::Decimal, ChunkEncoding::Xor]);
+        let back: Vec<Sample> = chunks
+            .iter()
+            .flat_map(|c| c.samples().unwrap().map(Result::unwrap))
+            .collect();
+        assert_eq!(back.len(), samples.len());
+        for (a, b) in back.iter().zip(&samples) {
+            assert_eq!((a.t, a.v.to_bits()), (b.t, b.v.to_bits()));
+        }
+    }
+
+    #[test]
+    fn format_1_cells_are_untagged_xor_chunks() {
+        // A cell as format 1 wrote it: framing, then the bare XOR chunk.
+        let samples: Vec<Sample> = (0..10).map(|i| Sample { t: 500 + i * 10, v: i as f64 }).collect();
+        let mut app = XorAppender::new();
+        for s in &samples {
+            app.append(s.t, s.v).unwrap();
+        }
+        let bytes = app.into_bytes();
+        let mut cell = Vec::new();
+        put_varint(&mut cell, 500);
+        put_uvarint(&mut cell, 90);
+        put_uvarint(&mut cell, bytes.len() as u64);
+        cell.extend_from_slice(&bytes);
+        let chunks = decode_cell(&cell, 0, 1).unwrap();
+        assert_eq!(chunks.len(), 1);
+        assert_eq!(chunks[0].encoding, ChunkEncoding::Xor);
+        assert_eq!(decode_all(chunks[0].data).unwrap(), samples);
+        let back: Vec<Sample> = chunks[0].samples().unwrap().map(Result::unwrap).collect();
+        assert_eq!(back, samples);
+    }
+
+    #[test]
     fn corrupt_cells_are_errors() {
-        assert!(decode_cell(&[0x02, 0x01, 0x7f], 0).is_err());
-        assert!(decode_cell(&[0xff], 0).is_err());
-        assert!(decode_cell(&[], 0).unwrap().is_empty());
+        assert!(decode_cell(&[0x02, 0x01, 0x7f], 0, 2).is_err());
+        assert!(decode_cell(&[0xff], 0, 2).is_err());
+        assert!(decode_cell(&[], 0, 2).unwrap().is_empty());
+        // Format 2: an empty chunk, an unknown encoding.
+        assert!(decode_cell(&[0x00, 0x00, 0x00], 0, 2).is_err());
+        assert!(decode_cell(&[0x00, 0x00, 0x01, 0x09], 0, 2).is_err());
+        assert_eq!(decode_cell(&[0x00, 0x00, 0x00], 0, 1).unwrap().len(), 1);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!   validated config with Mimir's flag names;
 //! * [`meta`]: a block's `meta.json` and where a block's files live;
 //! * [`format`]: the Parquet layout of a block (label columns, time-sliced
-//!   XOR chunk columns) and its writer;
+//!   chunk columns) and its writer;
+//! * [`decimal`]: the chunk encoding for values that are short decimals
+//!   (most of what exporters report), XOR being the other;
 //! * [`reader`]: reading a block back: row groups pruned by statistics,
 //!   label columns alone to select series, chunk columns for the time asked;
 //! * [`select`]: the matching series of a block as a sorted stream;
@@ -14,6 +16,7 @@
 //! * [`upload`]: writing a block so that it becomes visible only once whole.
 
 pub mod bucket;
+pub mod decimal;
 pub mod format;
 pub mod index;
 pub mod meta;

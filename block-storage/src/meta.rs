@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh64::xxh64;
 
 /// Version of the block format this build writes. Readers accept every
-/// version up to this one.
-pub const FORMAT_VERSION: u32 = 1;
+/// version up to this one: 1 (XOR chunks), 2 (each chunk tagged with its
+/// encoding, XOR or decimal).
+pub const FORMAT_VERSION: u32 = 2;
 
 pub const META_FILE: &str = "meta.json";
 pub const SERIES_FILE: &str = "series.parquet";

@@ -269,7 +269,7 @@ impl BlockReader {
 
     /// The chunks of one cell.
     pub fn decode<'a>(&self, cell: &'a [u8]) -> Result<Vec<CellChunk<'a>>, BlockError> {
-        decode_cell(cell, self.meta.min_time).map_err(|m| self.corrupt(&m))
+        decode_cell(cell, self.meta.min_time, self.meta.version).map_err(|m| self.corrupt(&m))
     }
 
     fn corrupt(&self, message: &str) -> BlockError {
@@ -387,7 +387,6 @@ mod tests {
     use crate::meta::BlockSource;
     use crate::upload::{read_meta, upload_block};
     use object_store::local::LocalFileSystem;
-    use tidemark_storage::chunk::decode_all;
     use tidemark_storage::Sample;
 
     pub(crate) async fn write_test_block(
@@ -453,7 +452,7 @@ mod tests {
                 }
                 found += 1;
                 let chunks = r.decode(col.value(row)).unwrap();
-                let samples: Vec<Sample> = chunks.iter().flat_map(|c| decode_all(c.data).unwrap()).collect();
+                let samples: Vec<Sample> = chunks.iter().flat_map(|c| c.samples().unwrap().map(Result::unwrap)).collect();
                 assert_eq!(samples.len(), 120);
                 assert_eq!(samples[0].t, 1_800_000);
             }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use arrow_array::{Array, BinaryArray};
 use async_trait::async_trait;
-use tidemark_storage::chunk::XorIter;
 use tidemark_storage::matcher::matches_all;
 use tidemark_storage::{Matcher, Sample, SelectHints, Series, SeriesStream, StorageError};
 
@@ -84,7 +83,7 @@ pub fn select_series<S: RowGroupSource>(src: Arc<S>, matchers: Vec<Matcher>, hin
                         if c.max_t < start || c.min_t > end {
                             continue;
                         }
-                        let it = XorIter::new(c.data).map_err(|e| bad_chunk(r, e))?;
+                        let it = c.samples().map_err(|e| bad_chunk(r, e))?;
                         for sample in it {
                             let sample = sample.map_err(|e| bad_chunk(r, e))?;
                             if sample.t >= start && sample.t <= end {

@@ -13,7 +13,6 @@ use tidemark_block_storage::meta::{series_path, BlockMeta, BlockSource};
 use tidemark_block_storage::reader::BlockReader;
 use tidemark_block_storage::upload::upload_block;
 use tidemark_block_storage::BucketIndex;
-use tidemark_storage::chunk::decode_all;
 use tidemark_storage::{Labels, Matcher, Sample};
 
 fn block(tenant: &str, id: &str) -> (BlockMeta, tidemark_block_storage::BuiltBlock) {
@@ -67,7 +66,7 @@ async fn conformance(store: Arc<dyn ObjectStore>, run: &str) {
         .decode(col.value(7))
         .unwrap()
         .iter()
-        .flat_map(|c| decode_all(c.data).unwrap())
+        .flat_map(|c| c.samples().unwrap().map(Result::unwrap))
         .collect();
     assert_eq!(samples.first().map(|s| s.t), Some(3_600_000));
     assert_eq!(samples.len(), 60);
