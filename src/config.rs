@@ -630,6 +630,9 @@ pub struct Flags {
     /// Ready when the start-up replay is within this many records of the end (default 0).
     #[arg(long = "ingester.max-consumer-lag-records-at-startup", env = flag_env!("INGESTER_MAX_CONSUMER_LAG_RECORDS_AT_STARTUP"), help_heading = "Ingester")]
     pub max_lag_records: Option<i64>,
+    /// Ready only after reaching an end of the partition fetched at most this long before; a slower replay consumes to the new end (default 15s; 0: the end as at start-up).
+    #[arg(long = "ingest-storage.kafka.max-consumer-lag-at-startup", env = flag_env!("INGEST_STORAGE_KAFKA_MAX_CONSUMER_LAG_AT_STARTUP"), value_parser = parse_duration, help_heading = "Ingester")]
+    pub max_lag_at_startup: Option<Duration>,
 
     // --- Querier
     /// Ingester base URLs for -target=querier, comma-separated (http://host:port).
@@ -869,6 +872,7 @@ impl Flags {
         set!(i.offset_commit_interval, self.offset_commit_interval);
         set!(i.head_retention, self.head_retention);
         set!(i.max_consumer_lag_records_at_startup, self.max_lag_records);
+        set!(i.max_consumer_lag_at_startup, self.max_lag_at_startup);
         let q = &mut c.querier;
         set!(q.ingester_addresses, self.ingester_addresses);
         set!(q.ingester_client_timeout, self.ingester_client_timeout);

@@ -23,6 +23,13 @@ pub struct IngesterConfig {
     /// Ready once the replay has come within this many records of the end
     /// of the partition as it was at start-up.
     pub max_consumer_lag_records_at_startup: i64,
+    /// Mimir's `-ingest-storage.kafka.max-consumer-lag-at-startup`: ready
+    /// only once the consumer reached an end of the partition fetched at
+    /// most this long before, so that a ready ingester is at most this far
+    /// behind the writes. When the replay took longer, the end is fetched
+    /// again and consumed up to. Zero: the end as at start-up suffices.
+    #[serde(with = "humantime_serde")]
+    pub max_consumer_lag_at_startup: Duration,
     /// Samples per head chunk before a new chunk is cut.
     pub samples_per_chunk: usize,
     /// Consumer group of the block-builder: head data past the retention
@@ -39,6 +46,7 @@ impl Default for IngesterConfig {
             offset_commit_interval: Duration::from_secs(1),
             head_retention: Duration::from_secs(24 * 3600),
             max_consumer_lag_records_at_startup: 0,
+            max_consumer_lag_at_startup: Duration::from_secs(15),
             samples_per_chunk: 120,
             blocks_consumer_group: None,
         }

@@ -131,6 +131,7 @@ impl PartitionConsumer {
             self.start_offset().await?
         };
         let target = self.log.latest_offset(self.partition).await?;
+        let mut target_fetched = Instant::now();
         if !self.state.ready.load(Ordering::Relaxed) {
             self.state.startup_target.store(target, Ordering::Relaxed);
             tracing::info!(
@@ -141,7 +142,7 @@ impl PartitionConsumer {
             );
         }
         self.state.next_offset.store(start, Ordering::Relaxed);
-        self.check_ready();
+        self.check_ready(&mut target_fetched).await?;
         let mut reader = self.log.reader(self.partition, start).await?;
         let mut committed = self
             .log
@@ -179,7 +180,7 @@ impl PartitionConsumer {
                     .inc_by(batch.len() as u64);
                 self.metrics.record_append(self.partition, &stats);
             }
-            self.check_ready();
+            self.check_ready(&mut target_fetched).await?;
             if last_commit.elapsed() >= self.cfg.offset_commit_interval {
                 self.commit(&mut committed, labels).await;
                 last_commit = Instant::now();
@@ -240,18 +241,41 @@ impl PartitionConsumer {
         }
     }
 
-    fn check_ready(&self) {
-        if !self.state.ready.load(Ordering::Relaxed)
-            && self.state.lag_at_startup() <= self.cfg.max_consumer_lag_records_at_startup
+    /// Marks the consumer ready once it is within the allowed number of
+    /// records of the start-up target, and that target (the end of the
+    /// partition) was fetched at most `max_consumer_lag_at_startup` ago;
+    /// a target reached later than that is replaced by the partition's
+    /// current end (`target_fetched` is when the target was fetched).
+    async fn check_ready(&self, target_fetched: &mut Instant) -> Result<(), LogError> {
+        if self.state.ready.load(Ordering::Relaxed)
+            || self.state.lag_at_startup() > self.cfg.max_consumer_lag_records_at_startup
         {
-            self.state.ready.store(true, Ordering::Relaxed);
+            return Ok(());
+        }
+        let max_lag = self.cfg.max_consumer_lag_at_startup;
+        if !max_lag.is_zero() && target_fetched.elapsed() > max_lag {
+            let target = self.log.latest_offset(self.partition).await?;
             tracing::info!(
                 partition = self.partition,
                 offset = self.state.next_offset.load(Ordering::Relaxed),
-                series = self.head.num_series(),
-                "partition consumer caught up; ready"
+                to = target,
+                took = ?target_fetched.elapsed(),
+                "replay reached the start-up end later than -ingest-storage.kafka.max-consumer-lag-at-startup; consuming to the current end"
             );
+            self.state.startup_target.store(target, Ordering::Relaxed);
+            *target_fetched = Instant::now();
+            if self.state.lag_at_startup() > self.cfg.max_consumer_lag_records_at_startup {
+                return Ok(());
+            }
         }
+        self.state.ready.store(true, Ordering::Relaxed);
+        tracing::info!(
+            partition = self.partition,
+            offset = self.state.next_offset.load(Ordering::Relaxed),
+            series = self.head.num_series(),
+            "partition consumer caught up; ready"
+        );
+        Ok(())
     }
 
     /// Commits the consumed offset. The head is rebuilt from the log at
@@ -353,4 +377,119 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use tidemark_ingest_log::embedded::{EmbeddedConfig, EmbeddedLog};
+    use tidemark_ingest_log::{PartitionReader, Record};
+
+    use super::*;
+
+    /// An embedded log in which writes arrive while the consumer replays:
+    /// each of the first `growths` calls of `latest_offset` appends 100
+    /// records before answering.
+    struct GrowingLog {
+        inner: EmbeddedLog,
+        growths: AtomicUsize,
+    }
+
+    /// Records the consumer skips (no valid tenant): only offsets matter.
+    fn junk(n: usize) -> Vec<Record> {
+        (0..n)
+            .map(|_| Record {
+                key: Bytes::from_static(b""),
+                value: Bytes::from_static(b"x"),
+                headers: vec![],
+            })
+            .collect()
+    }
+
+    #[async_trait]
+    impl IngestLog for GrowingLog {
+        fn partition_count(&self) -> i32 {
+            self.inner.partition_count()
+        }
+        async fn produce(&self, p: i32, r: Vec<Record>) -> Result<(), LogError> {
+            self.inner.produce(p, r).await
+        }
+        async fn reader(&self, p: i32, o: i64) -> Result<Box<dyn PartitionReader>, LogError> {
+            self.inner.reader(p, o).await
+        }
+        async fn committed_offset(&self, g: &str, p: i32) -> Result<Option<i64>, LogError> {
+            self.inner.committed_offset(g, p).await
+        }
+        async fn commit_offset(&self, g: &str, p: i32, o: i64) -> Result<(), LogError> {
+            self.inner.commit_offset(g, p, o).await
+        }
+        async fn earliest_offset(&self, p: i32) -> Result<i64, LogError> {
+            self.inner.earliest_offset(p).await
+        }
+        async fn latest_offset(&self, p: i32) -> Result<i64, LogError> {
+            if self
+                .growths
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |g| g.checked_sub(1))
+                .is_ok()
+            {
+                self.inner.produce(p, junk(100)).await?;
+            }
+            self.inner.latest_offset(p).await
+        }
+        async fn offset_for_timestamp(&self, p: i32, t: i64) -> Result<Option<i64>, LogError> {
+            self.inner.offset_for_timestamp(p, t).await
+        }
+    }
+
+    /// Replays 1,000 records while 100 more arrive at every look at the end
+    /// of the partition (3 times); returns the offset consumed when ready.
+    async fn ready_at(max_lag: Duration) -> i64 {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = EmbeddedLog::open(EmbeddedConfig {
+            dir: dir.path().to_path_buf(),
+            partitions: 1,
+            fsync: false,
+            ..EmbeddedConfig::default()
+        })
+        .unwrap();
+        inner.produce(0, junk(1_000)).await.unwrap();
+        let log = Arc::new(GrowingLog {
+            inner,
+            growths: AtomicUsize::new(3),
+        });
+        let cfg = IngesterConfig {
+            max_consumer_lag_at_startup: max_lag,
+            ..IngesterConfig::default()
+        };
+        let c = PartitionConsumer::new(0, log, "g".into(), cfg, IngesterMetrics::default());
+        let state = c.state.clone();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(c.run(cancel.clone()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !state.ready.load(Ordering::SeqCst) {
+            assert!(Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let at = state.next_offset.load(Ordering::SeqCst);
+        cancel.cancel();
+        task.await.unwrap();
+        at
+    }
+
+    #[tokio::test]
+    async fn ready_at_the_start_up_end_when_the_replay_was_quick_enough() {
+        // The end fetched at start-up (1,000 + the first 100) is recent.
+        assert_eq!(ready_at(Duration::from_secs(3600)).await, 1_100);
+        assert_eq!(ready_at(Duration::ZERO).await, 1_100);
+    }
+
+    #[tokio::test]
+    async fn a_slow_replay_consumes_to_the_new_end_before_ready() {
+        // Every end is older than 1ns when reached: the consumer looks
+        // again until the end stops moving (3 growths of 100).
+        assert_eq!(ready_at(Duration::from_nanos(1)).await, 1_300);
+    }
 }
