@@ -272,15 +272,7 @@ fn no_acknowledged_sample_is_lost_under_faults() {
         Tidemark::start(&dir.path().join(name), &args)
     };
     let mut distributor = start("distributor", &["-target=distributor".into()]);
-    let mut ingesters: Vec<Tidemark> = ["a-0", "a-1", "b-0", "b-1"]
-        .iter()
-        .map(|z| {
-            start(
-                &format!("ingester-zone-{z}"),
-                &["-target=ingester".into(), format!("-ingester.ring.instance-id=ingester-zone-{z}")],
-            )
-        })
-        .collect();
+    let mut ingesters = two_zones_of_ingesters(&start);
     let urls: Vec<String> = ingesters.iter().map(|i| i.url.clone()).collect();
     let mut builder = start("block-builder", &["-target=block-builder".into(), "-block-builder.consume-interval=1s".into()]);
     let mut querier = start(

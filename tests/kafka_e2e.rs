@@ -315,15 +315,7 @@ fn reads_stay_complete_while_one_zone_is_healthy() {
         Tidemark::start(&dir.path().join(name), &args)
     };
     let distributor = start("distributor", &["-target=distributor".into()]);
-    let mut ingesters: Vec<Tidemark> = ["a-0", "a-1", "b-0", "b-1"]
-        .iter()
-        .map(|z| {
-            start(
-                &format!("ingester-zone-{z}"),
-                &["-target=ingester".into(), format!("-ingester.ring.instance-id=ingester-zone-{z}")],
-            )
-        })
-        .collect();
+    let mut ingesters = two_zones_of_ingesters(&start);
     let urls: Vec<String> = ingesters.iter().map(|i| i.url.clone()).collect();
     let querier = start(
         "querier",

@@ -27,6 +27,21 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// Ingesters `ingester-zone-{a,b}-{0,1}`: two zones, each consuming both
+/// partitions of a two-partition topic; `start(name, extra flags)` starts
+/// one process.
+pub fn two_zones_of_ingesters(start: impl Fn(&str, &[String]) -> Tidemark) -> Vec<Tidemark> {
+    ["a-0", "a-1", "b-0", "b-1"]
+        .iter()
+        .map(|z| {
+            start(
+                &format!("ingester-zone-{z}"),
+                &["-target=ingester".into(), format!("-ingester.ring.instance-id=ingester-zone-{z}")],
+            )
+        })
+        .collect()
+}
+
 /// A running `tidemark` process, killed on drop.
 pub struct Tidemark {
     pub child: Child,
