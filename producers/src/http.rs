@@ -161,13 +161,16 @@ async fn handle_otlp(
     let cfg = state.distributor.config();
     let raw = read_limited(headers, body, cfg.max_recv_msg_size).await?;
     let body = otlp::decompress(raw, encoding, cfg.max_recv_msg_size)?;
-    let request = otlp::decode(&body, format)?;
-    drop(body);
     let budget = cfg
         .max_recv_msg_size
         .saturating_mul(otlp::TRANSLATED_SIZE_FACTOR);
-    let mut translated = otlp::translate(&request, &cfg.otel_promote_resource_attributes, budget);
-    drop(request);
+    let mut translated = otlp::translate_body(
+        &body,
+        format,
+        &cfg.otel_promote_resource_attributes,
+        budget,
+    )?;
+    drop(body);
     if translated.over_budget {
         return Err(PushError::TranslatedTooLarge { limit: budget });
     }

@@ -511,13 +511,33 @@ fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
     out.push(at);
 }
 
-/// Translates what decoded, as the HTTP handler does, and checks the
-/// result is a remote write request within the budget that prepares.
-fn translate_checked(req: &ExportMetricsServiceRequest) -> Result<(), TestCaseError> {
+/// Reads and translates a body as the HTTP handler does: allocations stay
+/// linear in the body, a refusal is a clear 400, and what translates is a
+/// remote write request within the budget that prepares. A protobuf body
+/// is read in place: it must translate exactly when prost decodes it.
+fn translate_otlp(body: &[u8], format: Format) -> Result<Option<otlp::Translated>, TestCaseError> {
     let budget = 64 << 10;
-    let (t, largest) =
-        largest_allocation(|| otlp::translate(req, &["service.name".to_owned()], budget));
-    prop_assert!(largest <= 8 << 20, "translation allocated {largest} bytes");
+    let promote = ["service.name".to_owned()];
+    let (r, largest) =
+        largest_allocation(|| otlp::translate_body(body, format, &promote, budget));
+    assert_linear("otlp::translate_body", body.len(), largest);
+    if format == Format::Protobuf {
+        let decoded = ExportMetricsServiceRequest::decode(body);
+        prop_assert_eq!(
+            r.is_ok(),
+            decoded.is_ok(),
+            "read in place: {:?}; prost: {:?}",
+            r.as_ref().err(),
+            decoded.as_ref().err()
+        );
+    }
+    let t = match r {
+        Ok(t) => t,
+        Err(e) => {
+            prop_assert!(matches!(&e, PushError::BadOtlp(m) if !m.is_empty()), "{e:?}");
+            return Ok(None);
+        }
+    };
     prop_assert!(
         t.body.len() <= budget,
         "{} bytes over a budget of {budget}",
@@ -531,16 +551,7 @@ fn translate_checked(req: &ExportMetricsServiceRequest) -> Result<(), TestCaseEr
             .map_err(|e| TestCaseError::fail(format!("translated body: {e}")))?;
         check_prepared(&p)?;
     }
-    Ok(())
-}
-
-fn decode_otlp(body: &[u8], format: Format) -> Result<ExportMetricsServiceRequest, PushError> {
-    let (r, largest) = largest_allocation(|| otlp::decode(body, format));
-    assert_linear("otlp::decode", body.len(), largest);
-    if let Err(e) = &r {
-        assert!(matches!(e, PushError::BadOtlp(m) if !m.is_empty()), "{e:?}");
-    }
-    r
+    Ok(Some(t))
 }
 
 proptest! {
@@ -553,17 +564,13 @@ proptest! {
         use_random in any::<bool>(),
     ) {
         let body = if use_random { random } else { mutate(spec_request().encode_to_vec(), &muts) };
-        if let Ok(req) = decode_otlp(&body, Format::Protobuf) {
-            translate_checked(&req)?;
-        }
+        translate_otlp(&body, Format::Protobuf)?;
     }
 
     #[test]
     fn otlp_json_text_mutated(muts in prop::collection::vec(mutation(), 1..5)) {
         let body = mutate(SPEC_EXAMPLE.as_bytes().to_vec(), &muts);
-        if let Ok(req) = decode_otlp(&body, Format::Json) {
-            translate_checked(&req)?;
-        }
+        translate_otlp(&body, Format::Json)?;
     }
 
     #[test]
@@ -582,20 +589,21 @@ proptest! {
             }
         }
         let body = serde_json::to_vec(&v).expect("json");
-        if let Ok(req) = decode_otlp(&body, Format::Json) {
-            translate_checked(&req)?;
-            // Whatever decoded from JSON survives protobuf too.
-            let again = decode_otlp(&req.encode_to_vec(), Format::Protobuf).expect("re-encoded request decodes");
-            prop_assert_eq!(again.encode_to_vec(), req.encode_to_vec());
+        let translated = translate_otlp(&body, Format::Json)?;
+        if let Ok(req) = decode_request(&body) {
+            // Whatever decoded from JSON survives protobuf too, and is
+            // translated from it alike.
+            let pb = req.encode_to_vec();
+            let again = ExportMetricsServiceRequest::decode(&pb[..]).expect("re-encoded request decodes");
+            prop_assert_eq!(again.encode_to_vec(), pb.clone());
+            prop_assert_eq!(translate_otlp(&pb, Format::Protobuf)?, translated);
         }
     }
 
     #[test]
     fn otlp_json_random_documents(v in json_value()) {
         let body = serde_json::to_vec(&json!({"resourceMetrics": [v]})).expect("json");
-        if let Ok(req) = decode_otlp(&body, Format::Json) {
-            translate_checked(&req)?;
-        }
+        translate_otlp(&body, Format::Json)?;
     }
 
     #[test]
@@ -623,9 +631,7 @@ proptest! {
         match r {
             Ok(b) => {
                 prop_assert!(b.len() <= limit);
-                if let Ok(req) = decode_otlp(&b, Format::Protobuf) {
-                    translate_checked(&req)?;
-                }
+                translate_otlp(&b, Format::Protobuf)?;
             }
             Err(PushError::BadCompression(m)) => prop_assert!(!m.is_empty()),
             Err(PushError::TooLarge { size, limit: l }) => prop_assert!(size > l && l == limit),
@@ -637,6 +643,49 @@ proptest! {
     fn base64_never_panics(s in "[A-Za-z0-9+/=!_ -]{0,40}") {
         if let Some(b) = otlp::json::base64_decode(&s) {
             prop_assert!(b.len() <= s.len());
+        }
+    }
+}
+
+/// `any_value` (the bytes of an `AnyValue`) as the value of a gauge
+/// point's attribute, in a request.
+fn nest_in_point(any_value: &[u8]) -> Vec<u8> {
+    fn field(n: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![(n << 3) | 2];
+        prost::encoding::encode_varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+    let kv = [field(1, b"k"), field(2, any_value)].concat();
+    let metric = [field(1, b"m"), field(5, &field(1, &field(7, &kv)))].concat();
+    field(1, &field(2, &field(2, &metric)))
+}
+
+/// `AnyValue`s nested `depth` arrays deep, the innermost holding `leaf`
+/// (the bytes of an `AnyValue`).
+fn nested_arrays(depth: usize, leaf: &[u8]) -> Vec<u8> {
+    let mut v = leaf.to_vec();
+    for _ in 0..depth {
+        let mut inner = vec![0x0a];
+        prost::encoding::encode_varint(v.len() as u64, &mut inner);
+        inner.extend_from_slice(&v);
+        let mut outer = vec![0x2a];
+        prost::encoding::encode_varint(inner.len() as u64, &mut outer);
+        outer.extend_from_slice(&inner);
+        v = outer;
+    }
+    v
+}
+
+#[test]
+fn recursion_limit_is_prosts() {
+    // Around prost's limit of 100 nested messages, with a string, an
+    // unknown field, an unknown group (nested) and nothing at the bottom.
+    let leaves: [&[u8]; 4] = [b"\x0a\x01x", b"\x48\x01", b"\x4b\x53\x08\x01\x54\x4c", b""];
+    for depth in 35..60 {
+        for leaf in leaves {
+            let body = nest_in_point(&nested_arrays(depth, leaf));
+            translate_otlp(&body, Format::Protobuf).unwrap();
         }
     }
 }
@@ -664,7 +713,7 @@ fn nasty_otlp_bodies() {
         "{\"arrayValue\": {\"values\": [".repeat(2000),
         "]}}".repeat(2000)
     );
-    assert!(decode_otlp(deep.as_bytes(), Format::Json).is_err());
+    assert!(translate_otlp(deep.as_bytes(), Format::Json).unwrap().is_none());
     // Protobuf AnyValue nested 2000 deep: prost's recursion limit.
     let mut v: Vec<u8> = Vec::new();
     for _ in 0..2000 {
@@ -677,7 +726,9 @@ fn nasty_otlp_bodies() {
         outer.extend_from_slice(&inner);
         v = outer;
     }
-    let _ = decode_otlp(&v, Format::Protobuf);
+    // (As a metric's data point attribute, and alone.)
+    translate_otlp(&v, Format::Protobuf).unwrap();
+    translate_otlp(&nest_in_point(&v), Format::Protobuf).unwrap();
     for body in [
         &b""[..],
         b"{}",
@@ -691,9 +742,7 @@ fn nasty_otlp_bodies() {
         b"{\"resourceMetrics\": [{\"scopeMetrics\": [{\"metrics\": [{\"sum\": {\"dataPoints\": [{\"asDouble\": 1e999}]}}]}]}]}",
         b"\xff\xfe{",
     ] {
-        if let Ok(req) = decode_otlp(body, Format::Json) {
-            translate_checked(&req).unwrap();
-        }
+        translate_otlp(body, Format::Json).unwrap();
     }
 }
 
@@ -870,9 +919,7 @@ proptest! {
                 check_prepared(&p)?;
             }
         }
-        if let Ok(req) = decode_otlp(&body, Format::Protobuf) {
-            translate_checked(&req)?;
-        }
+        translate_otlp(&body, Format::Protobuf)?;
     }
 }
 

@@ -1,17 +1,32 @@
 //! OTLP/HTTP metrics ingestion (`POST /otlp/v1/metrics`): protobuf or JSON
 //! `ExportMetricsServiceRequest`s, plain, gzip or zstd, translated into a
-//! remote write 1.0 request ([`translate`]) that the distributor then
+//! remote write 1.0 request ([`translate`](mod@translate)) that the distributor then
 //! validates, shards and writes like any other push.
+//!
+//! Protobuf bodies are read in place ([`wire`], [`schema`],
+//! [`attributes`]); JSON bodies are decoded into the generated types
+//! ([`json`]) and encoded to protobuf ([`reencode`]), so that one
+//! translator serves both. Attributes met earlier in a request are found
+//! again by their bytes rather than read again (`memo`).
 
+pub mod attributes;
+#[cfg(test)]
+mod differential;
 pub mod json;
+mod memo;
 pub mod names;
+#[cfg(test)]
+mod oracle;
+pub mod reencode;
+pub mod schema;
 pub mod translate;
+pub mod wire;
 
 use std::io::Read;
 
 use axum::http::{header, HeaderMap, StatusCode};
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
 };
 use prost::Message;
 
@@ -129,13 +144,21 @@ pub fn decompress(
     }
 }
 
-/// Parses a decompressed body.
-pub fn decode(body: &[u8], format: Format) -> Result<ExportMetricsServiceRequest, PushError> {
+/// Reads a decompressed body and translates it ([`translate()`]): a body
+/// that is not an export request in `format` is refused (400).
+pub fn translate_body(
+    body: &[u8],
+    format: Format,
+    promote: &[String],
+    budget: usize,
+) -> Result<Translated, PushError> {
+    let bad = |e: wire::WireError| PushError::BadOtlp(e.to_string());
     match format {
-        Format::Protobuf => {
-            ExportMetricsServiceRequest::decode(body).map_err(|e| PushError::BadOtlp(e.to_string()))
+        Format::Protobuf => translate(body, promote, budget).map_err(bad),
+        Format::Json => {
+            let req = json::decode_request(body).map_err(|e| PushError::BadOtlp(e.0))?;
+            translate(&reencode::encode(req), promote, budget).map_err(bad)
         }
-        Format::Json => json::decode_request(body).map_err(|e| PushError::BadOtlp(e.0)),
     }
 }
 
@@ -269,6 +292,7 @@ mod tests {
     fn otlp_vs_rw1_throughput() {
         use crate::config::DistributorConfig;
         use crate::distributor::prepare;
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
         use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
         use opentelemetry_proto::tonic::metrics::v1::{
             metric::Data, number_data_point, Gauge, Metric, NumberDataPoint, ResourceMetrics,
@@ -324,7 +348,7 @@ mod tests {
             }],
         };
         let otlp_body = req.encode_to_vec();
-        let rw1_body = translate(&req, &[], usize::MAX).body;
+        let rw1_body = translate(&otlp_body, &[], usize::MAX).unwrap().body;
         let cfg = DistributorConfig::default();
         let now = 1_700_000_000_000;
         let rounds = 20;
@@ -340,22 +364,16 @@ mod tests {
         let started = Instant::now();
         let mut samples = 0;
         for _ in 0..rounds {
-            let decoded = decode(&otlp_body, Format::Protobuf).unwrap();
-            let t = translate(&decoded, &[], usize::MAX);
+            let t = translate_body(&otlp_body, Format::Protobuf, &[], usize::MAX).unwrap();
             samples += prepare("t", &t.body, 8, &cfg, now).unwrap().outcome.samples;
         }
         let otlp = samples as f64 / started.elapsed().as_secs_f64();
         let started = Instant::now();
         for _ in 0..rounds {
-            std::hint::black_box(decode(&otlp_body, Format::Protobuf).unwrap());
-        }
-        let decode_s = started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        for _ in 0..rounds {
-            std::hint::black_box(translate(&req, &[], usize::MAX));
+            std::hint::black_box(translate(&otlp_body, &[], usize::MAX).unwrap());
         }
         let translate_s = started.elapsed().as_secs_f64();
-        println!("decode {decode_s:.3}s, translate {translate_s:.3}s for {rounds} rounds");
+        println!("read and translate {translate_s:.3}s for {rounds} rounds");
         println!(
             "rw1 {rw1:.0} samples/s, otlp {otlp:.0} samples/s, ratio {:.2}",
             otlp / rw1

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 /// How a metric is exposed, as far as its name is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NameKind {
     /// Gauges (`_ratio` for unit `1`).
     Gauge,
@@ -155,6 +155,13 @@ pub fn metric_name(name: &str, unit: &str, kind: NameKind) -> String {
 /// become `_`; a leading digit gets `key_` in front, a single leading `_`
 /// gets `key` (`__` prefixes stay).
 pub fn label_name(attr: &str) -> Cow<'_, str> {
+    // The usual case: a letter, then letters, digits and `_`.
+    let b = attr.as_bytes();
+    if b.first().is_some_and(u8::is_ascii_alphabetic)
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    {
+        return Cow::Borrowed(attr);
+    }
     let valid = attr.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     // Prefixes as Prometheus adds them after sanitising, where every
     // character but [a-zA-Z0-9] reads as `_`.

@@ -8,26 +8,38 @@
 //! histograms (no native histograms yet) and points that are not of
 //! cumulative temporality.
 //!
+//! The protobuf `ExportMetricsServiceRequest` is read in place ([`wire`]):
+//! names, attribute keys and string values are borrowed from the body,
+//! scratch buffers are reused from point to point, and whatever
+//! translation does not read is checked against the message layout
+//! ([`schema`]), so that a request is refused exactly when prost would
+//! refuse to decode it. A message's fields are read before its children
+//! (a metric's name before its points, a sum's temporality before its
+//! points), wherever they stand in the body and with protobuf's rules:
+//! the last of a singular field wins, a message given twice is merged.
+//!
 //! Series are encoded straight into the protobuf body, with no per-series
 //! allocation; the body is bounded by a budget so that a small request
 //! cannot expand without limit (a histogram point becomes one series per
 //! bucket, each carrying every label).
+//!
+//! [`wire`]: super::wire
+//! [`schema`]: super::schema
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::{
-    metric::Data, number_data_point, AggregationTemporality, HistogramDataPoint, Metric,
-    NumberDataPoint, SummaryDataPoint,
-};
 use prost::encoding::encoded_len_varint;
 use prost::Message;
 use tidemark_schemas::prometheus::{metric_metadata::MetricType, MetricMetadata};
 
+use super::attributes::{key_value, Attr};
+use super::memo::Memo;
 use super::names::{label_name, metadata_unit, metric_name, NameKind};
+use super::schema::{self, validate, validate_all, Schema};
+use super::wire::{Reader, Segments, Value, WireError};
 
 /// Prometheus' staleness marker, written for points flagged
 /// `NoRecordedValue`.
@@ -40,9 +52,12 @@ const SERVICE_INSTANCE_ID: &str = "service.instance.id";
 const TARGET_INFO: &str = "target_info";
 /// How many dropped metrics the partial-success message names.
 const MAX_NAMED_REJECTIONS: usize = 5;
+/// `AggregationTemporality`'s values.
+const DELTA: i32 = 1;
+const CUMULATIVE: i32 = 2;
 
 /// A translated export request.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Translated {
     /// The encoded `prometheus.WriteRequest`: series and metadata.
     pub body: Vec<u8>,
@@ -90,54 +105,6 @@ impl Translated {
     }
 }
 
-/// The string form of an attribute value, as OpenTelemetry's collector
-/// renders it (`AsString`): scalars as text, bytes as base64, arrays and
-/// maps as JSON.
-pub fn any_value_string(v: Option<&AnyValue>) -> String {
-    match v.and_then(|v| v.value.as_ref()) {
-        None => String::new(),
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => format_float(*d),
-        Some(any_value::Value::BytesValue(b)) => super::json::base64_encode(b),
-        // Only OTLP profiles use the string table.
-        Some(any_value::Value::StringValueStrindex(_)) => String::new(),
-        Some(other) => any_value_json(Some(other)).to_string(),
-    }
-}
-
-fn any_value_json(v: Option<&any_value::Value>) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        None | Some(any_value::Value::StringValueStrindex(_)) => J::Null,
-        Some(any_value::Value::StringValue(s)) => J::String(s.clone()),
-        Some(any_value::Value::BoolValue(b)) => J::Bool(*b),
-        Some(any_value::Value::IntValue(i)) => J::from(*i),
-        Some(any_value::Value::DoubleValue(d)) => {
-            serde_json::Number::from_f64(*d).map_or_else(|| J::String(format_float(*d)), J::Number)
-        }
-        Some(any_value::Value::BytesValue(b)) => J::String(super::json::base64_encode(b)),
-        Some(any_value::Value::ArrayValue(a)) => J::Array(
-            a.values
-                .iter()
-                .map(|v| any_value_json(v.value.as_ref()))
-                .collect(),
-        ),
-        Some(any_value::Value::KvlistValue(kv)) => J::Object(
-            kv.values
-                .iter()
-                .map(|kv| {
-                    (
-                        kv.key.clone(),
-                        any_value_json(kv.value.as_ref().and_then(|v| v.value.as_ref())),
-                    )
-                })
-                .collect(),
-        ),
-    }
-}
-
 /// A float as Prometheus writes `le` and `quantile` values (Go's
 /// `FormatFloat(f, 'f', -1, 64)`; `+Inf`, `-Inf`, `NaN`).
 pub fn format_float(f: f64) -> String {
@@ -155,84 +122,128 @@ pub fn format_float(f: f64) -> String {
 /// A label, borrowed from the request where it can be.
 type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
 
-/// An attribute value as a label value: string values borrowed, others
-/// rendered by [`any_value_string`].
-fn any_value_str(v: Option<&AnyValue>) -> Cow<'_, str> {
-    match v.and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
-        _ => Cow::Owned(any_value_string(v)),
+/// Adds a label; a second attribute mapping to the same name appends its
+/// value after `;`, as Prometheus does.
+fn join<'a>(labels: &mut Vec<Pair<'a>>, name: Cow<'a, str>, value: Cow<'a, str>) {
+    match labels.iter_mut().find(|(n, _)| *n == name) {
+        Some((_, v)) => {
+            let v = v.to_mut();
+            v.push(';');
+            v.push_str(&value);
+        }
+        None => labels.push((name, value)),
     }
 }
 
-/// Labels being assembled, unsorted, by name.
-#[derive(Default)]
-struct LabelSet<'a>(Vec<Pair<'a>>);
-
-impl<'a> LabelSet<'a> {
-    fn find(&mut self, name: &str) -> Option<&mut Cow<'a, str>> {
-        self.0.iter_mut().find(|(n, _)| n == name).map(|(_, v)| v)
+/// `attrs` sanitised into `labels`, in attribute-key order (a stable sort,
+/// done in place when needed) so that colliding names join their values
+/// deterministically.
+fn add_attributes<'a>(
+    labels: &mut Vec<Pair<'a>>,
+    attrs: &mut [Attr<'a>],
+    skip: impl Fn(&str) -> bool,
+) {
+    if !attrs.windows(2).all(|w| w[0].0 <= w[1].0) {
+        attrs.sort_by(|a, b| a.0.cmp(b.0));
     }
+    for (key, value) in attrs.iter().filter(|(k, _)| !skip(k)) {
+        join(labels, label_name(key), value.clone());
+    }
+}
 
-    /// Adds a label; a second attribute mapping to the same name appends
-    /// its value after `;`, as Prometheus does.
-    fn join(&mut self, name: Cow<'a, str>, value: Cow<'a, str>) {
-        match self.find(&name) {
-            Some(v) => {
-                let v = v.to_mut();
-                v.push(';');
-                v.push_str(&value);
-            }
-            None => self.0.push((name, value)),
+/// Labels sorted by name with empty values dropped.
+fn finish(labels: &mut Vec<Pair<'_>>) {
+    labels.retain(|(_, v)| !v.is_empty());
+    labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+}
+
+/// The most labels that override a series' own: `instance`, `job`, two
+/// `otel_scope_*`, `__name__` and `le` or `quantile`.
+const MAX_OVERRIDES: usize = 6;
+
+/// Labels that win over a series' own, sorted by name: `fixed` and `extra`
+/// (both sorted) merged; an empty value removes the label.
+struct Overrides<'x> {
+    pairs: [(&'x str, &'x str); MAX_OVERRIDES],
+    len: usize,
+}
+
+impl<'x> Overrides<'x> {
+    fn new(fixed: &'x [(&'static str, Cow<'_, str>)], extra: &[(&'x str, &'x str)]) -> Self {
+        let mut o = Overrides {
+            pairs: [("", ""); MAX_OVERRIDES],
+            len: 0,
+        };
+        let (mut i, mut j) = (0, 0);
+        while o.len < MAX_OVERRIDES && (i < fixed.len() || j < extra.len()) {
+            let take_fixed = match (fixed.get(i), extra.get(j)) {
+                (Some(f), Some(e)) => f.0 <= e.0,
+                (f, _) => f.is_some(),
+            };
+            o.pairs[o.len] = if take_fixed {
+                i += 1;
+                (fixed[i - 1].0, fixed[i - 1].1.as_ref())
+            } else {
+                j += 1;
+                extra[j - 1]
+            };
+            o.len += 1;
         }
+        o
     }
 
-    fn set_if_absent(&mut self, label: &Pair<'a>) {
-        if self.find(&label.0).is_none() {
-            self.0.push(label.clone());
-        }
+    fn as_slice(&self) -> &[(&'x str, &'x str)] {
+        &self.pairs[..self.len]
     }
+}
 
-    fn set(&mut self, name: &'static str, value: Cow<'a, str>) {
-        match self.find(name) {
-            Some(v) => *v = value,
-            None => self.0.push((Cow::Borrowed(name), value)),
-        }
+/// Orders names as `str::cmp` does, deciding on the first byte where it
+/// can (label names nearly always differ there).
+#[inline]
+fn cmp_names(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.as_bytes().first(), b.as_bytes().first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
     }
+}
 
-    /// Labels sorted by name with empty values dropped.
-    fn finish(mut self) -> Vec<Pair<'a>> {
-        self.0.retain(|(_, v)| !v.is_empty());
-        self.0.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+/// A label of a series to write.
+trait Label {
+    fn name(&self) -> &str;
+    fn value(&self) -> &str;
+}
+
+impl Label for Pair<'_> {
+    fn name(&self) -> &str {
+        &self.0
+    }
+    fn value(&self) -> &str {
+        &self.1
+    }
+}
+
+/// An attribute whose key is a label name already.
+impl Label for Attr<'_> {
+    fn name(&self) -> &str {
         self.0
     }
-}
-
-/// `attrs` sanitised into `set`, in attribute-key order so that colliding
-/// names join their values deterministically.
-fn add_attributes<'a>(set: &mut LabelSet<'a>, attrs: &'a [KeyValue], skip: impl Fn(&str) -> bool) {
-    let sorted = attrs.windows(2).all(|w| w[0].key <= w[1].key);
-    if sorted {
-        for kv in attrs.iter().filter(|kv| !skip(&kv.key)) {
-            set.join(label_name(&kv.key), any_value_str(kv.value.as_ref()));
-        }
-        return;
-    }
-    let mut by_key: Vec<&KeyValue> = attrs.iter().filter(|kv| !skip(&kv.key)).collect();
-    by_key.sort_by(|a, b| a.key.cmp(&b.key));
-    for kv in by_key {
-        set.join(label_name(&kv.key), any_value_str(kv.value.as_ref()));
+    fn value(&self) -> &str {
+        &self.1
     }
 }
 
 /// Calls `f` on `base` and `extra` merged by name (both sorted), `extra`
-/// winning on equal names; empty extra values are left out.
-fn merged(base: &[Pair<'_>], extra: &[(&str, &str)], mut f: impl FnMut(&str, &str)) {
+/// winning on equal names; empty values are left out.
+#[inline]
+fn merged<L: Label>(base: &[L], extra: &[(&str, &str)], mut f: impl FnMut(&str, &str)) {
     let (mut i, mut j) = (0, 0);
     loop {
         match (base.get(i), extra.get(j)) {
-            (Some(b), Some(e)) => match b.0.as_ref().cmp(e.0) {
+            (Some(b), Some(e)) => match cmp_names(b.name(), e.0) {
                 std::cmp::Ordering::Less => {
-                    f(&b.0, &b.1);
+                    if !b.value().is_empty() {
+                        f(b.name(), b.value());
+                    }
                     i += 1;
                 }
                 std::cmp::Ordering::Equal => {
@@ -250,7 +261,9 @@ fn merged(base: &[Pair<'_>], extra: &[(&str, &str)], mut f: impl FnMut(&str, &st
                 }
             },
             (Some(b), None) => {
-                f(&b.0, &b.1);
+                if !b.value().is_empty() {
+                    f(b.name(), b.value());
+                }
                 i += 1;
             }
             (None, Some(e)) => {
@@ -284,6 +297,25 @@ fn put_field(buf: &mut Vec<u8>, key: u8, data: &[u8]) {
     buf.extend_from_slice(data);
 }
 
+/// Appends a `TimeSeries.labels` field.
+#[inline(always)]
+fn put_label(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    let len = 4 + name.len() + value.len();
+    if len < 0x80 {
+        // Every length one byte (the usual case).
+        buf.reserve(2 + len);
+        buf.extend_from_slice(&[KEY_TIMESERIES, len as u8, KEY_TIMESERIES, name.len() as u8]);
+        buf.extend_from_slice(name);
+        buf.extend_from_slice(&[KEY_SAMPLES, value.len() as u8]);
+        buf.extend_from_slice(value);
+        return;
+    }
+    buf.push(KEY_TIMESERIES);
+    put_varint(buf, (field_len(name.len()) + field_len(value.len())) as u64);
+    put_field(buf, KEY_TIMESERIES, name);
+    put_field(buf, KEY_SAMPLES, value);
+}
+
 // Keys of the fields written: (field number << 3) | wire type.
 const KEY_TIMESERIES: u8 = 0x0a; // WriteRequest.timeseries, TimeSeries.labels, Label.name
 const KEY_SAMPLES: u8 = 0x12; // TimeSeries.samples, Label.value
@@ -292,88 +324,315 @@ const KEY_SAMPLE_TIMESTAMP: u8 = 0x10; // Sample.timestamp (varint)
 const METADATA_FIELD: u32 = 3;
 
 /// Labels every point of one resource and scope gets.
-struct Context<'a> {
+struct Context<'a, 'c> {
     /// Promoted resource attributes (points' own attributes win).
-    promoted: &'a [Pair<'a>],
-    /// `job`, `instance`, `otel_scope_*` (these win over points' attributes).
-    fixed: Vec<(&'static str, Cow<'a, str>)>,
+    promoted: &'c [Pair<'a>],
+    /// `instance`, `job`, `otel_scope_*`, sorted by name (these win over
+    /// points' attributes; an empty one removes the attribute).
+    fixed: &'c [(&'static str, Cow<'a, str>)],
 }
 
-struct Builder<'a> {
+/// The kinds of `Metric.data`, by field number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataKind {
+    Gauge,
+    Sum,
+    Histogram,
+    ExponentialHistogram,
+    Summary,
+}
+
+impl DataKind {
+    fn of_field(field: u32) -> Option<Self> {
+        Some(match field {
+            5 => DataKind::Gauge,
+            7 => DataKind::Sum,
+            9 => DataKind::Histogram,
+            10 => DataKind::ExponentialHistogram,
+            11 => DataKind::Summary,
+            _ => return None,
+        })
+    }
+
+    fn schema(self) -> &'static Schema {
+        match self {
+            DataKind::Gauge => &schema::GAUGE,
+            DataKind::Sum => &schema::SUM,
+            DataKind::Histogram => &schema::HISTOGRAM,
+            DataKind::ExponentialHistogram => &schema::EXPONENTIAL_HISTOGRAM,
+            DataKind::Summary => &schema::SUMMARY,
+        }
+    }
+
+    /// The schema of its data points (field 1).
+    fn point_schema(self) -> &'static Schema {
+        match self {
+            DataKind::Gauge | DataKind::Sum => &schema::NUMBER_DATA_POINT,
+            DataKind::Histogram => &schema::HISTOGRAM_DATA_POINT,
+            DataKind::ExponentialHistogram => &schema::EXPONENTIAL_HISTOGRAM_DATA_POINT,
+            DataKind::Summary => &schema::SUMMARY_DATA_POINT,
+        }
+    }
+}
+
+/// The fields of a metric's data besides its points.
+#[derive(Default)]
+struct DataHeader {
+    temporality: i32,
+    monotonic: bool,
+    /// Data points, counted.
+    points: usize,
+}
+
+/// Reads the fields of a metric's data (every occurrence, merged) but its
+/// points, which are counted.
+fn data_header(kind: DataKind, segments: &[Reader<'_>]) -> Result<DataHeader, WireError> {
+    let has_temporality = matches!(
+        kind,
+        DataKind::Sum | DataKind::Histogram | DataKind::ExponentialHistogram
+    );
+    let mut h = DataHeader::default();
+    for seg in segments {
+        let mut r = *seg;
+        while let Some((f, v)) = r.read_field()? {
+            match f {
+                1 => {
+                    r.bytes_of(f, v)?;
+                    h.points += 1;
+                }
+                2 if has_temporality => h.temporality = r.varint_of(f, v)? as i32,
+                3 if kind == DataKind::Sum => h.monotonic = r.varint_of(f, v)? != 0,
+                _ => r.skip()?,
+            }
+        }
+    }
+    Ok(h)
+}
+
+/// Calls `f` on a reader of every data point (field 1) of a metric's data;
+/// the other fields were read by [`data_header`].
+fn for_each_point<'a>(
+    kind: DataKind,
+    segments: &[Reader<'a>],
+    mut f: impl FnMut(Reader<'a>) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    let name = kind.point_schema().name;
+    for seg in segments {
+        let mut r = *seg;
+        while let Some((field, v)) = r.read_field()? {
+            if field == 1 {
+                f(r.message(field, v, name)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The value of a number data point's oneof.
+#[derive(Clone, Copy)]
+enum Number {
+    Double(f64),
+    Int(i64),
+}
+
+/// Scratch buffers reused from point to point.
+#[derive(Default)]
+struct Scratch<'a> {
+    /// Attributes of the point being read.
+    attrs: Vec<Attr<'a>>,
+    /// Whether their keys are label names in increasing order.
+    plain: bool,
+    /// The labels of the series being written, encoded.
+    series: Vec<u8>,
+    /// The labels of the point being written, when its attributes are not
+    /// its labels as they are (sanitised, joined or promoted ones).
+    labels: Vec<Pair<'a>>,
+    bucket_counts: Vec<u64>,
+    explicit_bounds: Vec<f64>,
+    quantiles: Vec<(f64, f64)>,
+}
+
+struct Builder<'a, 'p> {
     out: Translated,
-    promote: &'a [String],
+    promote: &'p [String],
+    /// Families whose metadata was written (or refused by the budget).
     families: HashSet<String>,
+    /// Family names by OTLP name, unit and kind, of the metrics so far.
+    families_by_name: HashMap<(&'a str, &'a str, NameKind), Rc<str>>,
     budget: usize,
+    scratch: Scratch<'a>,
+    /// Point attributes read so far.
+    memo: Memo<'a>,
+    /// `le` values and the bounds they were written for, kept while
+    /// histogram points share their bounds (they usually do).
+    les: Vec<String>,
+    les_bounds: Vec<f64>,
 }
 
-/// Translates an export request. `promote` names the resource attributes
-/// copied onto every series of their resource; the encoded body stops
-/// growing at `budget` bytes (and `over_budget` is set).
-pub fn translate(
-    req: &ExportMetricsServiceRequest,
-    promote: &[String],
-    budget: usize,
-) -> Translated {
+/// Translates a protobuf `ExportMetricsServiceRequest`, read in place.
+/// `promote` names the resource attributes copied onto every series of
+/// their resource; the encoded body stops growing at `budget` bytes (and
+/// `over_budget` is set). Any part of the request that is not valid
+/// protobuf of the OTLP messages is an error, translated or not.
+pub fn translate(body: &[u8], promote: &[String], budget: usize) -> Result<Translated, WireError> {
     let mut b = Builder {
         out: Translated::default(),
         promote,
         families: HashSet::new(),
+        families_by_name: HashMap::new(),
         budget,
+        scratch: Scratch::default(),
+        memo: Memo::default(),
+        les: Vec::new(),
+        les_bounds: Vec::new(),
     };
-    for rm in &req.resource_metrics {
-        let no_attrs = Vec::new();
-        let attrs = rm.resource.as_ref().map_or(&no_attrs, |r| &r.attributes);
-        let get = |key: &str| {
-            attrs
-                .iter()
-                .find(|kv| kv.key == key)
-                .map(|kv| any_value_string(kv.value.as_ref()))
-        };
-        let job = match (get(SERVICE_NAMESPACE), get(SERVICE_NAME)) {
-            (Some(ns), Some(name)) if !ns.is_empty() => Some(format!("{ns}/{name}")),
-            (_, name) => name,
-        };
-        let instance = get(SERVICE_INSTANCE_ID);
-        let mut promoted = LabelSet::default();
-        add_attributes(&mut promoted, attrs, |k| !b.is_promoted(k));
-        let promoted = promoted.0;
-        let mut newest: Option<i64> = None;
-        for sm in &rm.scope_metrics {
-            let mut fixed = Vec::with_capacity(4);
-            if let Some(j) = &job {
-                fixed.push(("job", Cow::Borrowed(j.as_str())));
-            }
-            if let Some(i) = &instance {
-                fixed.push(("instance", Cow::Borrowed(i.as_str())));
-            }
-            if let Some(scope) = &sm.scope {
-                fixed.push(("otel_scope_name", Cow::Borrowed(scope.name.as_str())));
-                fixed.push(("otel_scope_version", Cow::Borrowed(scope.version.as_str())));
-            }
-            let ctx = Context {
-                promoted: &promoted,
-                fixed,
-            };
-            for m in &sm.metrics {
-                if let Some(t) = b.metric(m, &ctx) {
-                    newest = Some(newest.map_or(t, |n| n.max(t)));
-                }
-            }
-        }
-        if let Some(ts) = newest {
-            b.target_info(attrs, job.as_deref(), instance.as_deref(), ts);
+    // The remote write request is about as large as the OTLP one.
+    b.out.body.reserve(body.len().min(budget));
+    let mut r = Reader::new(body, "ExportMetricsServiceRequest");
+    while let Some((f, v)) = r.read_field()? {
+        match f {
+            1 => b.resource_metrics(r.message(f, v, "ResourceMetrics")?)?,
+            _ => r.skip()?,
         }
     }
-    b.out
+    Ok(b.out)
 }
 
 fn identifying(key: &str) -> bool {
     key == SERVICE_NAME || key == SERVICE_NAMESPACE || key == SERVICE_INSTANCE_ID
 }
 
-impl Builder<'_> {
+fn nanos_to_millis(ns: u64) -> i64 {
+    (ns / 1_000_000) as i64
+}
+
+/// A point's value, or the staleness marker when it has none.
+fn value_or_stale(flags: u32, v: f64) -> f64 {
+    if flags & NO_RECORDED_VALUE != 0 {
+        f64::from_bits(STALE_NAN_BITS)
+    } else {
+        v
+    }
+}
+
+impl<'a> Builder<'a, '_> {
     fn is_promoted(&self, key: &str) -> bool {
         self.promote.iter().any(|p| p == key)
+    }
+
+    /// One `ResourceMetrics`: its resource first, then its scopes.
+    fn resource_metrics(&mut self, rm: Reader<'a>) -> Result<(), WireError> {
+        let mut resource = Segments::Absent;
+        let mut r = rm;
+        while let Some((f, v)) = r.read_field()? {
+            match f {
+                1 => resource.push(r.message(f, v, schema::RESOURCE.name)?),
+                // scope_metrics: below.
+                2 => {}
+                3 => drop(r.str_of(f, v)?),
+                _ => r.skip()?,
+            }
+        }
+        let mut attrs: Vec<Attr<'a>> = Vec::new();
+        for seg in resource.as_slice() {
+            let mut r = *seg;
+            while let Some((f, v)) = r.read_field()? {
+                match f {
+                    1 => attrs.push(key_value(r.message(f, v, "KeyValue")?)?),
+                    2 => drop(r.varint_of(f, v)?),
+                    3 => validate(r.message(f, v, "EntityRef")?, &schema::ENTITY_REF)?,
+                    _ => r.skip()?,
+                }
+            }
+        }
+        let get = |key: &str| {
+            attrs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let job = match (get(SERVICE_NAMESPACE), get(SERVICE_NAME)) {
+            (Some(ns), Some(name)) if !ns.is_empty() => Some(Cow::Owned(format!("{ns}/{name}"))),
+            (_, name) => name,
+        };
+        let instance = get(SERVICE_INSTANCE_ID);
+        let mut promoted = Vec::new();
+        add_attributes(&mut promoted, &mut attrs, |k| !self.is_promoted(k));
+        let mut newest: Option<i64> = None;
+        let mut r = rm.rewind();
+        while let Some((f, v)) = r.read_field()? {
+            if f == 2 {
+                let sm = r.message(f, v, "ScopeMetrics")?;
+                if let Some(t) = self.scope_metrics(sm, &job, &instance, &promoted)? {
+                    newest = Some(newest.map_or(t, |n| n.max(t)));
+                }
+            }
+        }
+        if let Some(ts) = newest {
+            self.target_info(&mut attrs, job.as_deref(), instance.as_deref(), ts);
+        }
+        Ok(())
+    }
+
+    /// One `ScopeMetrics`: its scope first, then its metrics; the newest
+    /// timestamp written, if any.
+    fn scope_metrics(
+        &mut self,
+        sm: Reader<'a>,
+        job: &Option<Cow<'a, str>>,
+        instance: &Option<Cow<'a, str>>,
+        promoted: &[Pair<'a>],
+    ) -> Result<Option<i64>, WireError> {
+        let mut scope = Segments::Absent;
+        let mut r = sm;
+        while let Some((f, v)) = r.read_field()? {
+            match f {
+                1 => scope.push(r.message(f, v, schema::INSTRUMENTATION_SCOPE.name)?),
+                // metrics: below.
+                2 => {}
+                3 => drop(r.str_of(f, v)?),
+                _ => r.skip()?,
+            }
+        }
+        let (mut scope_name, mut scope_version) = ("", "");
+        for seg in scope.as_slice() {
+            let mut r = *seg;
+            while let Some((f, v)) = r.read_field()? {
+                match f {
+                    1 => scope_name = r.str_of(f, v)?,
+                    2 => scope_version = r.str_of(f, v)?,
+                    3 => validate(r.message(f, v, "KeyValue")?, &schema::KEY_VALUE)?,
+                    4 => drop(r.varint_of(f, v)?),
+                    _ => r.skip()?,
+                }
+            }
+        }
+        // Sorted by name.
+        let mut fixed: Vec<(&'static str, Cow<'a, str>)> = Vec::with_capacity(4);
+        if let Some(i) = instance {
+            fixed.push(("instance", i.clone()));
+        }
+        if let Some(j) = job {
+            fixed.push(("job", j.clone()));
+        }
+        if scope.is_present() {
+            fixed.push(("otel_scope_name", Cow::Borrowed(scope_name)));
+            fixed.push(("otel_scope_version", Cow::Borrowed(scope_version)));
+        }
+        let ctx = Context {
+            promoted,
+            fixed: &fixed,
+        };
+        let mut newest: Option<i64> = None;
+        let mut r = sm.rewind();
+        while let Some((f, v)) = r.read_field()? {
+            if f == 2 {
+                if let Some(t) = self.metric(r.message(f, v, "Metric")?, &ctx)? {
+                    newest = Some(newest.map_or(t, |n| n.max(t)));
+                }
+            }
+        }
+        Ok(newest)
     }
 
     /// `target_info` of a resource: its attributes but the identifying and
@@ -381,45 +640,56 @@ impl Builder<'_> {
     /// no attribute, or no `job`/`instance`.
     fn target_info(
         &mut self,
-        attrs: &[KeyValue],
+        attrs: &mut [Attr<'a>],
         job: Option<&str>,
         instance: Option<&str>,
         ts: i64,
     ) {
         if !attrs
             .iter()
-            .any(|kv| !identifying(&kv.key) && !self.is_promoted(&kv.key))
+            .any(|(k, _)| !identifying(k) && !self.is_promoted(k))
         {
             return;
         }
         if job.is_none() && instance.is_none() {
             return;
         }
-        let mut set = LabelSet::default();
-        add_attributes(&mut set, attrs, |k| identifying(k) || self.is_promoted(k));
-        if let Some(j) = job {
-            set.set("job", Cow::Borrowed(j));
-        }
+        let mut labels = Vec::new();
+        add_attributes(&mut labels, attrs, |k| {
+            identifying(k) || self.is_promoted(k)
+        });
+        finish(&mut labels);
+        let mut fixed: Vec<(&'static str, Cow<'_, str>)> = Vec::with_capacity(2);
         if let Some(i) = instance {
-            set.set("instance", Cow::Borrowed(i));
+            fixed.push(("instance", Cow::Borrowed(i)));
         }
-        let labels = set.finish();
-        self.push(&labels, &[("__name__", TARGET_INFO)], ts, 1.0);
+        if let Some(j) = job {
+            fixed.push(("job", Cow::Borrowed(j)));
+        }
+        let o = Overrides::new(&fixed, &[("__name__", TARGET_INFO)]);
+        self.push(&labels, o.as_slice(), ts, 1.0);
         self.metadata(TARGET_INFO, MetricType::Gauge, "Target metadata", "");
     }
 
-    /// Encodes a series of one sample: `base` with `extra` merged in (both
-    /// sorted by name).
-    fn push(&mut self, base: &[Pair<'_>], extra: &[(&str, &str)], timestamp: i64, value: f64) {
+    /// Encodes a series of one sample: `base` with `overrides` merged in
+    /// (both sorted by name).
+    fn push<L: Label>(
+        &mut self,
+        base: &[L],
+        overrides: &[(&str, &str)],
+        timestamp: i64,
+        value: f64,
+    ) {
         if self.out.over_budget {
             return;
         }
-        let mut labels_len = 0;
-        merged(base, extra, |n, v| {
-            labels_len += field_len(field_len(n.len()) + field_len(v.len()));
+        let labels = &mut self.scratch.series;
+        labels.clear();
+        merged(base, overrides, |n, v| {
+            put_label(labels, n.as_bytes(), v.as_bytes())
         });
         let sample_len = 9 + 1 + encoded_len_varint(timestamp as u64);
-        let series_len = labels_len + field_len(sample_len);
+        let series_len = labels.len() + field_len(sample_len);
         if self.out.body.len() + field_len(series_len) > self.budget {
             self.out.over_budget = true;
             return;
@@ -427,12 +697,7 @@ impl Builder<'_> {
         let buf = &mut self.out.body;
         buf.push(KEY_TIMESERIES);
         put_varint(buf, series_len as u64);
-        merged(base, extra, |n, v| {
-            buf.push(KEY_TIMESERIES);
-            put_varint(buf, (field_len(n.len()) + field_len(v.len())) as u64);
-            put_field(buf, KEY_TIMESERIES, n.as_bytes());
-            put_field(buf, KEY_SAMPLES, v.as_bytes());
-        });
+        buf.extend_from_slice(labels);
         buf.push(KEY_SAMPLES);
         put_varint(buf, sample_len as u64);
         buf.push(KEY_SAMPLE_VALUE);
@@ -442,6 +707,8 @@ impl Builder<'_> {
         self.out.samples += 1;
     }
 
+    /// Metadata of a family, the first time it is seen (`unit` as OTLP
+    /// gives it).
     fn metadata(&mut self, family: &str, ty: MetricType, help: &str, unit: &str) {
         if self.families.contains(family) {
             return;
@@ -451,7 +718,7 @@ impl Builder<'_> {
             r#type: ty as i32,
             metric_family_name: Bytes::copy_from_slice(family.as_bytes()),
             help: Bytes::copy_from_slice(help.as_bytes()),
-            unit: Bytes::copy_from_slice(unit.as_bytes()),
+            unit: Bytes::from(metadata_unit(unit)),
         };
         if self.out.body.len() + field_len(md.encoded_len()) > self.budget {
             self.out.over_budget = true;
@@ -463,9 +730,9 @@ impl Builder<'_> {
     /// Whether a sum or histogram is cumulative; if not, its points are
     /// refused (Prometheus takes no delta temporality).
     fn cumulative_or_reject(&mut self, kind: &str, name: &str, t: i32, points: usize) -> bool {
-        let temporality = match AggregationTemporality::try_from(t) {
-            Ok(AggregationTemporality::Cumulative) => return true,
-            Ok(AggregationTemporality::Delta) => "delta",
+        let temporality = match t {
+            CUMULATIVE => return true,
+            DELTA => "delta",
             _ => "unspecified",
         };
         self.reject(
@@ -485,207 +752,388 @@ impl Builder<'_> {
         self.out.rejections.push(why);
     }
 
-    /// Sorted labels of one point, without the metric name.
-    fn point_labels<'p>(&self, attrs: &'p [KeyValue], ctx: &Context<'p>) -> Vec<Pair<'p>> {
-        let mut set = LabelSet(Vec::with_capacity(
-            attrs.len() + ctx.promoted.len() + ctx.fixed.len() + 2,
-        ));
-        add_attributes(&mut set, attrs, |_| false);
-        for label in ctx.promoted {
-            set.set_if_absent(label);
-        }
-        for (n, v) in &ctx.fixed {
-            set.set(n, v.clone());
-        }
-        set.finish()
-    }
-
     /// Translates one metric; the newest timestamp written, if any.
-    fn metric(&mut self, m: &Metric, ctx: &Context) -> Option<i64> {
-        match &m.data {
-            None => None,
-            Some(Data::Gauge(g)) => {
-                let name = metric_name(&m.name, &m.unit, NameKind::Gauge);
-                self.metadata(
-                    &name,
-                    MetricType::Gauge,
-                    &m.description,
-                    &metadata_unit(&m.unit),
-                );
-                self.numbers(&g.data_points, &name, ctx)
+    fn metric(
+        &mut self,
+        mut r: Reader<'a>,
+        ctx: &Context<'a, '_>,
+    ) -> Result<Option<i64>, WireError> {
+        let (mut name, mut description, mut unit) = ("", "", "");
+        let mut data: Option<(DataKind, Segments<'a>)> = None;
+        while let Some((f, v)) = r.read_field()? {
+            match f {
+                1 => name = r.str_of(f, v)?,
+                2 => description = r.str_of(f, v)?,
+                3 => unit = r.str_of(f, v)?,
+                12 => validate(r.message(f, v, "KeyValue")?, &schema::KEY_VALUE)?,
+                _ => match DataKind::of_field(f) {
+                    Some(kind) => {
+                        let m = r.message(f, v, kind.schema().name)?;
+                        match &mut data {
+                            // The same member again: merged.
+                            Some((k, segs)) if *k == kind => segs.push(m),
+                            // Another member: replaces the first (which
+                            // must still be valid).
+                            _ => {
+                                if let Some((k, segs)) = data.take() {
+                                    validate_all(segs.as_slice(), k.schema())?;
+                                }
+                                data = Some((kind, Segments::one(m)));
+                            }
+                        }
+                    }
+                    None => r.skip()?,
+                },
             }
-            Some(Data::Sum(s)) => {
-                if !self.cumulative_or_reject("sum", &m.name, s.aggregation_temporality, s.data_points.len()) {
-                    return None;
-                }
-                let (kind, ty) = if s.is_monotonic {
-                    (NameKind::Counter, MetricType::Counter)
+        }
+        let Some((kind, segs)) = data else {
+            return Ok(None);
+        };
+        let segs = segs.as_slice();
+        let h = data_header(kind, segs)?;
+        let rejected = match kind {
+            DataKind::Sum | DataKind::Histogram => {
+                let what = if kind == DataKind::Sum {
+                    "sum"
                 } else {
-                    // Prometheus adds `_ratio` to gauges only, not to
-                    // non-monotonic sums.
-                    (NameKind::Other, MetricType::Gauge)
+                    "histogram"
                 };
-                let name = metric_name(&m.name, &m.unit, kind);
-                self.metadata(&name, ty, &m.description, &metadata_unit(&m.unit));
-                self.numbers(&s.data_points, &name, ctx)
+                !self.cumulative_or_reject(what, name, h.temporality, h.points)
             }
-            Some(Data::Histogram(h)) => {
-                if !self.cumulative_or_reject("histogram", &m.name, h.aggregation_temporality, h.data_points.len()) {
-                    return None;
-                }
-                let name = metric_name(&m.name, &m.unit, NameKind::Other);
-                self.metadata(
-                    &name,
-                    MetricType::Histogram,
-                    &m.description,
-                    &metadata_unit(&m.unit),
-                );
-                self.histograms(&h.data_points, &name, ctx)
-            }
-            Some(Data::ExponentialHistogram(h)) => {
+            DataKind::ExponentialHistogram => {
                 self.reject(
-                    h.data_points.len(),
+                    h.points,
                     format!(
-                        "exponential histogram {:?} (Tidemark does not store native histograms yet)",
-                        m.name
+                        "exponential histogram {name:?} (Tidemark does not store native histograms yet)"
                     ),
                 );
-                None
+                true
             }
-            Some(Data::Summary(s)) => {
-                let name = metric_name(&m.name, &m.unit, NameKind::Other);
-                self.metadata(
-                    &name,
-                    MetricType::Summary,
-                    &m.description,
-                    &metadata_unit(&m.unit),
-                );
-                self.summaries(&s.data_points, &name, ctx)
-            }
+            DataKind::Gauge | DataKind::Summary => false,
+        };
+        if rejected {
+            let schema = kind.point_schema();
+            for_each_point(kind, segs, |p| validate(p, schema))?;
+            return Ok(None);
         }
-    }
-
-    fn numbers(&mut self, points: &[NumberDataPoint], name: &str, ctx: &Context) -> Option<i64> {
+        let (name_kind, ty) = match kind {
+            DataKind::Gauge => (NameKind::Gauge, MetricType::Gauge),
+            DataKind::Sum if h.monotonic => (NameKind::Counter, MetricType::Counter),
+            // Prometheus adds `_ratio` to gauges only, not to non-monotonic
+            // sums.
+            DataKind::Sum => (NameKind::Other, MetricType::Gauge),
+            DataKind::Histogram => (NameKind::Other, MetricType::Histogram),
+            _ => (NameKind::Other, MetricType::Summary),
+        };
+        // Metrics of the same name recur (once per resource): their family
+        // name is computed, and their metadata written, once.
+        let family = match self.families_by_name.get(&(name, unit, name_kind)) {
+            Some(family) => Rc::clone(family),
+            None => {
+                let family: Rc<str> = metric_name(name, unit, name_kind).into();
+                self.metadata(&family, ty, description, unit);
+                self.families_by_name
+                    .insert((name, unit, name_kind), Rc::clone(&family));
+                family
+            }
+        };
         let mut newest = None;
-        for p in points {
-            let ts = nanos_to_millis(p.time_unix_nano);
-            let value = if p.flags & NO_RECORDED_VALUE != 0 {
-                f64::from_bits(STALE_NAN_BITS)
-            } else {
-                match p.value {
-                    Some(number_data_point::Value::AsDouble(d)) => d,
-                    Some(number_data_point::Value::AsInt(i)) => i as f64,
-                    None => 0.0,
-                }
-            };
-            let base = self.point_labels(&p.attributes, ctx);
-            self.push(&base, &[("__name__", name)], ts, value);
-            newest = newest.max(Some(ts));
+        match kind {
+            DataKind::Gauge | DataKind::Sum => {
+                let o = Overrides::new(ctx.fixed, &[("__name__", &family)]);
+                for_each_point(kind, segs, |p| {
+                    newest = newest.max(Some(self.number_point(p, &o, ctx)?));
+                    Ok(())
+                })?
+            }
+            DataKind::Histogram => {
+                let names = [
+                    format!("{family}_bucket"),
+                    format!("{family}_sum"),
+                    format!("{family}_count"),
+                ];
+                for_each_point(kind, segs, |p| {
+                    newest = newest.max(Some(self.histogram_point(p, &names, ctx)?));
+                    Ok(())
+                })?
+            }
+            _ => {
+                let names = [
+                    family.to_string(),
+                    format!("{family}_sum"),
+                    format!("{family}_count"),
+                ];
+                for_each_point(kind, segs, |p| {
+                    newest = newest.max(Some(self.summary_point(p, &names, ctx)?));
+                    Ok(())
+                })?
+            }
         }
-        newest
+        Ok(newest)
     }
 
-    fn histograms(
+    /// Starts reading a point's attributes.
+    fn start_point(&mut self) {
+        self.scratch.attrs.clear();
+        self.scratch.plain = true;
+    }
+
+    /// Reads an attribute into the scratch list.
+    fn attribute(&mut self, r: &Reader<'a>, f: u32, v: Value<'a>) -> Result<(), WireError> {
+        let m = r.message(f, v, "KeyValue")?;
+        let (kv, is_label_name) = match self.memo.get(m.as_bytes()) {
+            Some(known) => known,
+            None => {
+                let kv = key_value(m)?;
+                let is_label_name = matches!(label_name(kv.0), Cow::Borrowed(_));
+                self.memo.insert(m.as_bytes(), &kv, is_label_name);
+                (kv, is_label_name)
+            }
+        };
+        let s = &mut self.scratch;
+        // Keys in increasing order that are label names already (the
+        // usual case) make labels in order with nothing to join.
+        s.plain = s.plain
+            && is_label_name
+            && s.attrs
+                .last()
+                .is_none_or(|(prev, _)| cmp_names(prev, kv.0).is_lt());
+        s.attrs.push(kv);
+        Ok(())
+    }
+
+    /// Sorted labels of the point whose attributes were read, without the
+    /// metric name and the fixed labels, into the scratch list (taken:
+    /// give it back with [`Builder::done`]).
+    fn point_labels(&mut self, ctx: &Context<'a, '_>) -> Vec<Pair<'a>> {
+        let mut labels = std::mem::take(&mut self.scratch.labels);
+        labels.clear();
+        add_attributes(&mut labels, &mut self.scratch.attrs, |_| false);
+        for label in ctx.promoted {
+            if !labels.iter().any(|(n, _)| *n == label.0) {
+                labels.push(label.clone());
+            }
+        }
+        finish(&mut labels);
+        labels
+    }
+
+    fn done(&mut self, labels: Vec<Pair<'a>>) {
+        self.scratch.labels = labels;
+    }
+
+    /// One gauge or sum point; its timestamp.
+    /// (`overrides`: the fixed labels and the metric name.)
+    fn number_point(
         &mut self,
-        points: &[HistogramDataPoint],
-        name: &str,
-        ctx: &Context,
-    ) -> Option<i64> {
-        let bucket = format!("{name}_bucket");
-        let sum = format!("{name}_sum");
-        let count = format!("{name}_count");
-        // `le` values, kept while points share their bounds (they usually do).
-        let mut bounds: &[f64] = &[];
-        let mut les: Vec<String> = Vec::new();
-        let mut newest = None;
-        for p in points {
-            let ts = nanos_to_millis(p.time_unix_nano);
-            let stale = p.flags & NO_RECORDED_VALUE != 0;
-            let val = |v: f64| {
-                if stale {
-                    f64::from_bits(STALE_NAN_BITS)
-                } else {
-                    v
+        mut r: Reader<'a>,
+        overrides: &Overrides<'_>,
+        ctx: &Context<'a, '_>,
+    ) -> Result<i64, WireError> {
+        self.start_point();
+        let (mut time, mut flags, mut value) = (0u64, 0u32, None);
+        while let Some((f, v)) = r.read_field()? {
+            match f {
+                7 => self.attribute(&r, f, v)?,
+                2 => drop(r.fixed64_of(f, v)?),
+                3 => time = r.fixed64_of(f, v)?,
+                4 => value = Some(Number::Double(r.double_of(f, v)?)),
+                6 => value = Some(Number::Int(r.fixed64_of(f, v)? as i64)),
+                5 => validate(r.message(f, v, "Exemplar")?, &schema::EXEMPLAR)?,
+                8 => flags = r.varint_of(f, v)? as u32,
+                _ => r.skip()?,
+            }
+        }
+        let ts = nanos_to_millis(time);
+        let value = match value {
+            Some(Number::Double(d)) => d,
+            Some(Number::Int(i)) => i as f64,
+            None => 0.0,
+        };
+        let value = value_or_stale(flags, value);
+        if self.scratch.plain && ctx.promoted.is_empty() {
+            // The attributes are the labels, in order.
+            let attrs = std::mem::take(&mut self.scratch.attrs);
+            self.push(&attrs, overrides.as_slice(), ts, value);
+            self.scratch.attrs = attrs;
+        } else {
+            let labels = self.point_labels(ctx);
+            self.push(&labels, overrides.as_slice(), ts, value);
+            self.done(labels);
+        }
+        Ok(ts)
+    }
+
+    /// One histogram point (`names`: `_bucket`, `_sum`, `_count`); its
+    /// timestamp.
+    fn histogram_point(
+        &mut self,
+        mut r: Reader<'a>,
+        names: &[String; 3],
+        ctx: &Context<'a, '_>,
+    ) -> Result<i64, WireError> {
+        self.start_point();
+        self.scratch.bucket_counts.clear();
+        self.scratch.explicit_bounds.clear();
+        let (mut time, mut flags, mut count, mut sum) = (0u64, 0u32, 0u64, None);
+        while let Some((f, v)) = r.read_field()? {
+            match f {
+                9 => self.attribute(&r, f, v)?,
+                2 | 11 | 12 => drop(r.fixed64_of(f, v)?),
+                3 => time = r.fixed64_of(f, v)?,
+                4 => count = r.fixed64_of(f, v)?,
+                5 => sum = Some(r.double_of(f, v)?),
+                6 => {
+                    let counts = &mut self.scratch.bucket_counts;
+                    r.fixed64s(f, v, |x| counts.push(x))?
                 }
-            };
-            if p.explicit_bounds != bounds {
-                bounds = &p.explicit_bounds;
-                les = bounds.iter().map(|b| format_float(*b)).collect();
+                7 => {
+                    let bounds = &mut self.scratch.explicit_bounds;
+                    r.fixed64s(f, v, |x| bounds.push(f64::from_bits(x)))?
+                }
+                8 => validate(r.message(f, v, "Exemplar")?, &schema::EXEMPLAR)?,
+                10 => flags = r.varint_of(f, v)? as u32,
+                _ => r.skip()?,
             }
-            let base = self.point_labels(&p.attributes, ctx);
-            if let Some(s) = p.sum {
-                self.push(&base, &[("__name__", &sum)], ts, val(s));
-            }
-            self.push(&base, &[("__name__", &count)], ts, val(p.count as f64));
-            let mut cumulative: u64 = 0;
-            for (le, n) in les.iter().zip(&p.bucket_counts) {
-                cumulative = cumulative.saturating_add(*n);
-                self.push(
-                    &base,
-                    &[("__name__", &bucket), ("le", le)],
-                    ts,
-                    val(cumulative as f64),
-                );
-            }
-            self.push(
-                &base,
-                &[("__name__", &bucket), ("le", "+Inf")],
-                ts,
-                val(p.count as f64),
+        }
+        let ts = nanos_to_millis(time);
+        if self.scratch.explicit_bounds != self.les_bounds {
+            self.les_bounds.clone_from(&self.scratch.explicit_bounds);
+            self.les = self.les_bounds.iter().map(|b| format_float(*b)).collect();
+        }
+        let [bucket, sum_name, count_name] = names;
+        let labels = self.point_labels(ctx);
+        if let Some(s) = sum {
+            let o = Overrides::new(ctx.fixed, &[("__name__", sum_name.as_str())]);
+            self.push(&labels, o.as_slice(), ts, value_or_stale(flags, s));
+        }
+        let o = Overrides::new(ctx.fixed, &[("__name__", count_name.as_str())]);
+        self.push(
+            &labels,
+            o.as_slice(),
+            ts,
+            value_or_stale(flags, count as f64),
+        );
+        let les = std::mem::take(&mut self.les);
+        let counts = std::mem::take(&mut self.scratch.bucket_counts);
+        let mut cumulative: u64 = 0;
+        for (le, n) in les.iter().zip(&counts) {
+            cumulative = cumulative.saturating_add(*n);
+            let o = Overrides::new(
+                ctx.fixed,
+                &[("__name__", bucket.as_str()), ("le", le.as_str())],
             );
-            newest = newest.max(Some(ts));
+            self.push(
+                &labels,
+                o.as_slice(),
+                ts,
+                value_or_stale(flags, cumulative as f64),
+            );
         }
-        newest
+        let o = Overrides::new(ctx.fixed, &[("__name__", bucket.as_str()), ("le", "+Inf")]);
+        self.push(
+            &labels,
+            o.as_slice(),
+            ts,
+            value_or_stale(flags, count as f64),
+        );
+        self.les = les;
+        self.scratch.bucket_counts = counts;
+        self.done(labels);
+        Ok(ts)
     }
 
-    fn summaries(&mut self, points: &[SummaryDataPoint], name: &str, ctx: &Context) -> Option<i64> {
-        let sum = format!("{name}_sum");
-        let count = format!("{name}_count");
-        let mut newest = None;
-        for p in points {
-            let ts = nanos_to_millis(p.time_unix_nano);
-            let stale = p.flags & NO_RECORDED_VALUE != 0;
-            let val = |v: f64| {
-                if stale {
-                    f64::from_bits(STALE_NAN_BITS)
-                } else {
-                    v
+    /// One summary point (`names`: the family, `_sum`, `_count`); its
+    /// timestamp.
+    fn summary_point(
+        &mut self,
+        mut r: Reader<'a>,
+        names: &[String; 3],
+        ctx: &Context<'a, '_>,
+    ) -> Result<i64, WireError> {
+        self.start_point();
+        self.scratch.quantiles.clear();
+        let (mut time, mut flags, mut count, mut sum) = (0u64, 0u32, 0u64, 0.0);
+        while let Some((f, v)) = r.read_field()? {
+            match f {
+                7 => self.attribute(&r, f, v)?,
+                2 => drop(r.fixed64_of(f, v)?),
+                3 => time = r.fixed64_of(f, v)?,
+                4 => count = r.fixed64_of(f, v)?,
+                5 => sum = r.double_of(f, v)?,
+                6 => {
+                    let mut q = r.message(f, v, schema::VALUE_AT_QUANTILE.name)?;
+                    let (mut quantile, mut value) = (0.0, 0.0);
+                    while let Some((f, v)) = q.read_field()? {
+                        match f {
+                            1 => quantile = q.double_of(f, v)?,
+                            2 => value = q.double_of(f, v)?,
+                            _ => q.skip()?,
+                        }
+                    }
+                    self.scratch.quantiles.push((quantile, value));
                 }
-            };
-            let base = self.point_labels(&p.attributes, ctx);
-            self.push(&base, &[("__name__", &sum)], ts, val(p.sum));
-            self.push(&base, &[("__name__", &count)], ts, val(p.count as f64));
-            for q in &p.quantile_values {
-                let quantile = format_float(q.quantile);
-                self.push(
-                    &base,
-                    &[("__name__", name), ("quantile", &quantile)],
-                    ts,
-                    val(q.value),
-                );
+                8 => flags = r.varint_of(f, v)? as u32,
+                _ => r.skip()?,
             }
-            newest = newest.max(Some(ts));
         }
-        newest
+        let ts = nanos_to_millis(time);
+        let [family, sum_name, count_name] = names;
+        let labels = self.point_labels(ctx);
+        let o = Overrides::new(ctx.fixed, &[("__name__", sum_name.as_str())]);
+        self.push(&labels, o.as_slice(), ts, value_or_stale(flags, sum));
+        let o = Overrides::new(ctx.fixed, &[("__name__", count_name.as_str())]);
+        self.push(
+            &labels,
+            o.as_slice(),
+            ts,
+            value_or_stale(flags, count as f64),
+        );
+        let quantiles = std::mem::take(&mut self.scratch.quantiles);
+        for (q, v) in &quantiles {
+            let quantile = format_float(*q);
+            let o = Overrides::new(
+                ctx.fixed,
+                &[("__name__", family.as_str()), ("quantile", &quantile)],
+            );
+            self.push(&labels, o.as_slice(), ts, value_or_stale(flags, *v));
+        }
+        self.scratch.quantiles = quantiles;
+        self.done(labels);
+        Ok(ts)
     }
-}
-
-fn nanos_to_millis(ns: u64) -> i64 {
-    (ns / 1_000_000) as i64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use crate::otlp::oracle;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{
+        any_value, AnyValue, InstrumentationScope, KeyValue,
+    };
     use opentelemetry_proto::tonic::metrics::v1::{
-        summary_data_point::ValueAtQuantile, ExponentialHistogram, ExponentialHistogramDataPoint,
-        Gauge, Histogram, ResourceMetrics, ScopeMetrics, Sum, Summary,
+        metric::Data, number_data_point, summary_data_point::ValueAtQuantile,
+        AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
+        Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        Summary, SummaryDataPoint,
     };
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use tidemark_schemas::prometheus::WriteRequest;
 
     const NO_LIMIT: usize = usize::MAX;
+
+    /// Translates `req`, encoded, in place, and checks that the old
+    /// translator of the decoded request agrees.
+    fn translate(
+        req: &ExportMetricsServiceRequest,
+        promote: &[String],
+        budget: usize,
+    ) -> Translated {
+        let t = super::translate(&req.encode_to_vec(), promote, budget).unwrap();
+        assert_eq!(t, oracle::translate(req, promote, budget));
+        t
+    }
 
     fn decoded(t: &Translated) -> WriteRequest {
         WriteRequest::decode(&t.body[..]).unwrap()
@@ -1176,7 +1624,22 @@ mod tests {
 
     #[test]
     fn value_strings() {
-        let v = |x: any_value::Value| any_value_string(Some(&AnyValue { value: Some(x) }));
+        let v = |x: any_value::Value| {
+            let value = Some(AnyValue { value: Some(x) });
+            let want = oracle::any_value_string(value.as_ref());
+            let kv = KeyValue {
+                key: "k".into(),
+                value,
+                key_strindex: 0,
+            }
+            .encode_to_vec();
+            let got =
+                crate::otlp::attributes::key_value(crate::otlp::wire::Reader::new(&kv, "KeyValue"))
+                    .unwrap();
+            assert_eq!(got.0, "k");
+            assert_eq!(got.1, want);
+            got.1.into_owned()
+        };
         assert_eq!(v(any_value::Value::IntValue(-3)), "-3");
         assert_eq!(v(any_value::Value::BoolValue(true)), "true");
         assert_eq!(v(any_value::Value::DoubleValue(1.5)), "1.5");

@@ -1,0 +1,179 @@
+//! Ingester replay speed at start-up (issue "cluster mode": goal ≥ 2M
+//! samples/s per core): a partition of `SERIES` node_exporter-like series ×
+//! `SCRAPES` scrapes, written through the distributor, replayed into a
+//! fresh ingester until `/ready`, on one partition so that it runs on one
+//! core. In the same run, the two halves of the replay alone, as baselines:
+//!
+//! * **decode**: reading the partition and decoding every record (what any
+//!   consumer pays before touching the head);
+//! * **head append**: appending the decoded series to a fresh head (the
+//!   head's own cost).
+//!
+//! The log is the embedded one, and with `KAFKA=host:port` also a real
+//! Kafka-protocol broker (a fresh topic; `KAFKA_SERIES` × `KAFKA_SCRAPES`,
+//! next to the embedded log holding the same records).
+//! `scripts/bench/replay.sh` runs it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tidemark_ingest_log::embedded::{EmbeddedConfig, EmbeddedLog};
+use tidemark_ingest_log::kafka::{KafkaConfig, KafkaLog};
+use tidemark_ingest_log::IngestLog;
+use tidemark_partition_consumers::metrics::IngesterMetrics;
+use tidemark_partition_consumers::{Ingester, IngesterConfig};
+use tidemark_producers::metrics::DistributorMetrics;
+use tidemark_producers::{Distributor, DistributorConfig};
+use tidemark_schemas::prometheus::TimeSeries;
+use tidemark_schemas::record::{decode_version, RecordBody, VERSION_HEADER};
+use tidemark_workload::SeriesSet;
+use tokio_util::sync::CancellationToken;
+
+const TENANT: &str = "bench";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> anyhow::Result<()> {
+    let series: usize = env_or("SERIES", 100_000);
+    let scrapes: u64 = env_or("SCRAPES", 20);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let tmp = tempfile::Builder::new().prefix("tidemark-replay-").tempdir()?;
+    rt.block_on(async {
+        let embedded: Arc<dyn IngestLog> = Arc::new(EmbeddedLog::open(EmbeddedConfig {
+            dir: tmp.path().join("log"),
+            partitions: 1,
+            fsync: false,
+            retention_period: Duration::ZERO,
+            ..EmbeddedConfig::default()
+        })?);
+        let samples = load(&embedded, series, scrapes).await?;
+        println!("replay benchmark: {series} series x {scrapes} scrapes = {samples} samples, one partition");
+        let read_rate = read(&embedded, samples).await?;
+        let (decode_rate, batches) = decode(&embedded, samples).await?;
+        let append_rate = append(&batches, samples);
+        drop(batches);
+        let replay_rate = replay(&embedded, samples).await?;
+        println!("  read records alone:           {read_rate:>12.0} samples/s");
+        println!("  read and decode records:      {decode_rate:>12.0} samples/s");
+        println!("  head append alone:            {append_rate:>12.0} samples/s");
+        println!("  replay from the embedded log: {replay_rate:>12.0} samples/s (ratio to head append {:.2}, to decode {:.2})", replay_rate / append_rate, replay_rate / decode_rate);
+        if let Ok(address) = std::env::var("KAFKA") {
+            // A smaller partition: Tansu, the test broker, stores records
+            // in SQLite and serves them far slower than a Kafka broker.
+            let (series, scrapes) = (env_or("KAFKA_SERIES", 10_000usize), env_or("KAFKA_SCRAPES", 5u64));
+            let kafka: Arc<dyn IngestLog> = Arc::new(
+                KafkaLog::connect(&KafkaConfig {
+                    address,
+                    topic: format!("replay-bench-{}", std::process::id()),
+                    auto_create_topic_enabled: true,
+                    auto_create_topic_default_partitions: 1,
+                    ..KafkaConfig::default()
+                })
+                .await?,
+            );
+            let small: Arc<dyn IngestLog> = Arc::new(EmbeddedLog::open(EmbeddedConfig {
+                dir: tmp.path().join("small"),
+                partitions: 1,
+                fsync: false,
+                retention_period: Duration::ZERO,
+                ..EmbeddedConfig::default()
+            })?);
+            let n = load(&kafka, series, scrapes).await?;
+            load(&small, series, scrapes).await?;
+            let kafka_rate = replay(&kafka, n).await?;
+            let small_rate = replay(&small, n).await?;
+            println!("  {series} series x {scrapes} scrapes = {n} samples:");
+            println!("  replay from Kafka (Tansu):    {kafka_rate:>12.0} samples/s (ratio to the embedded log, same records, {:.2})", kafka_rate / small_rate);
+            println!("  replay from the embedded log: {small_rate:>12.0} samples/s");
+        }
+        println!("goal: replay >= 2M samples/s per core");
+        anyhow::Ok(())
+    })
+}
+
+/// Writes the scrapes through the distributor; returns the sample count.
+async fn load(log: &Arc<dyn IngestLog>, series: usize, scrapes: u64) -> anyhow::Result<u64> {
+    let set = SeriesSet::new();
+    let distributor = Distributor::new(log.clone(), DistributorConfig::default(), Arc::new(DistributorMetrics::unregistered()))
+        .with_overrides(tidemark_limits::Overrides::fixed(tidemark_limits::Limits {
+            ingestion_rate: 0.0,
+            ..tidemark_limits::Limits::default()
+        }));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let start = now - scrapes as i64 * 15_000;
+    for k in 0..scrapes {
+        for chunk in (0..series).step_by(2_000) {
+            let req = set.write_request(chunk..(chunk + 2_000).min(series), k, start + k as i64 * 15_000);
+            distributor.push(TENANT, &req.encode_to_vec()).await.map_err(|e| anyhow::anyhow!("push: {e}"))?;
+        }
+    }
+    Ok(series as u64 * scrapes)
+}
+
+/// Reads every record.
+async fn read(log: &Arc<dyn IngestLog>, samples: u64) -> anyhow::Result<f64> {
+    let end = log.latest_offset(0).await?;
+    let t = Instant::now();
+    let mut reader = log.reader(0, 0).await?;
+    let (mut next, mut bytes) = (0, 0);
+    while next < end {
+        for rec in reader.poll(Duration::from_millis(100)).await? {
+            bytes += rec.record.value.len();
+            next = rec.offset + 1;
+        }
+    }
+    std::hint::black_box(bytes);
+    Ok(samples as f64 / t.elapsed().as_secs_f64())
+}
+
+/// Reads and decodes every record; returns the rate and the decoded batches.
+async fn decode(log: &Arc<dyn IngestLog>, samples: u64) -> anyhow::Result<(f64, Vec<Vec<TimeSeries>>)> {
+    let end = log.latest_offset(0).await?;
+    let t = Instant::now();
+    let mut reader = log.reader(0, 0).await?;
+    let mut batches = Vec::new();
+    let mut next = 0;
+    while next < end {
+        for rec in reader.poll(Duration::from_millis(100)).await? {
+            let version = decode_version(rec.record.header(VERSION_HEADER))?;
+            batches.push(RecordBody::decode(version, rec.record.value.clone())?.into_parts().0);
+            next = rec.offset + 1;
+        }
+    }
+    Ok((samples as f64 / t.elapsed().as_secs_f64(), batches))
+}
+
+/// Appends decoded batches to a fresh head.
+fn append(batches: &[Vec<TimeSeries>], samples: u64) -> f64 {
+    let cfg = IngesterConfig::default();
+    let head = tidemark_partition_consumers::head::Head::new(tidemark_partition_consumers::head::HeadOptions {
+        samples_per_chunk: cfg.samples_per_chunk,
+        retention_ms: cfg.head_retention.as_millis() as i64,
+    });
+    let t = Instant::now();
+    for (offset, b) in batches.iter().enumerate() {
+        head.append_from(TENANT, b, offset as i64);
+    }
+    let rate = samples as f64 / t.elapsed().as_secs_f64();
+    assert!(head.num_series() > 0, "nothing appended");
+    rate
+}
+
+/// Starts an ingester on the partition and times it until ready.
+async fn replay(log: &Arc<dyn IngestLog>, samples: u64) -> anyhow::Result<f64> {
+    let cancel = CancellationToken::new();
+    let t = Instant::now();
+    let (ingester, tasks) = Ingester::start(log.clone(), &[0], &format!("replay-{}", t.elapsed().as_nanos()), &IngesterConfig::default(), IngesterMetrics::default(), cancel.clone());
+    while ingester.ready().is_err() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let rate = samples as f64 / t.elapsed().as_secs_f64();
+    cancel.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(rate)
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Ingester replay speed at start-up (benches/replay.rs): from the embedded
+# log, and from a real Kafka-protocol broker (Tansu, started here on
+# BROKER_PORT and stopped at the end; KAFKA=host:port uses another broker
+# instead). Knobs: SERIES=100000 SCRAPES=20 (embedded log),
+# KAFKA_SERIES=10000 KAFKA_SCRAPES=5 (broker).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tidemark/target}"
+if [[ -z "${KAFKA:-}" ]]; then
+    export TIDEMARK_TEST_STATE="${TIDEMARK_TEST_STATE:-/tmp/tidemark-replay-bench}"
+    KAFKA="$(scripts/kafka-broker.sh start "${BROKER_PORT:-29392}" | tail -n 1)"
+    trap 'scripts/kafka-broker.sh stop >/dev/null 2>&1 || true' EXIT
+fi
+export KAFKA
+cargo bench --locked --bench replay
