@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tidemark_ingest_log::{ConsumedRecord, IngestLog, LogError};
+use tidemark_schemas::prometheus::MetricMetadata;
 use tidemark_schemas::record::{
-    decode_tenant, decode_version, RecordBody, RecordError, VERSION_HEADER,
+    decode_tenant, decode_version, RecordBody, RecordError, VERSION_1, VERSION_HEADER,
 };
+use tidemark_schemas::scan::{read_series_samples, split_request, LabelRef};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IngesterConfig;
-use crate::head::{AppendStats, Head, HeadOptions, SeriesLimits};
+use crate::head::{AppendStats, Head, HeadOptions, SeriesLimits, SeriesView};
 use crate::metrics::{IngesterMetrics, PartitionLabels};
 
 /// Progress of one consumer, shared with readiness checks and metrics.
@@ -311,11 +313,14 @@ impl PartitionConsumer {
     fn apply(&self, rec: &ConsumedRecord) -> Result<AppendStats, RecordError> {
         let tenant = decode_tenant(&rec.record.key)?;
         let version = decode_version(rec.record.header(VERSION_HEADER))?;
-        let body = RecordBody::decode(version, rec.record.value.clone())?;
-        let (mut series, metadata) = body.into_parts();
         // The head keeps the last `head_retention` of wall-clock time;
         // older samples (backfill, replays) are served from blocks.
         let min_valid = now_ms() - self.cfg.head_retention.as_millis() as i64;
+        if version == VERSION_1 {
+            return self.apply_in_place(tenant, &rec.record.value, rec.offset, min_valid);
+        }
+        let body = RecordBody::decode(version, rec.record.value.clone())?;
+        let (mut series, metadata) = body.into_parts();
         let mut outside = 0u64;
         for ts in &mut series {
             let before = ts.samples.len();
@@ -325,7 +330,63 @@ impl PartitionConsumer {
         if outside > 0 {
             series.retain(|ts| !ts.samples.is_empty());
         }
-        let dropped = self.head.metadata.add(tenant, &metadata);
+        self.add_metadata(tenant, &metadata);
+        let stats = self.head.append_from(tenant, &series, rec.offset);
+        Ok(self.appended(tenant, stats, outside))
+    }
+
+    /// A version 1 body (a remote write 1.0 request) appended as it
+    /// stands: labels are views into the body, samples are read into one
+    /// buffer, nothing is allocated per series. The whole body is read
+    /// before anything is appended, so a corrupt record is skipped whole,
+    /// as when it fails to decode.
+    fn apply_in_place(&self, tenant: &str, body: &[u8], offset: i64, min_valid: i64) -> Result<AppendStats, RecordError> {
+        let invalid = |e: tidemark_schemas::scan::WireError| RecordError::Invalid {
+            version: VERSION_1,
+            reason: e.to_string(),
+        };
+        let parts = split_request(body).map_err(invalid)?;
+        let mut labels: Vec<LabelRef<'_>> = Vec::with_capacity(parts.series.len() * 10);
+        let mut samples: Vec<(i64, f64)> = Vec::with_capacity(parts.series.len());
+        let mut spans = Vec::with_capacity(parts.series.len());
+        let mut outside = 0u64;
+        for r in &parts.series {
+            let (l0, s0) = (labels.len(), samples.len());
+            read_series_samples(&body[r.clone()], &mut labels, &mut samples).map_err(invalid)?;
+            // Drop the samples outside the head's window, in place.
+            let mut kept = s0;
+            for i in s0..samples.len() {
+                if samples[i].0 >= min_valid {
+                    samples[kept] = samples[i];
+                    kept += 1;
+                }
+            }
+            outside += (samples.len() - kept) as u64;
+            samples.truncate(kept);
+            spans.push((l0..labels.len(), s0..samples.len()));
+        }
+        if outside > 0 {
+            spans.retain(|(_, s)| !s.is_empty());
+        }
+        if !parts.metadata.is_empty() {
+            let metadata = parts
+                .metadata
+                .iter()
+                .map(|r| <MetricMetadata as prost::Message>::decode(&body[r.clone()]))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| RecordError::Decode { version: VERSION_1, source })?;
+            self.add_metadata(tenant, &metadata);
+        }
+        let views = spans.iter().map(|(l, s)| SeriesView {
+            labels: &labels[l.clone()],
+            samples: &samples[s.clone()],
+        });
+        let stats = self.head.append_views(tenant, views, offset);
+        Ok(self.appended(tenant, stats, outside))
+    }
+
+    fn add_metadata(&self, tenant: &str, metadata: &[MetricMetadata]) {
+        let dropped = self.head.metadata.add(tenant, metadata);
         if dropped > 0 {
             tracing::debug!(
                 partition = self.partition,
@@ -334,12 +395,14 @@ impl PartitionConsumer {
                 "metadata entries dropped"
             );
         }
-        let mut stats = self.head.append_from(tenant, &series, rec.offset);
+    }
+
+    fn appended(&self, tenant: &str, mut stats: AppendStats, outside: u64) -> AppendStats {
         stats.outside_head_window = outside;
         if stats.per_user_series_limit > 0 || stats.per_metric_series_limit > 0 {
             self.warn_series_limit(tenant, &stats);
         }
-        Ok(stats)
+        stats
     }
 }
 
@@ -477,6 +540,82 @@ mod tests {
         cancel.cancel();
         task.await.unwrap();
         at
+    }
+
+    /// Every series of a head: labels and samples, sorted by labels.
+    fn contents(head: &Head, tenant: &str) -> Vec<(String, Vec<(i64, u64)>)> {
+        let refs = head.select(tenant, &[tidemark_storage::Matcher::new(tidemark_storage::MatchOp::Regex, "__name__", ".+").unwrap()], i64::MIN, i64::MAX);
+        head.read_series(tenant, &refs, i64::MIN, i64::MAX, false)
+            .into_iter()
+            .map(|(labels, chunks)| {
+                let samples = crate::service::samples_in(&chunks, i64::MIN, i64::MAX).unwrap();
+                (labels.to_string(), samples.iter().map(|s| (s.t, s.v.to_bits())).collect())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn version_1_records_read_in_place_append_what_decoding_appends() {
+        use prost::Message;
+        use tidemark_schemas::prometheus::{metric_metadata::MetricType, Label, Sample, TimeSeries, WriteRequest};
+        let l = |n: &str, v: &str| Label { name: Bytes::copy_from_slice(n.as_bytes()), value: Bytes::copy_from_slice(v.as_bytes()) };
+        let now = now_ms();
+        let old = now - 48 * 3_600_000;
+        let series = vec![
+            // As the distributor writes them.
+            TimeSeries { labels: vec![l("__name__", "a"), l("job", "j")], samples: vec![Sample { value: 1.5, timestamp: now - 2 }, Sample { value: f64::NAN, timestamp: now - 1 }], exemplars: vec![] },
+            // Unsorted, with an empty value: normalised the slow way.
+            TimeSeries { labels: vec![l("job", "k"), l("__name__", "a"), l("x", "")], samples: vec![Sample { value: 2.0, timestamp: now }], exemplars: vec![] },
+            // Partly, then wholly, outside the head's window.
+            TimeSeries { labels: vec![l("__name__", "b")], samples: vec![Sample { value: 3.0, timestamp: old }, Sample { value: 4.0, timestamp: now }], exemplars: vec![] },
+            TimeSeries { labels: vec![l("__name__", "c")], samples: vec![Sample { value: 5.0, timestamp: old }], exemplars: vec![] },
+            // Out of order within the series, and a duplicate.
+            TimeSeries { labels: vec![l("__name__", "d")], samples: vec![Sample { value: 1.0, timestamp: now }, Sample { value: 0.0, timestamp: now - 5 }, Sample { value: 1.0, timestamp: now }], exemplars: vec![] },
+        ];
+        let body = WriteRequest {
+            timeseries: series.clone(),
+            metadata: vec![MetricMetadata { r#type: MetricType::Counter as i32, metric_family_name: "a".into(), help: "h".into(), unit: "".into() }],
+        }
+        .encode_to_vec();
+        let record = ConsumedRecord {
+            partition: 0,
+            offset: 7,
+            timestamp_ms: now,
+            record: Record {
+                key: Bytes::from_static(b"t1"),
+                value: Bytes::from(body),
+                headers: vec![tidemark_ingest_log::Header {
+                    key: VERSION_HEADER.to_string(),
+                    value: Bytes::copy_from_slice(&tidemark_schemas::record::encode_version(VERSION_1)),
+                }],
+            },
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(EmbeddedLog::open(EmbeddedConfig { dir: dir.path().to_path_buf(), partitions: 1, fsync: false, ..EmbeddedConfig::default() }).unwrap());
+        let c = PartitionConsumer::new(0, log, "g".into(), IngesterConfig::default(), IngesterMetrics::default());
+        let in_place = c.apply(&record).unwrap();
+
+        // The decoding path, on another head.
+        let reference = Head::new(HeadOptions {
+            samples_per_chunk: 120,
+            retention_ms: IngesterConfig::default().head_retention.as_millis() as i64,
+        });
+        let mut decoded = series;
+        for ts in &mut decoded {
+            ts.samples.retain(|s| s.timestamp >= now - IngesterConfig::default().head_retention.as_millis() as i64);
+        }
+        decoded.retain(|ts| !ts.samples.is_empty());
+        let mut want = reference.append_from("t1", &decoded, 7);
+        want.outside_head_window = 2;
+        assert_eq!(in_place, want);
+        assert_eq!(contents(&c.head, "t1"), contents(&reference, "t1"));
+        assert_eq!(contents(&c.head, "t1").len(), 4);
+        assert!(!c.head.metadata.get("t1", Some("a")).is_empty());
+
+        // A corrupt body is refused whole.
+        let mut bad = record.clone();
+        bad.record.value = Bytes::from_static(&[0x0a, 0x05, 0x0a, 0x03]);
+        assert!(c.apply(&bad).is_err());
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod records;
 pub mod rw2;
-pub mod scan;
+pub use tidemark_schemas::scan;
 pub mod shard;
 pub mod validation;
 

@@ -6,6 +6,7 @@
 //! * [`ingest`]: the body of an ingest-log record, and [`record`] for the
 //!   versioning rules that wrap it.
 //! * [`ingester`]: the internal, streaming query API of partition consumers.
+//! * [`scan`]: reading remote-write requests and records in place.
 
 pub mod prometheus {
     include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
@@ -38,4 +39,5 @@ pub mod tidemark {
 pub use tidemark::{ingest, ingester};
 
 pub mod record;
+pub mod scan;
 pub mod stream;

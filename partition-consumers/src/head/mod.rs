@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use tidemark_schemas::prometheus::TimeSeries;
+use tidemark_schemas::scan::LabelRef;
 use tidemark_storage::{Label, Labels, Matcher};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -278,6 +279,15 @@ impl Head {
     /// Appends the series of the record at log offset `offset`; the offset
     /// tells later when the chunks are in blocks.
     pub fn append_from(&self, tenant: &str, batch: &[TimeSeries], offset: i64) -> AppendStats {
+        self.append_series(tenant, batch.iter().map(ProtoSeries), offset)
+    }
+
+    /// [`Head::append_from`] for series read in place from a record.
+    pub fn append_views<'a>(&self, tenant: &str, batch: impl Iterator<Item = SeriesView<'a>>, offset: i64) -> AppendStats {
+        self.append_series(tenant, batch, offset)
+    }
+
+    fn append_series<S: AppendSource>(&self, tenant: &str, batch: impl Iterator<Item = S>, offset: i64) -> AppendStats {
         let mut stats = AppendStats::default();
         let (max_user, max_metric) = self
             .series_limits
@@ -295,14 +305,14 @@ impl Head {
             SeriesRefusal::PerMetric => stats.per_metric_series_limit += samples as u64,
         };
         for ts in batch {
-            let id = if SeriesLabels::encode_wire(&ts.labels, &mut scratch) {
+            let id = if ts.encode_labels(&mut scratch) {
                 let hash = xxh3_64(&scratch);
                 match th.lookup(hash, |l| l.as_bytes() == scratch.as_slice()) {
                     Some(id) => id,
                     None => match SeriesLabels::from_encoded(&scratch) {
                         Some(labels) => {
                             if let Err(why) = th.admit(&labels, max_user, max_metric) {
-                                refuse(&mut stats, why, ts.samples.len());
+                                refuse(&mut stats, why, ts.num_samples());
                                 continue;
                             }
                             stats.new_series += 1;
@@ -316,7 +326,7 @@ impl Head {
                 }
             } else {
                 // Not sorted or with empty values: normalise the slow way.
-                match labels_from_proto(ts) {
+                match ts.labels() {
                     Some(labels) => {
                         let flat = SeriesLabels::new(&labels);
                         let hash = flat.hash();
@@ -324,7 +334,7 @@ impl Head {
                             Some(id) => id,
                             None => {
                                 if let Err(why) = th.admit(&flat, max_user, max_metric) {
-                                    refuse(&mut stats, why, ts.samples.len());
+                                    refuse(&mut stats, why, ts.num_samples());
                                     continue;
                                 }
                                 stats.new_series += 1;
@@ -342,17 +352,17 @@ impl Head {
             let Some(series) = th.series[id as usize].as_mut() else {
                 continue;
             };
-            for s in &ts.samples {
+            for (t, v) in ts.samples() {
                 match series.append_from(
-                    s.timestamp,
-                    s.value,
+                    t,
+                    v,
                     self.opts.samples_per_chunk,
                     offset,
                     ooo_window_ms,
                 ) {
                     AppendResult::Appended => {
                         stats.appended += 1;
-                        max_t = max_t.max(s.timestamp);
+                        max_t = max_t.max(t);
                     }
                     AppendResult::Duplicate => stats.duplicates += 1,
                     AppendResult::OutOfOrder => stats.out_of_order += 1,
@@ -524,12 +534,64 @@ impl Head {
     }
 }
 
-fn labels_from_proto(ts: &TimeSeries) -> Option<Labels> {
-    let mut out = Vec::with_capacity(ts.labels.len());
-    for l in &ts.labels {
+/// A series to append, whatever it was read into.
+trait AppendSource {
+    /// Encodes the labels in the head's layout; false unless they are in
+    /// the form the distributor writes (see [`SeriesLabels::encode_wire`]).
+    fn encode_labels(&self, buf: &mut Vec<u8>) -> bool;
+    /// The labels normalised (sorted, empty values dropped), if UTF-8 and
+    /// not empty.
+    fn labels(&self) -> Option<Labels>;
+    fn num_samples(&self) -> usize;
+    fn samples(&self) -> impl Iterator<Item = (i64, f64)> + '_;
+}
+
+/// A decoded series.
+struct ProtoSeries<'a>(&'a TimeSeries);
+
+impl AppendSource for ProtoSeries<'_> {
+    fn encode_labels(&self, buf: &mut Vec<u8>) -> bool {
+        SeriesLabels::encode_wire(&self.0.labels, buf)
+    }
+    fn labels(&self) -> Option<Labels> {
+        labels_from_pairs(self.0.labels.iter().map(|l| (l.name.as_ref(), l.value.as_ref())))
+    }
+    fn num_samples(&self) -> usize {
+        self.0.samples.len()
+    }
+    fn samples(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
+        self.0.samples.iter().map(|s| (s.timestamp, s.value))
+    }
+}
+
+/// A series read in place from a record body: views into it.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesView<'a> {
+    pub labels: &'a [LabelRef<'a>],
+    pub samples: &'a [(i64, f64)],
+}
+
+impl AppendSource for SeriesView<'_> {
+    fn encode_labels(&self, buf: &mut Vec<u8>) -> bool {
+        SeriesLabels::encode_pairs(self.labels.iter().map(|l| (l.name, l.value)), buf)
+    }
+    fn labels(&self) -> Option<Labels> {
+        labels_from_pairs(self.labels.iter().map(|l| (l.name, l.value)))
+    }
+    fn num_samples(&self) -> usize {
+        self.samples.len()
+    }
+    fn samples(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
+        self.samples.iter().copied()
+    }
+}
+
+fn labels_from_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Option<Labels> {
+    let mut out = Vec::new();
+    for (name, value) in pairs {
         out.push(Label {
-            name: String::from_utf8(l.name.to_vec()).ok()?,
-            value: String::from_utf8(l.value.to_vec()).ok()?,
+            name: String::from_utf8(name.to_vec()).ok()?,
+            value: String::from_utf8(value.to_vec()).ok()?,
         });
     }
     let labels = Labels::new(out);

@@ -88,17 +88,22 @@ impl SeriesLabels {
     /// (leaving `buf` unspecified) unless they are sorted by unique name
     /// with no empty values, the form the distributor writes.
     pub fn encode_wire(labels: &[ProtoLabel], buf: &mut Vec<u8>) -> bool {
+        Self::encode_pairs(labels.iter().map(|l| (l.name.as_ref(), l.value.as_ref())), buf)
+    }
+
+    /// [`SeriesLabels::encode_wire`] of `(name, value)` pairs.
+    pub fn encode_pairs<'a>(labels: impl Iterator<Item = (&'a [u8], &'a [u8])>, buf: &mut Vec<u8>) -> bool {
         buf.clear();
         let mut prev: &[u8] = &[];
-        for (i, l) in labels.iter().enumerate() {
-            if l.value.is_empty() || (i > 0 && l.name.as_ref() <= prev) {
+        for (i, (name, value)) in labels.enumerate() {
+            if value.is_empty() || (i > 0 && name <= prev) {
                 return false;
             }
-            prev = &l.name;
-            put_uvarint(buf, l.name.len());
-            buf.extend_from_slice(&l.name);
-            put_uvarint(buf, l.value.len());
-            buf.extend_from_slice(&l.value);
+            prev = name;
+            put_uvarint(buf, name.len());
+            buf.extend_from_slice(name);
+            put_uvarint(buf, value.len());
+            buf.extend_from_slice(value);
         }
         true
     }

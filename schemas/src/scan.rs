@@ -1,10 +1,12 @@
-//! Reading a remote-write request in place.
+//! Reading a remote-write request (or a version 1 record's body, which is
+//! one) in place.
 //!
 //! The distributor does not decode a request into structs and encode it
 //! again: it walks the protobuf wire format of the decompressed body, checks
 //! every field it forwards, and copies each series' bytes unchanged into the
 //! record of its partition. Every byte it forwards is checked to decode as
-//! the consumers will decode it.
+//! the consumers will decode it. Consumers read the records the same way
+//! ([`read_series_samples`]).
 
 use std::ops::Range;
 
@@ -139,7 +141,7 @@ pub struct LabelRef<'a> {
 }
 
 /// Views of decoded labels.
-pub fn label_refs(labels: &[tidemark_schemas::prometheus::Label]) -> Vec<LabelRef<'_>> {
+pub fn label_refs(labels: &[crate::prometheus::Label]) -> Vec<LabelRef<'_>> {
     labels
         .iter()
         .map(|l| LabelRef {
@@ -179,7 +181,7 @@ pub fn read_series<'a>(buf: &'a [u8], view: &mut SeriesView<'a>) -> Result<(), W
                 view.min_timestamp = view.min_timestamp.min(t);
             }
             (3, Value::Len(e), _) => {
-                <tidemark_schemas::prometheus::Exemplar as prost::Message>::decode(e)
+                <crate::prometheus::Exemplar as prost::Message>::decode(e)
                     .map_err(|e| WireError(format!("bad exemplar: {e}")))?;
                 view.exemplars += 1;
             }
@@ -205,6 +207,36 @@ fn read_label(buf: &[u8]) -> Result<LabelRef<'_>, WireError> {
         }
     }
     Ok(l)
+}
+
+/// A series' labels and samples, read in place with prost's rules (the
+/// last occurrence of a label's or sample's field wins; exemplars and other
+/// fields are skipped unchecked): appends to `labels` and `samples`.
+pub fn read_series_samples<'a>(
+    buf: &'a [u8],
+    labels: &mut Vec<LabelRef<'a>>,
+    samples: &mut Vec<(i64, f64)>,
+) -> Result<(), WireError> {
+    for f in Fields::new(buf) {
+        match f? {
+            (1, Value::Len(l), _) => labels.push(read_label(l)?),
+            (2, Value::Len(s), _) => {
+                let (mut t, mut v) = (0i64, 0f64);
+                for f in Fields::new(s) {
+                    match f? {
+                        (1, Value::Fixed64(bits), _) => v = f64::from_bits(bits),
+                        (2, Value::Varint(x), _) => t = x as i64,
+                        (1 | 2, _, _) => return err("sample field has the wrong wire type"),
+                        _ => {}
+                    }
+                }
+                samples.push((t, v));
+            }
+            (1 | 2, _, _) => return err("series field has the wrong wire type"),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A sample's timestamp (its value needs no check: any 64 bits are a float).
