@@ -295,7 +295,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use prost::Message;
-    use tidemark_schemas::prometheus::{Exemplar, Label, Sample, TimeSeries, WriteRequest};
+    use crate::prometheus::{Exemplar, Label, Sample, TimeSeries, WriteRequest};
 
     fn req() -> WriteRequest {
         WriteRequest {
