@@ -11,7 +11,8 @@ use tidemark_block_storage::format::write_block;
 use tidemark_block_storage::meta::{builder_block_id, BlockMeta, BlockSource};
 use tidemark_block_storage::upload::upload_block;
 use tidemark_ingest_log::IngestLog;
-use tidemark_schemas::record::{decode_tenant, decode_version, RecordBody, VERSION_HEADER};
+use tidemark_schemas::record::{decode_tenant, decode_version, RecordBody, VERSION_1, VERSION_HEADER};
+use tidemark_schemas::scan::{read_series_samples, split_request, LabelRef};
 use tokio_util::sync::CancellationToken;
 
 use crate::accumulate::Accumulator;
@@ -231,15 +232,8 @@ impl BlockBuilder {
                 }
                 next = rec.offset + 1;
                 summary.records += 1;
-                let decoded = decode_tenant(&rec.record.key)
-                    .map_err(|e| e.to_string())
-                    .and_then(|tenant| {
-                        let version = decode_version(rec.record.header(VERSION_HEADER)).map_err(|e| e.to_string())?;
-                        let body = RecordBody::decode(version, rec.record.value.clone()).map_err(|e| e.to_string())?;
-                        Ok((tenant.to_owned(), body.into_timeseries()))
-                    });
-                match decoded {
-                    Ok((tenant, series)) => acc.add(&tenant, series),
+                match add_record(&mut acc, &rec.record) {
+                    Ok(()) => {}
                     Err(e) => {
                         summary.records_failed += 1;
                         self.metrics.records_failed.get_or_create(&labels).inc();
@@ -315,4 +309,34 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_millis() as i64
+}
+
+/// Adds a record's series to the accumulator. A version 1 body is read in
+/// place (labels as views into it); other versions are decoded. Nothing is
+/// added from a record that does not read whole.
+fn add_record(acc: &mut Accumulator, record: &tidemark_ingest_log::Record) -> Result<(), String> {
+    let tenant = decode_tenant(&record.key).map_err(|e| e.to_string())?;
+    let version = decode_version(record.header(VERSION_HEADER)).map_err(|e| e.to_string())?;
+    if version != VERSION_1 {
+        let body = RecordBody::decode(version, record.value.clone()).map_err(|e| e.to_string())?;
+        acc.add(tenant, body.into_timeseries());
+        return Ok(());
+    }
+    let body = &record.value[..];
+    let parts = split_request(body).map_err(|e| e.to_string())?;
+    let (mut labels, mut samples) = (Vec::new(), Vec::new());
+    let mut spans = Vec::with_capacity(parts.series.len());
+    for r in parts.series {
+        let (l0, s0) = (labels.len(), samples.len());
+        read_series_samples(&body[r], &mut labels, &mut samples).map_err(|e| e.to_string())?;
+        spans.push((l0..labels.len(), s0..samples.len()));
+    }
+    for (l, s) in spans {
+        acc.add_series(
+            tenant,
+            labels[l].iter().map(|x: &LabelRef<'_>| (x.name, x.value)),
+            samples[s].iter().copied(),
+        );
+    }
+    Ok(())
 }
