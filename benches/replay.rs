@@ -28,7 +28,7 @@ use tidemark_producers::metrics::DistributorMetrics;
 use tidemark_producers::{Distributor, DistributorConfig};
 use tidemark_schemas::prometheus::TimeSeries;
 use tidemark_schemas::record::{decode_version, RecordBody, VERSION_HEADER};
-use tidemark_schemas::scan::{read_series_samples, split_request};
+use tidemark_schemas::scan::RequestSeries;
 use tidemark_workload::SeriesSet;
 use tokio_util::sync::CancellationToken;
 
@@ -139,17 +139,9 @@ async fn read_in_place(log: &Arc<dyn IngestLog>, samples: u64) -> anyhow::Result
     let t = Instant::now();
     let mut reader = log.reader(0, 0).await?;
     let (mut next, mut n) = (0, 0);
-    let mut points = Vec::new();
     while next < end {
         for rec in reader.poll(Duration::from_millis(100)).await? {
-            let body = &rec.record.value;
-            let mut labels = Vec::new();
-            for r in split_request(body)?.series {
-                labels.clear();
-                points.clear();
-                read_series_samples(&body[r], &mut labels, &mut points)?;
-                n += points.len();
-            }
+            n += RequestSeries::read(&rec.record.value)?.samples.len();
             next = rec.offset + 1;
         }
     }

@@ -12,7 +12,7 @@ use tidemark_block_storage::meta::{builder_block_id, BlockMeta, BlockSource};
 use tidemark_block_storage::upload::upload_block;
 use tidemark_ingest_log::IngestLog;
 use tidemark_schemas::record::{decode_tenant, decode_version, RecordBody, VERSION_1, VERSION_HEADER};
-use tidemark_schemas::scan::{read_series_samples, split_request, LabelRef};
+use tidemark_schemas::scan::RequestSeries;
 use tokio_util::sync::CancellationToken;
 
 use crate::accumulate::Accumulator;
@@ -322,21 +322,9 @@ fn add_record(acc: &mut Accumulator, record: &tidemark_ingest_log::Record) -> Re
         acc.add(tenant, body.into_timeseries());
         return Ok(());
     }
-    let body = &record.value[..];
-    let parts = split_request(body).map_err(|e| e.to_string())?;
-    let (mut labels, mut samples) = (Vec::new(), Vec::new());
-    let mut spans = Vec::with_capacity(parts.series.len());
-    for r in parts.series {
-        let (l0, s0) = (labels.len(), samples.len());
-        read_series_samples(&body[r], &mut labels, &mut samples).map_err(|e| e.to_string())?;
-        spans.push((l0..labels.len(), s0..samples.len()));
-    }
-    for (l, s) in spans {
-        acc.add_series(
-            tenant,
-            labels[l].iter().map(|x: &LabelRef<'_>| (x.name, x.value)),
-            samples[s].iter().copied(),
-        );
+    let read = RequestSeries::read(&record.value).map_err(|e| e.to_string())?;
+    for (labels, samples) in read.iter() {
+        acc.add_series(tenant, labels.iter().map(|l| (l.name, l.value)), samples.iter().copied());
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use tidemark_schemas::prometheus::MetricMetadata;
 use tidemark_schemas::record::{
     decode_tenant, decode_version, RecordBody, RecordError, VERSION_1, VERSION_HEADER,
 };
-use tidemark_schemas::scan::{read_series_samples, split_request, LabelRef};
+use tidemark_schemas::scan::RequestSeries;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IngesterConfig;
@@ -345,31 +345,10 @@ impl PartitionConsumer {
             version: VERSION_1,
             reason: e.to_string(),
         };
-        let parts = split_request(body).map_err(invalid)?;
-        let mut labels: Vec<LabelRef<'_>> = Vec::with_capacity(parts.series.len() * 10);
-        let mut samples: Vec<(i64, f64)> = Vec::with_capacity(parts.series.len());
-        let mut spans = Vec::with_capacity(parts.series.len());
-        let mut outside = 0u64;
-        for r in &parts.series {
-            let (l0, s0) = (labels.len(), samples.len());
-            read_series_samples(&body[r.clone()], &mut labels, &mut samples).map_err(invalid)?;
-            // Drop the samples outside the head's window, in place.
-            let mut kept = s0;
-            for i in s0..samples.len() {
-                if samples[i].0 >= min_valid {
-                    samples[kept] = samples[i];
-                    kept += 1;
-                }
-            }
-            outside += (samples.len() - kept) as u64;
-            samples.truncate(kept);
-            spans.push((l0..labels.len(), s0..samples.len()));
-        }
-        if outside > 0 {
-            spans.retain(|(_, s)| !s.is_empty());
-        }
-        if !parts.metadata.is_empty() {
-            let metadata = parts
+        let mut read = RequestSeries::read(body).map_err(invalid)?;
+        let outside = read.drop_samples_before(min_valid);
+        if !read.metadata.is_empty() {
+            let metadata = read
                 .metadata
                 .iter()
                 .map(|r| <MetricMetadata as prost::Message>::decode(&body[r.clone()]))
@@ -377,10 +356,7 @@ impl PartitionConsumer {
                 .map_err(|source| RecordError::Decode { version: VERSION_1, source })?;
             self.add_metadata(tenant, &metadata);
         }
-        let views = spans.iter().map(|(l, s)| SeriesView {
-            labels: &labels[l.clone()],
-            samples: &samples[s.clone()],
-        });
+        let views = read.iter().map(|(labels, samples)| SeriesView { labels, samples });
         let stats = self.head.append_views(tenant, views, offset);
         Ok(self.appended(tenant, stats, outside))
     }

@@ -209,6 +209,69 @@ fn read_label(buf: &[u8]) -> Result<LabelRef<'_>, WireError> {
     Ok(l)
 }
 
+/// Every series of a remote-write request (a version 1 record body is
+/// one), read in place: labels as views into the body and samples in two
+/// shared buffers, one pair of ranges per series, and where each metadata
+/// entry stands. Reading stops at the first malformed part, so a caller
+/// gets the whole body or an error.
+#[derive(Debug, Default)]
+pub struct RequestSeries<'a> {
+    pub labels: Vec<LabelRef<'a>>,
+    pub samples: Vec<(i64, f64)>,
+    /// Per series, its ranges in `labels` and `samples`.
+    pub series: Vec<(Range<usize>, Range<usize>)>,
+    /// Byte ranges of the metadata entries in the body.
+    pub metadata: Vec<Range<usize>>,
+}
+
+impl<'a> RequestSeries<'a> {
+    pub fn read(body: &'a [u8]) -> Result<Self, WireError> {
+        let parts = split_request(body)?;
+        let mut out = RequestSeries {
+            labels: Vec::with_capacity(parts.series.len() * 10),
+            samples: Vec::with_capacity(parts.series.len()),
+            series: Vec::with_capacity(parts.series.len()),
+            metadata: parts.metadata,
+        };
+        for r in parts.series {
+            let (l0, s0) = (out.labels.len(), out.samples.len());
+            read_series_samples(&body[r], &mut out.labels, &mut out.samples)?;
+            out.series.push((l0..out.labels.len(), s0..out.samples.len()));
+        }
+        Ok(out)
+    }
+
+    /// Each series' labels and samples.
+    pub fn iter(&self) -> impl Iterator<Item = (&[LabelRef<'a>], &[(i64, f64)])> + '_ {
+        self.series
+            .iter()
+            .map(|(l, s)| (&self.labels[l.clone()], &self.samples[s.clone()]))
+    }
+
+    /// Drops the samples before `min_t`, and then the series left without
+    /// samples; returns how many samples were dropped. Series that had no
+    /// samples to begin with stay when nothing is dropped.
+    pub fn drop_samples_before(&mut self, min_t: i64) -> u64 {
+        let mut kept = 0;
+        for (_, s) in &mut self.series {
+            let start = kept;
+            for i in s.clone() {
+                if self.samples[i].0 >= min_t {
+                    self.samples[kept] = self.samples[i];
+                    kept += 1;
+                }
+            }
+            *s = start..kept;
+        }
+        let dropped = (self.samples.len() - kept) as u64;
+        self.samples.truncate(kept);
+        if dropped > 0 {
+            self.series.retain(|(_, s)| !s.is_empty());
+        }
+        dropped
+    }
+}
+
 /// A series' labels and samples, read in place with prost's rules (the
 /// last occurrence of a label's or sample's field wins; exemplars and other
 /// fields are skipped unchecked): appends to `labels` and `samples`.
@@ -296,6 +359,35 @@ mod tests {
     use bytes::Bytes;
     use prost::Message;
     use crate::prometheus::{Exemplar, Label, Sample, TimeSeries, WriteRequest};
+
+    #[test]
+    fn request_series_read_in_place_and_filtered_by_time() {
+        let l = |n: &'static str, v: &'static str| Label { name: Bytes::from_static(n.as_bytes()), value: Bytes::from_static(v.as_bytes()) };
+        let s = |t: i64, v: f64| Sample { value: v, timestamp: t };
+        let body = WriteRequest {
+            timeseries: vec![
+                TimeSeries { labels: vec![l("__name__", "a")], samples: vec![s(1, 1.0), s(5, 2.0)], exemplars: vec![] },
+                TimeSeries { labels: vec![l("__name__", "b"), l("x", "y")], samples: vec![s(2, 3.0)], exemplars: vec![] },
+                TimeSeries { labels: vec![l("__name__", "c")], samples: vec![], exemplars: vec![] },
+            ],
+            metadata: vec![Default::default()],
+        }
+        .encode_to_vec();
+        let mut r = RequestSeries::read(&body).unwrap();
+        assert_eq!(r.metadata.len(), 1);
+        let all: Vec<(usize, Vec<(i64, f64)>)> = r.iter().map(|(l, s)| (l.len(), s.to_vec())).collect();
+        assert_eq!(all, vec![(1, vec![(1, 1.0), (5, 2.0)]), (2, vec![(2, 3.0)]), (1, vec![])]);
+        assert_eq!(r.iter().nth(1).unwrap().0[1], LabelRef { name: b"x", value: b"y" });
+        // Nothing before 1: the empty series stays.
+        assert_eq!(r.drop_samples_before(1), 0);
+        assert_eq!(r.iter().count(), 3);
+        // Before 3: one sample of `a`, all of `b`; emptied series go.
+        assert_eq!(r.drop_samples_before(3), 2);
+        let left: Vec<Vec<(i64, f64)>> = r.iter().map(|(_, s)| s.to_vec()).collect();
+        assert_eq!(left, vec![vec![(5, 2.0)]]);
+        // A malformed series fails the whole read.
+        assert!(RequestSeries::read(&[0x0a, 0x02, 0x0a, 0x05]).is_err());
+    }
 
     fn req() -> WriteRequest {
         WriteRequest {
