@@ -8,9 +8,13 @@
 #   scripts/local-stack.sh          build (release) and start everything
 #   scripts/local-stack.sh --stop   stop what it started
 #
-# State and logs: ${TIDEMARK_STACK_DIR:-./data/local-stack}. Ports: broker
+# The processes find each other over gossip (-memberlist.join, the
+# distributor's gossip port as the seed): no address lists.
+#
+# State and logs: ${TIDEMARK_STACK_DIR:-./data/local-stack}. HTTP ports: broker
 # 29092, S3 29000, distributor 29100, ingesters 29110-29113, block-builder
-# 29120, store-gateway 29121, compactor 29122, querier 29130.
+# 29120, store-gateway 29121, compactor 29122, querier 29130; each process
+# gossips on its HTTP port + 100 (UDP).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tidemark/target}"
@@ -44,7 +48,8 @@ S3="$(scripts/s3-server.sh start 29000 tidemark-blocks | tail -n 1)"
 TOPIC="local-stack"
 COMMON=(-ingest-storage.kafka.address="$KAFKA" -ingest-storage.kafka.topic="$TOPIC"
     -ingest-storage.kafka.auto-create-topic-default-partitions=2
-    -server.http-listen-address=127.0.0.1 -log.level=info)
+    -server.http-listen-address=127.0.0.1 -log.level=info
+    -memberlist.join=127.0.0.1:29200 -memberlist.bind-addr=127.0.0.1)
 BLOCKS=(-blocks-storage.backend=s3 -blocks-storage.s3.endpoint="$S3"
     -blocks-storage.s3.bucket-name=tidemark-blocks -blocks-storage.s3.access-key-id=tidemark
     -blocks-storage.s3.secret-access-key=tidemark-secret -blocks-storage.s3.insecure=true)
@@ -52,7 +57,8 @@ BLOCKS=(-blocks-storage.backend=s3 -blocks-storage.s3.endpoint="$S3"
 run() {
     local name="$1" port="$2"
     shift 2
-    "$BIN" "${COMMON[@]}" -server.http-listen-port="$port" -data-dir="$STACK/$name" "$@" \
+    "$BIN" "${COMMON[@]}" -server.http-listen-port="$port" -memberlist.bind-port=$((port + 100)) \
+        -ingester.ring.instance-id="$name" -data-dir="$STACK/$name" "$@" \
         >"$STACK/logs/$name.log" 2>&1 &
     echo $! >"$STACK/pids/$name"
     for _ in $(seq 1 600); do
@@ -73,16 +79,23 @@ run() {
 }
 
 run distributor 29100 -target=distributor
-run ingester-zone-a-0 29110 -target=ingester -ingester.ring.instance-id=ingester-zone-a-0
-run ingester-zone-a-1 29111 -target=ingester -ingester.ring.instance-id=ingester-zone-a-1
-run ingester-zone-b-0 29112 -target=ingester -ingester.ring.instance-id=ingester-zone-b-0
-run ingester-zone-b-1 29113 -target=ingester -ingester.ring.instance-id=ingester-zone-b-1
+run ingester-zone-a-0 29110 -target=ingester
+run ingester-zone-a-1 29111 -target=ingester
+run ingester-zone-b-0 29112 -target=ingester
+run ingester-zone-b-1 29113 -target=ingester
 run block-builder 29120 -target=block-builder "${BLOCKS[@]}"
 run store-gateway 29121 -target=store-gateway "${BLOCKS[@]}"
 run compactor 29122 -target=compactor "${BLOCKS[@]}"
-run querier 29130 -target=querier \
-    -querier.ingester-addresses=http://127.0.0.1:29110,http://127.0.0.1:29111,http://127.0.0.1:29112,http://127.0.0.1:29113 \
-    -querier.store-gateway-addresses=http://127.0.0.1:29121
+run querier 29130 -target=querier
+
+# Writes are taken once the partitions are active in the partition ring
+# (after -ingester.partition-ring.min-partition-owners-duration).
+for _ in $(seq 1 300); do
+    if curl -sf -H 'Accept: application/json' http://127.0.0.1:29100/ingester/partition-ring | grep -q '"active":\[0,1\]'; then
+        break
+    fi
+    sleep 0.1
+done
 
 cat <<EOT
 Tidemark's local stack is running (state and logs in $STACK):
@@ -91,6 +104,7 @@ Tidemark's local stack is running (state and logs in $STACK):
   query:   http://127.0.0.1:29130/prometheus/api/v1/query
   ingesters: zone a http://127.0.0.1:29110 (partition 0), :29111 (1); zone b :29112 (0), :29113 (1)
   block-builder :29120, store-gateway :29121, compactor :29122 (each with /metrics)
+  ring:    http://127.0.0.1:29130/memberlist, /ingester/ring, /ingester/partition-ring (on every process)
   Kafka-protocol broker: $KAFKA (topic $TOPIC); S3: http://$S3 (bucket tidemark-blocks)
 Stop it with: scripts/local-stack.sh --stop
 EOT

@@ -19,6 +19,7 @@ use tidemark_partition_consumers::IngesterConfig;
 use tidemark_producers::DistributorConfig;
 use tidemark_query::{EngineOptions, TieredOptions};
 use tidemark_store_gateway::StoreGatewayConfig;
+use crate::membership::{MemberlistConfig, RingConfig};
 
 /// Which components a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize, Default)]
@@ -91,6 +92,10 @@ pub struct Config {
     pub limits: tidemark_limits::Limits,
     /// Per-tenant overrides file, reloaded without restart (`-runtime-config.*`).
     pub runtime_config: tidemark_limits::RuntimeConfigSettings,
+    /// Gossip membership (`-memberlist.*`); off without `join_members`.
+    pub memberlist: MemberlistConfig,
+    /// This process in the ring and the partition ring's timing (`-ring.*`).
+    pub ring: RingConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,6 +184,8 @@ impl Default for Config {
             log: LogConfig::default(),
             limits: tidemark_limits::Limits::default(),
             runtime_config: tidemark_limits::RuntimeConfigSettings::default(),
+            memberlist: MemberlistConfig::default(),
+            ring: RingConfig::default(),
         }
     }
 }
@@ -292,9 +299,13 @@ impl Config {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.target == Target::Querier && self.querier.ingester_addresses.is_empty() {
-            bail!("-target=querier needs -querier.ingester-addresses");
+        if self.target == Target::Querier
+            && self.querier.ingester_addresses.is_empty()
+            && !self.memberlist.enabled()
+        {
+            bail!("-target=querier needs -memberlist.join (to find the ingesters in the ring) or -querier.ingester-addresses");
         }
+        self.memberlist.validate().map_err(|e| anyhow::anyhow!(e))?;
         // A querier reads ingesters over HTTP and never the log.
         if matches!(
             self.target,
@@ -485,6 +496,44 @@ pub struct Flags {
     /// HTTP listen port (default 9009).
     #[arg(long = "server.http-listen-port", env = flag_env!("SERVER_HTTP_LISTEN_PORT"), help_heading = "Server")]
     pub http_listen_port: Option<u16>,
+
+    // --- Membership
+    /// Members to join over gossip, comma-separated host:port; turns the ring on (default: none, no ring).
+    #[arg(long = "memberlist.join", env = flag_env!("MEMBERLIST_JOIN"), value_delimiter = ',', help_heading = "Membership")]
+    pub memberlist_join: Option<Vec<String>>,
+    /// IP address gossip listens on (default 0.0.0.0).
+    #[arg(long = "memberlist.bind-addr", env = flag_env!("MEMBERLIST_BIND_ADDR"), help_heading = "Membership")]
+    pub memberlist_bind_addr: Option<String>,
+    /// UDP port gossip listens on (default 7946).
+    #[arg(long = "memberlist.bind-port", env = flag_env!("MEMBERLIST_BIND_PORT"), help_heading = "Membership")]
+    pub memberlist_bind_port: Option<u16>,
+    /// IP address others gossip with this process at (default: what the host name resolves to).
+    #[arg(long = "memberlist.advertise-addr", env = flag_env!("MEMBERLIST_ADVERTISE_ADDR"), help_heading = "Membership")]
+    pub memberlist_advertise_addr: Option<String>,
+    /// Only members with the same label form a cluster (default tidemark).
+    #[arg(long = "memberlist.cluster-label", env = flag_env!("MEMBERLIST_CLUSTER_LABEL"), help_heading = "Membership")]
+    pub memberlist_cluster_label: Option<String>,
+    /// Time between gossip rounds (default 200ms).
+    #[arg(long = "memberlist.gossip-interval", env = flag_env!("MEMBERLIST_GOSSIP_INTERVAL"), value_parser = parse_duration, help_heading = "Membership")]
+    pub memberlist_gossip_interval: Option<Duration>,
+    /// How long a member that stopped answering, and the partition states it announced, stay in the ring (default 1h).
+    #[arg(long = "memberlist.left-ingesters-timeout", env = flag_env!("MEMBERLIST_LEFT_INGESTERS_TIMEOUT"), value_parser = parse_duration, help_heading = "Membership")]
+    pub memberlist_left_timeout: Option<Duration>,
+    /// Host or IP others reach this process's HTTP server at (default: the gossip advertise address).
+    #[arg(long = "ring.instance-addr", env = flag_env!("RING_INSTANCE_ADDR"), help_heading = "Membership")]
+    pub ring_instance_addr: Option<String>,
+    /// Port of -ring.instance-addr (default: the HTTP listen port).
+    #[arg(long = "ring.instance-port", env = flag_env!("RING_INSTANCE_PORT"), help_heading = "Membership")]
+    pub ring_instance_port: Option<u16>,
+    /// Availability zone of this process (default: zone-x from an instance ID like ingester-zone-x-3).
+    #[arg(long = "ring.instance-availability-zone", alias = "ingester.ring.instance-availability-zone", env = flag_env!("RING_INSTANCE_AVAILABILITY_ZONE"), help_heading = "Membership")]
+    pub ring_zone: Option<String>,
+    /// A new partition takes writes once it has had an owner this long (default 10s).
+    #[arg(long = "ingester.partition-ring.min-partition-owners-duration", env = flag_env!("INGESTER_PARTITION_RING_MIN_PARTITION_OWNERS_DURATION"), value_parser = parse_duration, help_heading = "Membership")]
+    pub min_partition_owners_duration: Option<Duration>,
+    /// Zone a querier reads each partition from first (default: its own).
+    #[arg(long = "querier.prefer-availability-zone", env = flag_env!("QUERIER_PREFER_AVAILABILITY_ZONE"), help_heading = "Membership")]
+    pub querier_prefer_zone: Option<String>,
 
     // --- Kafka
     /// Kafka bootstrap brokers, comma-separated. Unset: the embedded log.
@@ -789,6 +838,26 @@ impl Flags {
         set!(c.log.level, self.log_level);
         set!(c.server.http_listen_address, self.http_listen_address);
         set!(c.server.http_listen_port, self.http_listen_port);
+        let m = &mut c.memberlist;
+        if let Some(join) = self.memberlist_join {
+            m.join_members = join
+                .into_iter()
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect();
+        }
+        set!(m.bind_addr, self.memberlist_bind_addr);
+        set!(m.bind_port, self.memberlist_bind_port);
+        set!(m.advertise_addr, self.memberlist_advertise_addr);
+        set!(m.cluster_label, self.memberlist_cluster_label);
+        set!(m.gossip_interval, self.memberlist_gossip_interval);
+        set!(m.left_members_timeout, self.memberlist_left_timeout);
+        let r = &mut c.ring;
+        set!(r.instance_addr, self.ring_instance_addr);
+        set!(r.instance_port, self.ring_instance_port);
+        set!(r.instance_availability_zone, self.ring_zone);
+        set!(r.min_partition_owners_duration, self.min_partition_owners_duration);
+        set!(r.querier_prefer_availability_zone, self.querier_prefer_zone);
         let k = &mut c.ingest_storage.kafka;
         set!(k.address, self.kafka_address);
         set!(k.topic, self.kafka_topic);

@@ -5,6 +5,7 @@ mod backfill;
 mod bench;
 mod config;
 mod flags;
+mod membership;
 mod replay;
 mod server;
 

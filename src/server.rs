@@ -26,6 +26,8 @@ use tidemark_query::{ApiState, IngesterClient, TieredQueryable};
 use tidemark_storage::wire::STORE_GATEWAY_API_PREFIX;
 use tidemark_storage::Queryable;
 use tidemark_store_gateway::{BlockStore, StoreGatewayMetrics};
+use tidemark_ring::{InstanceState, Membership, PartitionLifecycler};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -103,6 +105,26 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut app = Router::new();
     let mut tasks = Vec::new();
     let mut ingester = None;
+    let mut ring_partitions: Vec<i32> = Vec::new();
+
+    // Membership: gossip when -memberlist.join names members.
+    let membership = if cfg.memberlist.enabled() {
+        let gossip = cfg.memberlist.gossip();
+        let local = crate::membership::local_member(&cfg, advertise_ip(&gossip).await);
+        let state = if cfg.target.runs_ingester() {
+            InstanceState::Joining
+        } else {
+            InstanceState::Active
+        };
+        tracing::info!(id = %local.id, zone = %local.zone, addr = %local.addr, roles = ?local.roles, "joining the ring");
+        Some(
+            Membership::start(&gossip, local, state, &mut registry, cancel.clone())
+                .await
+                .context("cannot start gossip membership")?,
+        )
+    } else {
+        None
+    };
 
     // Per-tenant limits: defaults from the configuration, overrides from
     // the runtime configuration file, shared by every component.
@@ -124,8 +146,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     if let (true, Some(log)) = (cfg.target.runs_distributor(), &log) {
         let metrics = Arc::new(DistributorMetrics::new(&mut registry));
-        let d = Distributor::new(log.clone(), cfg.distributor.clone(), metrics)
+        let mut d = Distributor::new(log.clone(), cfg.distributor.clone(), metrics)
             .with_overrides(overrides.clone());
+        if let Some(m) = &membership {
+            d = d.with_active_partitions(crate::membership::active_partitions(m.watch()));
+        }
         app = app.merge(tidemark_producers::http::router(PushState {
             distributor: Arc::new(d),
             multitenancy_enabled: cfg.multitenancy_enabled,
@@ -153,6 +178,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
         tasks.extend(handles);
         app = app.merge(tidemark_partition_consumers::api::router(ing.clone()));
+        match &membership {
+            Some(m) => {
+                let ready_ing = ing.clone();
+                let lifecycler = PartitionLifecycler::start(
+                    m.clone(),
+                    &partitions,
+                    cfg.ring.min_partition_owners_duration,
+                    Arc::new(move || ready_ing.ready().is_ok()),
+                    cancel.clone(),
+                )
+                .await;
+                app = app.merge(tidemark_ring::http::downscale_router(lifecycler));
+            }
+            None => ring_partitions = partitions.clone(),
+        }
         ingester = Some(ing);
     }
     if let (true, Some(log), Some(bucket)) = (cfg.target.runs_block_builder(), &log, &bucket) {
@@ -190,22 +230,39 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         block_store = Some(store);
     }
     if cfg.target.runs_querier() {
-        let recent: Arc<dyn Queryable> =
-            match (&ingester, cfg.querier.ingester_addresses.is_empty()) {
-                (Some(ing), true) => ing.clone(),
-                _ => Arc::new(
-                    IngesterClient::new(
-                        cfg.querier.ingester_addresses.clone(),
-                        cfg.querier.ingester_client_timeout,
-                    )
-                    .map_err(|e| anyhow::anyhow!("cannot create the ingester client: {e}"))?,
-                ),
-            };
-        let store: Option<Arc<dyn Queryable>> = match (&block_store, &cfg.querier.store_gateway_addresses) {
-            (Some(s), _) => Some(Arc::new(s.clone())),
-            (None, a) if !a.is_empty() => Some(Arc::new(
-                IngesterClient::new(a.clone(), cfg.querier.ingester_client_timeout)
-                    .map_err(|e| anyhow::anyhow!("cannot create the store-gateway client: {e}"))?
+        let timeout = cfg.querier.ingester_client_timeout;
+        let zone = if cfg.ring.querier_prefer_availability_zone.is_empty() {
+            crate::membership::zone_of(&cfg)
+        } else {
+            cfg.ring.querier_prefer_availability_zone.clone()
+        };
+        let client_error = |e| anyhow::anyhow!("cannot create the ingester client: {e}");
+        let recent: Arc<dyn Queryable> = match (&ingester, &membership) {
+            (Some(ing), _) if cfg.querier.ingester_addresses.is_empty() => ing.clone(),
+            (_, Some(m)) if cfg.querier.ingester_addresses.is_empty() => Arc::new(
+                IngesterClient::from_ring(
+                    m.watch(),
+                    zone.clone(),
+                    cfg.querier.query_ingesters_within,
+                    timeout,
+                )
+                .map_err(client_error)?,
+            ),
+            _ => Arc::new(
+                IngesterClient::new(cfg.querier.ingester_addresses.clone(), timeout)
+                    .map_err(client_error)?,
+            ),
+        };
+        let store: Option<Arc<dyn Queryable>> = match (&block_store, &cfg.querier.store_gateway_addresses, &membership) {
+            (Some(s), _, _) => Some(Arc::new(s.clone())),
+            (None, a, _) if !a.is_empty() => Some(Arc::new(
+                IngesterClient::new(a.clone(), timeout)
+                    .map_err(client_error)?
+                    .with_api(STORE_GATEWAY_API_PREFIX, "store-gateway"),
+            )),
+            (None, _, Some(m)) => Some(Arc::new(
+                IngesterClient::any_of_role(m.watch(), "store-gateway", zone.clone(), timeout)
+                    .map_err(client_error)?
                     .with_api(STORE_GATEWAY_API_PREFIX, "store-gateway"),
             )),
             _ => {
@@ -229,6 +286,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         app = app.merge(tidemark_query::router(state));
     }
 
+    // Ring status pages: the gossiped ring, or this process alone.
+    let ring = match &membership {
+        Some(m) => m.watch(),
+        None => {
+            let local = crate::membership::local_member(&cfg, std::net::IpAddr::from([127, 0, 0, 1]));
+            watch::channel(Arc::new(tidemark_ring::single_process_ring(&local, &ring_partitions))).1
+        }
+    };
+    app = app.merge(tidemark_ring::http::router(ring));
+
     let state = AppState {
         registry: Arc::new(Mutex::new(registry)),
         ingester: ingester.clone(),
@@ -250,10 +317,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "Tidemark started"
     );
     let shutdown = cancel.clone();
+    let leaving = membership.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             wait_for_signal().await;
             tracing::info!("shutting down");
+            // Leave the ring first, so that queriers stop choosing this
+            // process while it still answers.
+            if let Some(m) = leaving {
+                m.leave().await;
+            }
             shutdown.cancel();
         })
         .await
@@ -264,6 +337,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The address this process gossips from.
+async fn advertise_ip(gossip: &tidemark_ring::GossipConfig) -> std::net::IpAddr {
+    tidemark_ring::gossip::advertise_ip(gossip).await
 }
 
 async fn wait_for_signal() {
@@ -288,7 +366,7 @@ async fn wait_for_signal() {
 }
 
 async fn index() -> &'static str {
-    "Tidemark\n\nPush: POST /api/v1/push (Prometheus remote write)\nQuery: /prometheus/api/v1/query, /api/v1/query, ...\nStatus: /ready /metrics /config\n"
+    "Tidemark\n\nPush: POST /api/v1/push (Prometheus remote write)\nQuery: /prometheus/api/v1/query, /api/v1/query, ...\nStatus: /ready /metrics /config /memberlist /ingester/ring /ingester/partition-ring\n"
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

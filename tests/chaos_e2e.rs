@@ -2,7 +2,9 @@
 //! broker (Tansu with its SQLite storage, started here so that it can be
 //! killed and restarted on the same data), under a steady write load, with
 //! next to the load of `tidemark bench` on another tenant,
-//! one fault after another: kill -9 of an ingester, of the block-builder,
+//! one fault after another (the processes find each other over gossip and
+//! the querier reads one owner per partition from the partition ring):
+//! kill -9 of an ingester, of the block-builder,
 //! of the distributor, of the querier, and a kill -9 and restart of the
 //! broker. For each fault it checks that
 //!
@@ -253,6 +255,41 @@ impl Reader {
     }
 }
 
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free UDP port")
+}
+
+/// Waits until the distributor sees partitions 0 and 1 active and the
+/// querier sees four ACTIVE healthy ingesters.
+fn wait_until_ring_serves(distributor: &str, querier: &str) {
+    let json = |url: String| -> serde_json::Value {
+        http::blocking_client()
+            .get(url)
+            .header("Accept", "application/json")
+            .send()
+            .ok()
+            .and_then(|r| serde_json::from_slice(r.bytes()).ok())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let active = json(format!("{distributor}/ingester/partition-ring"))["active"].clone();
+        let ring = json(format!("{querier}/ingester/ring"));
+        let serving = ring["members"]
+            .as_array()
+            .map(|m| m.iter().filter(|i| i["state"] == "ACTIVE" && i["healthy"] == true).count())
+            .unwrap_or(0);
+        if active == serde_json::json!([0, 1]) && serving == 4 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "ring not serving: active {active}, ring {ring}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 #[ignore = "needs the Tansu broker binary: run scripts/test.sh"]
 fn no_acknowledged_sample_is_lost_under_faults() {
@@ -260,29 +297,44 @@ fn no_acknowledged_sample_is_lost_under_faults() {
     let mut broker = Broker::start(&dir.path().join("broker"));
     let kafka = broker.address.clone();
     let topic = unique_topic("chaos");
+    // Every process finds the others over gossip, through the distributor
+    // and the querier (never both down at once).
+    let (seed_d, seed_q) = (free_udp_port(), free_udp_port());
     let start = |name: &str, extra: &[String]| {
         let mut args = vec![
             format!("-ingest-storage.kafka.address={kafka}"),
             format!("-ingest-storage.kafka.topic={topic}"),
             "-ingest-storage.kafka.auto-create-topic-default-partitions=2".to_string(),
             "-distributor.ingestion-rate-limit=0".to_string(),
+            format!("-memberlist.join=127.0.0.1:{seed_d},127.0.0.1:{seed_q}"),
+            "-memberlist.bind-addr=127.0.0.1".into(),
+            "-memberlist.gossip-interval=100ms".into(),
+            "-ingester.partition-ring.min-partition-owners-duration=1s".into(),
         ];
+        if !extra.iter().any(|a| a.starts_with("-ingester.ring.instance-id=")) {
+            args.push(format!("-ingester.ring.instance-id={name}"));
+        }
+        if !extra.iter().any(|a| a.starts_with("-memberlist.bind-port=")) {
+            args.push(format!("-memberlist.bind-port={}", free_udp_port()));
+        }
         args.extend_from_slice(extra);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Tidemark::start(&dir.path().join(name), &args)
     };
-    let mut distributor = start("distributor", &["-target=distributor".into()]);
+    let mut distributor = start("distributor", &["-target=distributor".into(), format!("-memberlist.bind-port={seed_d}")]);
     let mut ingesters = two_zones_of_ingesters(&start);
-    let urls: Vec<String> = ingesters.iter().map(|i| i.url.clone()).collect();
     let mut builder = start("block-builder", &["-target=block-builder".into(), "-block-builder.consume-interval=1s".into()]);
     let mut querier = start(
         "querier",
         &[
             "-target=querier".into(),
-            format!("-querier.ingester-addresses={}", urls.join(",")),
+            format!("-memberlist.bind-port={seed_q}"),
             "-querier.ingester-client-timeout=2s".into(),
         ],
     );
+    // Writes are taken once both partitions are active in the ring, and
+    // reads once the querier sees a serving owner for each.
+    wait_until_ring_serves(&distributor.url, &querier.url);
 
     // Background load from the bench tool on its own tenant, as fast as
     // the cluster takes it; its errors during faults are its business.

@@ -3,7 +3,8 @@
 //! command line is validated by `tidemark -config.check`; every address a
 //! service uses names a service of the file on the port that service
 //! listens on; dependencies exist; both ingester zones cover the same
-//! partitions; Prometheus scrapes every Tidemark service and writes to the
+//! partitions; every service joins the memberlist through services of the
+//! file; Prometheus scrapes every Tidemark service and writes to the
 //! distributor; Grafana reads the querier.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -118,15 +119,23 @@ fn compose_file_is_consistent_and_every_tidemark_command_is_valid() {
     };
     assert!(!zone("a").is_empty());
     assert_eq!(zone("a"), zone("b"), "zones cover different partitions");
-    // The querier reads every ingester.
+    // Every Tidemark service joins the memberlist through members of the
+    // file, at their gossip port; instance IDs are unique; the querier
+    // finds ingesters and store-gateways in the ring, not in a list.
+    let gossip_port_of = |svc: &str| -> Option<u16> {
+        tidemark.get(svc).map(|a| flag(a, "-memberlist.bind-port").and_then(|p| p.parse().ok()).unwrap_or(7946))
+    };
+    let mut ids = BTreeSet::new();
+    for (name, args) in &tidemark {
+        let join = flag(args, "-memberlist.join").unwrap_or_else(|| panic!("{name} does not join the memberlist"));
+        for (host, port) in addresses(join) {
+            assert_eq!(gossip_port_of(&host), Some(port), "{name}: -memberlist.join names {host}:{port}");
+        }
+        let id = flag(args, "-ingester.ring.instance-id").unwrap_or_else(|| panic!("{name} has no instance ID"));
+        assert!(ids.insert(id.to_owned()), "instance ID {id} used twice");
+    }
     let querier = tidemark.values().find(|a| flag(a, "-target") == Some("querier")).unwrap();
-    let read: BTreeSet<String> = addresses(flag(querier, "-querier.ingester-addresses").unwrap()).into_iter().map(|(h, _)| h).collect();
-    let ingesters: BTreeSet<String> = tidemark
-        .iter()
-        .filter(|(_, a)| flag(a, "-target") == Some("ingester"))
-        .map(|(n, _)| n.clone())
-        .collect();
-    assert_eq!(read, ingesters);
+    assert!(flag(querier, "-querier.ingester-addresses").is_none(), "the querier reads the ring");
 
     // Prometheus scrapes every Tidemark service and writes to the distributor.
     let prom = load(concat!(env!("CARGO_MANIFEST_DIR"), "/docker/prometheus.yml"));

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::watch;
+
 use futures::future::try_join_all;
 use prost::Message;
 use tidemark_ingest_log::{IngestLog, Record};
@@ -203,6 +205,17 @@ pub struct Distributor {
     ingestion_rate: RateLimiter,
     /// Requests per second, per tenant, in this distributor.
     request_rate: RateLimiter,
+    /// The partitions written to: every partition of the log, or the
+    /// active partitions of the partition ring.
+    active: ActivePartitions,
+}
+
+/// Where the distributor learns which partitions take writes.
+enum ActivePartitions {
+    /// Every partition of the log (no partition ring).
+    All(Arc<[i32]>),
+    /// The active partitions of the partition ring, as it changes.
+    Ring(watch::Receiver<Arc<[i32]>>),
 }
 
 impl Distributor {
@@ -216,13 +229,40 @@ impl Distributor {
         let mut defaults = Limits::default();
         cfg.limits.apply_to(&mut defaults);
         Distributor {
-            log,
             cfg,
             metrics,
             overrides: Overrides::fixed(defaults),
             ingestion_rate: RateLimiter::default(),
             request_rate: RateLimiter::default(),
+            active: ActivePartitions::All((0..log.partition_count()).collect()),
+            log,
         }
+    }
+
+    /// Writes only to the partitions `active` names (the partition ring's
+    /// active partitions, ascending), as it changes. Partitions the log
+    /// does not have are ignored.
+    pub fn with_active_partitions(mut self, active: watch::Receiver<Arc<[i32]>>) -> Self {
+        self.active = ActivePartitions::Ring(active);
+        self
+    }
+
+    /// The partitions a request is sharded over now.
+    fn active_partitions(&self) -> Result<Arc<[i32]>, PushError> {
+        let active = match &self.active {
+            ActivePartitions::All(all) => return Ok(all.clone()),
+            ActivePartitions::Ring(rx) => rx.borrow().clone(),
+        };
+        let count = self.log.partition_count();
+        let active: Arc<[i32]> = if active.iter().all(|&p| p < count) {
+            active
+        } else {
+            active.iter().copied().filter(|&p| p < count).collect()
+        };
+        if active.is_empty() {
+            return Err(PushError::NoActivePartitions);
+        }
+        Ok(active)
     }
 
     /// Takes per-tenant limits (rates, validation) from `overrides`.
@@ -344,14 +384,19 @@ impl Distributor {
         let limits = self.overrides.get(tenant);
         self.admit_request(tenant, &limits)?;
         let validation = ValidationLimits::from(&*limits);
-        let prepared = prepare(
+        let active = self.active_partitions()?;
+        let mut prepared = prepare(
             tenant,
             body,
-            self.log.partition_count(),
+            active.len() as i32,
             &self.cfg,
             &validation,
             now_ms(),
         )?;
+        // Shards are indexes into the active partitions.
+        for (p, _) in &mut prepared.records {
+            *p = active[*p as usize];
+        }
         self.write(tenant, &limits, prepared).await
     }
 
@@ -448,6 +493,53 @@ mod tests {
                 .collect(),
             exemplars: vec![],
         }
+    }
+
+    /// With a partition ring, writes go to its active partitions only,
+    /// follow it as it changes, and are refused with a 503 when none is
+    /// active.
+    #[tokio::test]
+    async fn writes_only_to_active_partitions() {
+        use tidemark_ingest_log::embedded::{EmbeddedConfig, EmbeddedLog};
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn IngestLog> = Arc::new(
+            EmbeddedLog::open(EmbeddedConfig {
+                dir: dir.path().to_path_buf(),
+                partitions: 4,
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        let (tx, rx) = watch::channel::<Arc<[i32]>>(Arc::from(vec![1, 3, 9]));
+        let cfg = DistributorConfig::default();
+        let d = Distributor::new(log.clone(), cfg, Arc::new(DistributorMetrics::unregistered()))
+            .with_active_partitions(rx);
+        let now = now_ms();
+        let series: Vec<TimeSeries> = (0..200)
+            .map(|i| ts(&[("__name__", "m"), ("i", &i.to_string())], &[(now, 1.0)]))
+            .collect();
+        let body = WriteRequest { timeseries: series, ..Default::default() }.encode_to_vec();
+        d.push("t", &body).await.unwrap();
+        let ends = |log: Arc<dyn IngestLog>| async move {
+            let mut v = Vec::new();
+            for p in 0..4 {
+                v.push(log.latest_offset(p).await.unwrap());
+            }
+            v
+        };
+        let after_first = ends(log.clone()).await;
+        assert_eq!(after_first[0], 0);
+        assert_eq!(after_first[2], 0);
+        assert!(after_first[1] > 0 && after_first[3] > 0, "{after_first:?}");
+        tx.send(Arc::from(vec![0])).unwrap();
+        d.push("t", &body).await.unwrap();
+        let after_second = ends(log.clone()).await;
+        assert!(after_second[0] > 0);
+        assert_eq!(after_second[1..], after_first[1..]);
+        tx.send(Arc::from(Vec::new())).unwrap();
+        let e = d.push("t", &body).await.unwrap_err();
+        assert!(matches!(e, PushError::NoActivePartitions));
+        assert_eq!(e.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
     }
 
     fn decode(p: &Prepared) -> Vec<TimeSeries> {

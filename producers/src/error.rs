@@ -44,6 +44,10 @@ pub enum PushError {
     },
     #[error("failed pushing to the ingest log: {0}")]
     Log(#[from] LogError),
+    /// The partition ring has no active partition to write to (the
+    /// cluster is starting, or every partition is being scaled down).
+    #[error("no active partition in the partition ring: ingesters activate a new partition once it has had an owner for -ingester.partition-ring.min-partition-owners-duration; retry")]
+    NoActivePartitions,
 }
 
 impl PushError {
@@ -73,6 +77,7 @@ impl PushError {
             PushError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PushError::Log(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             PushError::Log(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            PushError::NoActivePartitions => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -17,7 +17,9 @@
 //! [`StorageError::BadRequest`], anything else (and failing to connect)
 //! [`StorageError::Unavailable`] naming the ingester.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +34,9 @@ use tidemark_schemas::ingester::{
     LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
     MetadataRequest, MetadataResponse, SeriesBatch, SeriesRequest,
 };
+use tidemark_ring::{PartitionRead, RingSnapshot};
 use tidemark_schemas::stream::{FrameDecoder, FrameError};
+use tokio::sync::watch;
 use tidemark_storage::queryable::{merge_metadata, merge_series_streams, merge_sorted_strings};
 use tidemark_storage::{
     Labels, Matcher, MetricMetadata, Queryable, SelectHints, Series, SeriesStream, StorageError,
@@ -54,12 +58,12 @@ pub const API_PREFIX: &str = tidemark_storage::wire::INGESTER_API_PREFIX;
 /// Most bytes of an error body kept for the error message.
 const MAX_ERROR_TEXT: usize = 4096;
 
-/// Reads from a fixed set of ingesters, querying all of them for every
-/// request and merging their (sorted) answers; series found on several
-/// ingesters (replicas) are merged into one.
+/// Reads from ingesters (or store-gateways) and merges their (sorted)
+/// answers; series found on several (replicas, or an ingester owning
+/// several partitions) are merged into one.
 #[derive(Debug, Clone)]
 pub struct IngesterClient {
-    urls: Arc<[String]>,
+    targets: Targets,
     client: reqwest::Client,
     timeout: Duration,
     /// Path prefix of the internal API: ingesters' or store-gateways'.
@@ -87,12 +91,49 @@ impl IngesterClient {
             .map(|u| u.trim_end_matches('/').to_owned())
             .collect();
         Ok(IngesterClient {
-            urls,
+            targets: Targets::All(urls),
             client,
             timeout,
             prefix: API_PREFIX,
             component: "ingester",
         })
+    }
+
+    /// Reads one serving owner per partition of the partition ring,
+    /// owners in `zone` first, and falls back to the next owner of a
+    /// partition when one cannot answer (the other zone).
+    ///
+    /// A partition inactive for longer than `ingesters_window` (the
+    /// querier asks ingesters only for data that recent; zero: for all)
+    /// and without a serving owner is not read: it took no write within
+    /// the window.
+    pub fn from_ring(
+        ring: watch::Receiver<Arc<RingSnapshot>>,
+        zone: String,
+        ingesters_window: Duration,
+        timeout: Duration,
+    ) -> Result<Self, StorageError> {
+        let mut c = IngesterClient::new(Vec::new(), timeout)?;
+        c.targets = Targets::Partitions {
+            ring,
+            zone,
+            ingesters_window,
+        };
+        Ok(c)
+    }
+
+    /// Reads any one serving member with `role` (store-gateways, each of
+    /// which serves the whole bucket), those in `zone` first, falling
+    /// back to the next on error.
+    pub fn any_of_role(
+        ring: watch::Receiver<Arc<RingSnapshot>>,
+        role: &'static str,
+        zone: String,
+        timeout: Duration,
+    ) -> Result<Self, StorageError> {
+        let mut c = IngesterClient::new(Vec::new(), timeout)?;
+        c.targets = Targets::AnyOf { ring, role, zone };
+        Ok(c)
     }
 
     /// The same client for servers of the same protocol under another path
@@ -145,9 +186,107 @@ impl IngesterClient {
         }
     }
 
-    /// The ingesters' base URLs.
-    pub fn urls(&self) -> &[String] {
-        &self.urls
+    /// Calls `call` on the servers a request must reach and collects the
+    /// answers: every listed server (tolerating the unreachable while the
+    /// others cover every partition), or one owner per partition of the
+    /// ring with fallback.
+    async fn fan_out<'a, T, F, Fut>(&'a self, call: F) -> Result<Vec<T>, StorageError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<(T, Option<Coverage>), StorageError>> + 'a,
+    {
+        let reads = match &self.targets {
+            Targets::All(urls) => {
+                let results = join_all(urls.iter().map(|u| call(u.clone()))).await;
+                return self.tolerate(results);
+            }
+            Targets::Partitions {
+                ring,
+                zone,
+                ingesters_window,
+            } => {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or_default();
+                // Zero: ingesters are asked for everything.
+                let window_ms = match ingesters_window.as_millis() {
+                    0 => i64::MAX,
+                    ms => i64::try_from(ms).unwrap_or(i64::MAX),
+                };
+                ring.borrow().partition_reads(zone, now_ms.saturating_sub(window_ms))
+            }
+            Targets::AnyOf { ring, role, zone } => {
+                ring.borrow().instances_with_role(role, zone).map(|candidates| {
+                    vec![PartitionRead {
+                        partition: 0,
+                        candidates,
+                    }]
+                })
+            }
+        }
+        .map_err(|e| StorageError::Unavailable(format!("{}s: {e}", self.component)))?;
+        self.read_with_fallback(reads, call).await
+    }
+
+    /// Reads every partition from its first candidate that answers; one
+    /// request per server, however many of the partitions it serves.
+    async fn read_with_fallback<'a, T, F, Fut>(
+        &'a self,
+        mut pending: Vec<PartitionRead>,
+        call: F,
+    ) -> Result<Vec<T>, StorageError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<(T, Option<Coverage>), StorageError>> + 'a,
+    {
+        let mut answers = Vec::new();
+        let mut failed: HashMap<String, StorageError> = HashMap::new();
+        while !pending.is_empty() {
+            let mut by_server: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for read in &pending {
+                match read
+                    .candidates
+                    .iter()
+                    .find(|c| !failed.contains_key(c.trim_end_matches('/')))
+                {
+                    Some(c) => by_server
+                        .entry(c.trim_end_matches('/').to_owned())
+                        .or_default()
+                        .push(read.partition),
+                    None => {
+                        let causes: Vec<String> = read
+                            .candidates
+                            .iter()
+                            .filter_map(|c| failed.get(c.trim_end_matches('/')))
+                            .map(|e| e.to_string())
+                            .collect();
+                        return Err(StorageError::Unavailable(format!(
+                            "no {} could answer for partition {}: {}",
+                            self.component,
+                            read.partition,
+                            causes.join("; ")
+                        )));
+                    }
+                }
+            }
+            let servers: Vec<String> = by_server.keys().cloned().collect();
+            let results = join_all(servers.iter().map(|s| call(s.clone()))).await;
+            let mut retry = std::collections::HashSet::new();
+            for (server, result) in servers.into_iter().zip(results) {
+                match result {
+                    Ok((t, _)) => answers.push(t),
+                    Err(e @ StorageError::Unavailable(_)) => {
+                        tracing::warn!(error = %e, "a {} failed; trying the partition's next owner", self.component);
+                        retry.extend(by_server[&server].iter().copied());
+                        failed.insert(server, e);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            pending.retain(|r| retry.contains(&r.partition));
+        }
+        Ok(answers)
     }
 
     /// Sends a request to one ingester; `Ok` only for a 200 response.
@@ -246,10 +385,10 @@ impl Queryable for IngesterClient {
         timeout: Duration,
     ) -> Result<(), StorageError> {
         let body = wire::format_offsets(offsets);
-        let results = join_all(self.urls.iter().map(|base| {
+        self.fan_out(|base| {
             let body = body.clone();
             async move {
-                let who = self.who(base);
+                let who = self.who(&base);
                 let url = format!("{base}{}/wait?timeout_ms={}", self.prefix, timeout.as_millis());
                 let request = self.client.post(&url).body(body).send();
                 let response = tokio::time::timeout(timeout + self.timeout, request)
@@ -263,9 +402,9 @@ impl Queryable for IngesterClient {
                     Err(StorageError::Unavailable(format!("{who}: {status}: {}", error_text(response).await)))
                 }
             }
-        }))
-        .await;
-        self.tolerate(results).map(|_| ())
+        })
+        .await
+        .map(|_| ())
     }
 
 
@@ -282,22 +421,18 @@ impl Queryable for IngesterClient {
             skip_chunks: hints.labels_only,
         }
         .encode_to_vec();
-        tracing::debug!(
-            tenant,
-            ingesters = self.urls.len(),
-            ?hints,
-            "fanning out series request"
-        );
-        let responses = join_all(self.urls.iter().map(|base| {
-            let request = request.clone();
-            async move {
-                let response = self.post(base, "series", tenant, request).await?;
-                let coverage = Coverage::of(response.headers());
-                Ok::<_, StorageError>((series_stream(self.who(base), response, hints), coverage))
-            }
-        }))
-        .await;
-        Ok(merge_series_streams(self.tolerate(responses)?))
+        tracing::debug!(tenant, ?hints, "fanning out series request");
+        let streams = self
+            .fan_out(|base| {
+                let request = request.clone();
+                async move {
+                    let response = self.post(&base, "series", tenant, request).await?;
+                    let coverage = Coverage::of(response.headers());
+                    Ok::<_, StorageError>((series_stream(self.who(&base), response, hints), coverage))
+                }
+            })
+            .await?;
+        Ok(merge_series_streams(streams))
     }
 
     async fn label_names(
@@ -313,16 +448,16 @@ impl Queryable for IngesterClient {
             matchers: wire::matchers_to_proto(matchers),
         }
         .encode_to_vec();
-        let lists = join_all(self.urls.iter().map(|base| {
-            let request = request.clone();
-            async move {
-                let (r, coverage): (LabelNamesResponse, _) =
-                    self.unary(base, "label_names", tenant, request).await?;
-                Ok::<_, StorageError>((r.names, coverage))
-            }
-        }))
-        .await;
-        let lists = self.tolerate(lists)?;
+        let lists = self
+            .fan_out(|base| {
+                let request = request.clone();
+                async move {
+                    let (r, coverage): (LabelNamesResponse, _) =
+                        self.unary(&base, "label_names", tenant, request).await?;
+                    Ok::<_, StorageError>((r.names, coverage))
+                }
+            })
+            .await?;
         Ok(merge_sorted_strings(lists))
     }
 
@@ -341,16 +476,16 @@ impl Queryable for IngesterClient {
             matchers: wire::matchers_to_proto(matchers),
         }
         .encode_to_vec();
-        let lists = join_all(self.urls.iter().map(|base| {
-            let request = request.clone();
-            async move {
-                let (r, coverage): (LabelValuesResponse, _) =
-                    self.unary(base, "label_values", tenant, request).await?;
-                Ok::<_, StorageError>((r.values, coverage))
-            }
-        }))
-        .await;
-        let lists = self.tolerate(lists)?;
+        let lists = self
+            .fan_out(|base| {
+                let request = request.clone();
+                async move {
+                    let (r, coverage): (LabelValuesResponse, _) =
+                        self.unary(&base, "label_values", tenant, request).await?;
+                    Ok::<_, StorageError>((r.values, coverage))
+                }
+            })
+            .await?;
         Ok(merge_sorted_strings(lists))
     }
 
@@ -363,11 +498,11 @@ impl Queryable for IngesterClient {
             metric: metric.unwrap_or_default().to_owned(),
         }
         .encode_to_vec();
-        let lists = join_all(self.urls.iter().map(|base| {
+        let lists = self.fan_out(|base| {
             let request = request.clone();
             async move {
                 let (r, coverage): (MetadataResponse, _) =
-                    self.unary(base, "metadata", tenant, request).await?;
+                    self.unary(&base, "metadata", tenant, request).await?;
                 Ok::<_, StorageError>((
                     r.metadata
                         .into_iter()
@@ -376,11 +511,29 @@ impl Queryable for IngesterClient {
                     coverage,
                 ))
             }
-        }))
-        .await;
-        let lists = self.tolerate(lists)?;
+        })
+        .await?;
         Ok(merge_metadata(lists))
     }
+}
+
+/// The servers a client reads.
+#[derive(Debug, Clone)]
+enum Targets {
+    /// Every one of these, for every request.
+    All(Arc<[String]>),
+    /// One serving owner per partition of the ring.
+    Partitions {
+        ring: watch::Receiver<Arc<RingSnapshot>>,
+        zone: String,
+        ingesters_window: Duration,
+    },
+    /// Any one serving member with this role.
+    AnyOf {
+        ring: watch::Receiver<Arc<RingSnapshot>>,
+        role: &'static str,
+        zone: String,
+    },
 }
 
 /// The partitions an answering ingester serves, from its headers.

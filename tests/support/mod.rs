@@ -222,6 +222,11 @@ pub mod http {
                 inner: Self::client().post(url),
             }
         }
+        pub fn delete(&self, url: String) -> RequestBuilder {
+            RequestBuilder {
+                inner: Self::client().delete(url),
+            }
+        }
     }
 }
 

@@ -408,3 +408,123 @@ async fn engine_reads_through_the_client() {
         vec![("api".to_owned(), 3.0), ("db".to_owned(), 3.0)]
     );
 }
+
+mod ring {
+    use std::collections::BTreeMap;
+
+    use tidemark_ring::{Instance, InstanceState, PartitionClaim, PartitionState, RingSnapshot};
+    use tokio::sync::watch;
+
+    use super::*;
+
+    fn owner(id: &str, zone: &str, addr: &str, partition: Option<i32>, role: &str) -> Instance {
+        Instance {
+            id: id.into(),
+            zone: zone.into(),
+            addr: addr.into(),
+            roles: vec![role.into()],
+            state: InstanceState::Active,
+            partitions: partition
+                .map(|p| (p, PartitionClaim { state: PartitionState::Active, since_ms: 1 }))
+                .into_iter()
+                .collect::<BTreeMap<_, _>>(),
+            healthy: true,
+            generation: 1,
+        }
+    }
+
+    fn calls(f: &Fake) -> usize {
+        f.tenants.lock().unwrap().len()
+    }
+
+    async fn dead_url() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        url
+    }
+
+    /// Two partitions, each owned in two zones: a querier in zone b reads
+    /// each partition once, from zone b, and falls back to zone a for a
+    /// partition whose zone-b owner fails or cannot be reached.
+    #[tokio::test]
+    async fn one_owner_per_partition_own_zone_first_with_fallback() {
+        let p0 = vec![series(&[("__name__", "m"), ("p", "0")], &[10])];
+        let p1 = vec![series(&[("__name__", "m"), ("p", "1")], &[10])];
+        let (a0, b0, a1) = (Fake::new(p0.clone()), Fake::new(p0), Fake::new(p1.clone()));
+        let b1_failing = Fake::new(p1).with_mode(Mode::Status(503, "overloaded"));
+        let (ua0, ub0, ua1, ub1) = (
+            start(a0.clone()).await,
+            start(b0.clone()).await,
+            start(a1.clone()).await,
+            start(b1_failing.clone()).await,
+        );
+        let ring = |b1: &str| {
+            RingSnapshot::build([
+                owner("ingester-zone-a-0", "zone-a", &ua0, Some(0), "ingester"),
+                owner("ingester-zone-b-0", "zone-b", &ub0, Some(0), "ingester"),
+                owner("ingester-zone-a-1", "zone-a", &ua1, Some(1), "ingester"),
+                owner("ingester-zone-b-1", "zone-b", b1, Some(1), "ingester"),
+            ])
+        };
+        let (tx, rx) = watch::channel(Arc::new(ring(&ub1)));
+        let c = IngesterClient::from_ring(rx, "zone-b".into(), Duration::from_secs(13 * 3600), Duration::from_secs(5)).unwrap();
+        let got = select_all(&c, &[name_is("m")], SelectHints::range(0, 100)).await.unwrap();
+        let ps: Vec<_> = got.iter().map(|s| s.labels.get("p").unwrap().to_owned()).collect();
+        assert_eq!(ps, ["0", "1"]);
+        assert_eq!((calls(&a0), calls(&b0), calls(&a1), calls(&b1_failing)), (0, 1, 1, 1));
+
+        // Unreachable owner: same fallback.
+        tx.send(Arc::new(ring(&dead_url().await))).unwrap();
+        let names = c.label_names("tenant-1", &[], 0, 100).await.unwrap();
+        assert_eq!(names, ["__name__", "p"]);
+        assert_eq!((calls(&a0), calls(&b0), calls(&a1)), (0, 2, 2));
+
+        // Every owner of partition 1 failing: an error naming it.
+        let mut broken = ring(&dead_url().await);
+        let a1_entry = broken.instances.get_mut("ingester-zone-a-1").unwrap();
+        a1_entry.addr = dead_url().await;
+        tx.send(Arc::new(broken)).unwrap();
+        let err = select_all(&c, &[name_is("m")], SelectHints::range(0, 100)).await.unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Unavailable(m) if m.contains("partition 1")),
+            "{err:?}"
+        );
+
+        // A bad request is not retried elsewhere.
+        let bad = Fake::new(vec![]).with_mode(Mode::Status(400, "bad matcher"));
+        let ubad = start(bad.clone()).await;
+        let a0_calls = calls(&a0);
+        tx.send(Arc::new(RingSnapshot::build([
+            owner("ingester-zone-b-0", "zone-b", &ubad, Some(0), "ingester"),
+            owner("ingester-zone-a-0", "zone-a", &ua0, Some(0), "ingester"),
+        ])))
+        .unwrap();
+        let err = select_all(&c, &[name_is("m")], SelectHints::range(0, 100)).await.unwrap_err();
+        assert!(matches!(err, StorageError::BadRequest(_)), "{err:?}");
+        assert_eq!(calls(&a0), a0_calls);
+
+        // No partitions at all: unavailable, not an empty answer.
+        tx.send(Arc::new(RingSnapshot::default())).unwrap();
+        let err = c.label_names("tenant-1", &[], 0, 100).await.unwrap_err();
+        assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
+    }
+
+    /// Store-gateways each serve everything: one is read, own zone first,
+    /// the next on failure.
+    #[tokio::test]
+    async fn any_one_member_of_a_role() {
+        let data = vec![series(&[("__name__", "m")], &[10])];
+        let (sa, sb) = (Fake::new(data.clone()), Fake::new(data));
+        let ring = RingSnapshot::build([
+            owner("sg-a", "zone-a", &start(sa.clone()).await, None, "store-gateway"),
+            owner("sg-b", "zone-b", &dead_url().await, None, "store-gateway"),
+            owner("ingester-zone-b-0", "zone-b", &start(sb.clone()).await, Some(0), "ingester"),
+        ]);
+        let (_tx, rx) = watch::channel(Arc::new(ring));
+        let c = IngesterClient::any_of_role(rx, "store-gateway", "zone-b".into(), Duration::from_secs(5)).unwrap();
+        let got = select_all(&c, &[name_is("m")], SelectHints::range(0, 100)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!((calls(&sa), calls(&sb)), (1, 0));
+    }
+}
