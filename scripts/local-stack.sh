@@ -25,10 +25,21 @@ log() { echo "local-stack: $*" >&2; }
 
 stop() {
     if [[ -d "$STACK/pids" ]]; then
+        local pids=()
         for f in "$STACK"/pids/*; do
             [[ -f "$f" ]] || continue
-            kill "$(cat "$f")" 2>/dev/null || true
+            pids+=("$(cat "$f")")
+            kill "${pids[-1]}" 2>/dev/null || true
             rm -f "$f"
+        done
+        # Each leaves the ring, drains and commits; wait for all.
+        for _ in $(seq 1 100); do
+            local alive=0
+            for p in "${pids[@]}"; do
+                kill -0 "$p" 2>/dev/null && alive=1
+            done
+            [[ $alive == 0 ]] && break
+            sleep 0.1
         done
     fi
     scripts/kafka-broker.sh stop >/dev/null 2>&1 || true
@@ -89,13 +100,17 @@ run compactor 29122 -target=compactor "${BLOCKS[@]}"
 run querier 29130 -target=querier
 
 # Writes are taken once the partitions are active in the partition ring
-# (after -ingester.partition-ring.min-partition-owners-duration).
+# (after -ingester.partition-ring.min-partition-owners-duration, 10s).
+active=""
 for _ in $(seq 1 300); do
-    if curl -sf -H 'Accept: application/json' http://127.0.0.1:29100/ingester/partition-ring | grep -q '"active":\[0,1\]'; then
-        break
-    fi
+    active="$(curl -sf -H 'Accept: application/json' http://127.0.0.1:29100/ingester/partition-ring \
+        | python3 -c 'import json, sys; print(json.load(sys.stdin)["active"])' 2>/dev/null || true)"
+    [[ "$active" == "[0, 1]" ]] && break
     sleep 0.1
 done
+if [[ "$active" != "[0, 1]" ]]; then
+    log "partitions not active after 30s (active: ${active:-unknown}); see http://127.0.0.1:29100/ingester/partition-ring"
+fi
 
 cat <<EOT
 Tidemark's local stack is running (state and logs in $STACK):

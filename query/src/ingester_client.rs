@@ -259,7 +259,10 @@ impl IngesterClient {
                             .candidates
                             .iter()
                             .filter_map(|c| failed.get(c.trim_end_matches('/')))
-                            .map(|e| e.to_string())
+                            .map(|e| match e {
+                                StorageError::Unavailable(m) => m.clone(),
+                                e => e.to_string(),
+                            })
                             .collect();
                         return Err(StorageError::Unavailable(format!(
                             "no {} could answer for partition {}: {}",
