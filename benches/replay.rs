@@ -13,7 +13,8 @@
 //! The log is the embedded one, and with `KAFKA=host:port` also a real
 //! Kafka-protocol broker (a fresh topic; `KAFKA_SERIES` × `KAFKA_SCRAPES`,
 //! next to the embedded log holding the same records).
-//! `scripts/bench/replay.sh` runs it.
+//! `scripts/bench/replay.sh` runs it. `REPLAY_ONLY=1` loads and replays
+//! only (for a profiler).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,6 +54,14 @@ fn main() -> anyhow::Result<()> {
         })?);
         let samples = load(&embedded, series, scrapes).await?;
         println!("replay benchmark: {series} series x {scrapes} scrapes = {samples} samples, one partition");
+        if std::env::var("REPLAY_ONLY").is_ok_and(|v| v == "1") {
+            // For profiling the replay alone: attach after this line.
+            println!("loaded; replaying in 2s");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let replay_rate = replay(&embedded, samples).await?;
+            println!("  replay from the embedded log: {replay_rate:>12.0} samples/s");
+            return anyhow::Ok(());
+        }
         let read_rate = read(&embedded, samples).await?;
         let in_place_rate = read_in_place(&embedded, samples).await?;
         let (decode_rate, batches) = decode(&embedded, samples).await?;

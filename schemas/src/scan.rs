@@ -193,7 +193,49 @@ pub fn read_series<'a>(buf: &'a [u8], view: &mut SeriesView<'a>) -> Result<(), W
     Ok(())
 }
 
+/// A label in the layout every encoder writes (`name` then `value`, both
+/// present, lengths under 128): read without the general field loop.
+/// `None` for any other layout, which the general reader takes.
+#[inline]
+fn label_fast(buf: &[u8]) -> Option<LabelRef<'_>> {
+    let [0x0a, n, rest @ ..] = buf else { return None };
+    let n = *n as usize;
+    if n >= 0x80 || rest.len() < n + 2 {
+        return None;
+    }
+    let (name, rest) = rest.split_at(n);
+    let [0x12, m, value @ ..] = rest else { return None };
+    (*m < 0x80 && value.len() == *m as usize).then_some(LabelRef { name, value })
+}
+
+/// A sample in the layout every encoder writes (value, then timestamp,
+/// both present): `(timestamp, value)` without the general field loop.
+/// `None` for any other layout (a zero value or timestamp, which encoders
+/// leave out, or anything unusual), which the general reader takes.
+#[inline]
+fn sample_fast(buf: &[u8]) -> Option<(i64, f64)> {
+    if buf.len() < 11 || buf.len() > 20 || buf[0] != 0x09 || buf[9] != 0x10 {
+        return None;
+    }
+    let bits = u64::from_le_bytes(buf[1..9].try_into().ok()?);
+    let varint = &buf[10..];
+    let mut t = 0u64;
+    for (i, &b) in varint.iter().enumerate() {
+        if i == 9 && b > 1 {
+            return None;
+        }
+        t |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            return (i + 1 == varint.len()).then_some((t as i64, f64::from_bits(bits)));
+        }
+    }
+    None
+}
+
 fn read_label(buf: &[u8]) -> Result<LabelRef<'_>, WireError> {
+    if let Some(l) = label_fast(buf) {
+        return Ok(l);
+    }
     let mut l = LabelRef {
         name: &[],
         value: &[],
@@ -280,6 +322,42 @@ pub fn read_series_samples<'a>(
     labels: &mut Vec<LabelRef<'a>>,
     samples: &mut Vec<(i64, f64)>,
 ) -> Result<(), WireError> {
+    // Labels and samples one after another, as every encoder writes them,
+    // read without the general field loop; anything else goes to it from
+    // where it stands (fields are independent, so reading the rest of the
+    // message there gives the same result).
+    let mut fields = Fields::new(buf);
+    while let Some(&key) = buf.get(fields.pos) {
+        if key != 0x0a && key != 0x12 {
+            break;
+        }
+        let start = fields.pos;
+        fields.pos += 1;
+        let body = match fields.varint().and_then(|n| {
+            usize::try_from(n).map_err(|_| WireError("length too large".into()))
+        }) {
+            Ok(n) => Fields::take(&mut fields, n)?,
+            Err(e) => return Err(e),
+        };
+        if key == 0x0a {
+            labels.push(read_label(body)?);
+        } else if let Some(s) = sample_fast(body) {
+            samples.push(s);
+        } else {
+            // An unusual sample: the general reader, from this field on.
+            fields.pos = start;
+            break;
+        }
+    }
+    read_series_samples_slow(&buf[fields.pos..], labels, samples)
+}
+
+/// [`read_series_samples`] with the general field loop.
+fn read_series_samples_slow<'a>(
+    buf: &'a [u8],
+    labels: &mut Vec<LabelRef<'a>>,
+    samples: &mut Vec<(i64, f64)>,
+) -> Result<(), WireError> {
     for f in Fields::new(buf) {
         match f? {
             (1, Value::Len(l), _) => labels.push(read_label(l)?),
@@ -304,6 +382,9 @@ pub fn read_series_samples<'a>(
 
 /// A sample's timestamp (its value needs no check: any 64 bits are a float).
 fn read_sample(buf: &[u8]) -> Result<i64, WireError> {
+    if let Some((t, _)) = sample_fast(buf) {
+        return Ok(t);
+    }
     let mut t = 0i64;
     for f in Fields::new(buf) {
         match f? {
@@ -327,12 +408,31 @@ pub struct RequestParts {
 
 pub fn split_request(buf: &[u8]) -> Result<RequestParts, WireError> {
     let mut parts = RequestParts::default();
-    for f in Fields::new(buf) {
+    // Series and metadata one after another, as encoders write them,
+    // without the general field loop; anything else goes to it from where
+    // it stands.
+    let mut fields = Fields::new(buf);
+    while let Some(&key) = buf.get(fields.pos) {
+        if key != 0x0a && key != 0x1a {
+            break;
+        }
+        fields.pos += 1;
+        let n = fields.varint()?;
+        let n = usize::try_from(n).map_err(|_| WireError("length too large".into()))?;
+        let start = fields.pos;
+        Fields::take(&mut fields, n)?;
+        if key == 0x0a {
+            parts.series.push(start..fields.pos);
+        } else {
+            parts.metadata.push(start..fields.pos);
+        }
+    }
+    let offset = fields.pos;
+    for f in Fields::new(&buf[offset..]) {
         let (field, value, range) = f?;
         match (field, value) {
             (1 | 3, Value::Len(body)) => {
-                let start = range.end - body.len();
-                let r = start..range.end;
+                let r = offset + range.end - body.len()..offset + range.end;
                 if field == 1 {
                     parts.series.push(r);
                 } else {
@@ -483,5 +583,122 @@ mod tests {
             read_series(&[0x08, 0x01], &mut v).is_err(),
             "labels with varint wire type"
         );
+    }
+
+    /// The in-place reader (with its fast paths for the usual layout)
+    /// agrees with prost on any series: random labels and samples (zero
+    /// values and timestamps, which encoders leave out, empty values, long
+    /// names), encoded by prost, then with fields reordered, and then with
+    /// one byte changed: same labels and samples, or an error exactly when
+    /// prost refuses.
+    mod differential {
+        use super::super::*;
+        use crate::prometheus::{Label, Sample, TimeSeries};
+        use proptest::prelude::*;
+        use prost::Message;
+
+        fn series() -> impl Strategy<Value = TimeSeries> {
+            let label = ("[a-z_]{0,3}|[a-z]{120,140}", "[a-z0-9]{0,3}|[a-z]{126,130}").prop_map(|(n, v)| Label {
+                name: n.into_bytes().into(),
+                value: v.into_bytes().into(),
+            });
+            let sample = (prop_oneof![Just(0i64), any::<i64>(), 0i64..1 << 42], prop_oneof![Just(0.0f64), any::<f64>()])
+                .prop_map(|(timestamp, value)| Sample { value, timestamp });
+            (proptest::collection::vec(label, 0..5), proptest::collection::vec(sample, 0..4)).prop_map(|(labels, samples)| TimeSeries {
+                labels,
+                samples,
+                ..Default::default()
+            })
+        }
+
+        fn ours(buf: &[u8]) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<(i64, u64)>), WireError> {
+            let (mut labels, mut samples) = (Vec::new(), Vec::new());
+            read_series_samples(buf, &mut labels, &mut samples)?;
+            Ok((
+                labels.iter().map(|l| (l.name.to_vec(), l.value.to_vec())).collect(),
+                samples.iter().map(|&(t, v)| (t, v.to_bits())).collect(),
+            ))
+        }
+
+        /// A series as the in-place reader sees it: exemplars (field 3)
+        /// are skipped unchecked, like any unknown field.
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct LabelsAndSamples {
+            #[prost(message, repeated, tag = "1")]
+            labels: Vec<Label>,
+            #[prost(message, repeated, tag = "2")]
+            samples: Vec<Sample>,
+        }
+
+        /// A request as the in-place reader sees it: metadata (field 3)
+        /// is split off unchecked.
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct Request {
+            #[prost(message, repeated, tag = "1")]
+            timeseries: Vec<LabelsAndSamples>,
+        }
+
+        fn theirs(buf: &[u8]) -> Option<(Vec<(Vec<u8>, Vec<u8>)>, Vec<(i64, u64)>)> {
+            let ts = LabelsAndSamples::decode(buf).ok()?;
+            Some((
+                ts.labels.iter().map(|l| (l.name.to_vec(), l.value.to_vec())).collect(),
+                ts.samples.iter().map(|s| (s.timestamp, s.value.to_bits())).collect(),
+            ))
+        }
+
+        /// A request's series read in place, as the ingester reads them.
+        #[allow(clippy::type_complexity)]
+        fn request(buf: &[u8]) -> Option<Vec<(Vec<(Vec<u8>, Vec<u8>)>, Vec<(i64, u64)>)>> {
+            let parts = split_request(buf).ok()?;
+            parts.series.iter().map(|r| ours(&buf[r.clone()]).ok()).collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(500))]
+            #[test]
+            fn requests_agree_with_prost(series in proptest::collection::vec(series(), 0..4), flip in any::<(usize, u8)>()) {
+                let req = crate::prometheus::WriteRequest { timeseries: series, ..Default::default() };
+                let mut buf = req.encode_to_vec();
+                // An unknown field between the series: read past.
+                buf.extend_from_slice(&[0x20, 0x01]);
+                buf.extend_from_slice(&req.encode_to_vec());
+                let theirs_req = |b: &[u8]| {
+                    Request::decode(b).ok().map(|r| {
+                        r.timeseries.iter().map(|ts| theirs(&ts.encode_to_vec())).collect::<Option<Vec<_>>>()
+                    })
+                };
+                prop_assert_eq!(request(&buf), theirs_req(&buf).flatten());
+                if !buf.is_empty() {
+                    let i = flip.0 % buf.len();
+                    buf[i] ^= flip.1.max(1);
+                    prop_assert_eq!(request(&buf), theirs_req(&buf).flatten());
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #[test]
+            fn agrees_with_prost(ts in series(), flip in any::<(usize, u8)>(), rotate in any::<usize>()) {
+                let buf = ts.encode_to_vec();
+                prop_assert_eq!(ours(&buf).ok(), theirs(&buf));
+                // Fields reordered: samples first.
+                let fields: Vec<std::ops::Range<usize>> = Fields::new(&buf).map(|f| f.unwrap().2).collect();
+                if !fields.is_empty() {
+                    let k = rotate % fields.len();
+                    let mut moved = Vec::new();
+                    for r in fields[k..].iter().chain(&fields[..k]) {
+                        moved.extend_from_slice(&buf[r.clone()]);
+                    }
+                    prop_assert_eq!(ours(&moved).ok(), theirs(&moved));
+                }
+                if !buf.is_empty() {
+                    let mut bad = buf.clone();
+                    let i = flip.0 % bad.len();
+                    bad[i] ^= flip.1.max(1);
+                    prop_assert_eq!(ours(&bad).ok(), theirs(&bad));
+                }
+            }
+        }
     }
 }
