@@ -322,7 +322,7 @@ fn no_acknowledged_sample_is_lost_under_faults() {
         Tidemark::start(&dir.path().join(name), &args)
     };
     let mut distributor = start("distributor", &["-target=distributor".into(), format!("-memberlist.bind-port={seed_d}")]);
-    let mut ingesters = two_zones_of_ingesters(&start);
+    let mut ingesters = two_zones_of_ingesters(start);
     let mut builder = start("block-builder", &["-target=block-builder".into(), "-block-builder.consume-interval=1s".into()]);
     let mut querier = start(
         "querier",

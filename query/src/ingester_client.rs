@@ -229,6 +229,26 @@ impl IngesterClient {
         self.read_with_fallback(reads, call).await
     }
 
+    /// Sends a single-message request to the servers of a fan-out and
+    /// keeps `take` of each answer.
+    async fn unary_fan_out<M: Message + Default, T>(
+        &self,
+        tenant: &str,
+        method: &str,
+        request: Vec<u8>,
+        take: impl Fn(M) -> T,
+    ) -> Result<Vec<T>, StorageError> {
+        let take = &take;
+        self.fan_out(|base| {
+            let request = request.clone();
+            async move {
+                let (r, coverage): (M, _) = self.unary(&base, method, tenant, request).await?;
+                Ok((take(r), coverage))
+            }
+        })
+        .await
+    }
+
     /// Reads every partition from its first candidate that answers; one
     /// request per server, however many of the partitions it serves.
     async fn read_with_fallback<'a, T, F, Fut>(
@@ -452,14 +472,7 @@ impl Queryable for IngesterClient {
         }
         .encode_to_vec();
         let lists = self
-            .fan_out(|base| {
-                let request = request.clone();
-                async move {
-                    let (r, coverage): (LabelNamesResponse, _) =
-                        self.unary(&base, "label_names", tenant, request).await?;
-                    Ok::<_, StorageError>((r.names, coverage))
-                }
-            })
+            .unary_fan_out(tenant, "label_names", request, |r: LabelNamesResponse| r.names)
             .await?;
         Ok(merge_sorted_strings(lists))
     }
@@ -480,14 +493,7 @@ impl Queryable for IngesterClient {
         }
         .encode_to_vec();
         let lists = self
-            .fan_out(|base| {
-                let request = request.clone();
-                async move {
-                    let (r, coverage): (LabelValuesResponse, _) =
-                        self.unary(&base, "label_values", tenant, request).await?;
-                    Ok::<_, StorageError>((r.values, coverage))
-                }
-            })
+            .unary_fan_out(tenant, "label_values", request, |r: LabelValuesResponse| r.values)
             .await?;
         Ok(merge_sorted_strings(lists))
     }
@@ -501,21 +507,14 @@ impl Queryable for IngesterClient {
             metric: metric.unwrap_or_default().to_owned(),
         }
         .encode_to_vec();
-        let lists = self.fan_out(|base| {
-            let request = request.clone();
-            async move {
-                let (r, coverage): (MetadataResponse, _) =
-                    self.unary(&base, "metadata", tenant, request).await?;
-                Ok::<_, StorageError>((
-                    r.metadata
-                        .into_iter()
-                        .map(wire::metadata_from_proto)
-                        .collect::<Vec<_>>(),
-                    coverage,
-                ))
-            }
-        })
-        .await?;
+        let lists = self
+            .unary_fan_out(tenant, "metadata", request, |r: MetadataResponse| {
+                r.metadata
+                    .into_iter()
+                    .map(wire::metadata_from_proto)
+                    .collect::<Vec<_>>()
+            })
+            .await?;
         Ok(merge_metadata(lists))
     }
 }

@@ -62,10 +62,7 @@ const EXPERIMENTAL_FILES: &[(&str, &str)] = &[
 ];
 
 /// Functions and aggregations Prometheus marks experimental.
-const EXPERIMENTAL_FUNCTIONS: &[&str] = &[
-    "info",
-    "double_exponential_smoothing",
-];
+const EXPERIMENTAL_FUNCTIONS: &[&str] = &["info"];
 
 fn data_dir() -> PathBuf {
     PathBuf::from(concat!(

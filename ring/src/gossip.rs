@@ -347,22 +347,10 @@ impl RingMetrics {
 mod tests {
     use super::*;
     use crate::model::PartitionState;
-
-    fn free_udp_port() -> u16 {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap().port()
-    }
+    use crate::testing::{free_udp_port, gossip_config, until};
 
     fn cfg(port: u16, join: Vec<String>) -> GossipConfig {
-        GossipConfig {
-            join,
-            bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            bind_port: port,
-            advertise_addr: None,
-            cluster_label: "test".into(),
-            gossip_interval: Duration::from_millis(50),
-            left_members_timeout: Duration::from_secs(60),
-        }
+        gossip_config(port, join, "test")
     }
 
     fn member(id: &str, roles: &[&str]) -> LocalMember {
@@ -371,14 +359,6 @@ mod tests {
             zone: "zone-a".into(),
             addr: format!("http://{id}"),
             roles: roles.iter().map(|r| r.to_string()).collect(),
-        }
-    }
-
-    async fn until(m: &Membership, what: &str, f: impl Fn(&RingSnapshot) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !f(&m.snapshot()) {
-            assert!(tokio::time::Instant::now() < deadline, "{what}: {:#?}", m.snapshot());
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

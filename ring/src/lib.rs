@@ -12,6 +12,8 @@ pub mod gossip;
 pub mod http;
 pub mod lifecycler;
 pub mod model;
+#[cfg(test)]
+mod testing;
 
 pub use gossip::{GossipConfig, GossipError, LocalMember, Membership};
 pub use lifecycler::{PartitionLifecycler, ReadyCheck};

@@ -148,24 +148,16 @@ fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use prometheus_client::registry::Registry;
 
     use super::*;
-    use crate::gossip::{GossipConfig, LocalMember};
+    use crate::gossip::LocalMember;
+    use crate::testing::{free_udp_port, gossip_config, until};
 
     async fn member(id: &str, port: u16, join: Vec<String>, cancel: &CancellationToken) -> Arc<Membership> {
-        let cfg = GossipConfig {
-            join,
-            bind_addr: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            bind_port: port,
-            advertise_addr: None,
-            cluster_label: "lifecycle".into(),
-            gossip_interval: Duration::from_millis(50),
-            left_members_timeout: Duration::from_secs(60),
-        };
+        let cfg = gossip_config(port, join, "lifecycle");
         let local = LocalMember {
             id: id.into(),
             zone: id.split('-').nth(2).map(|z| format!("zone-{z}")).unwrap_or_default(),
@@ -177,18 +169,6 @@ mod tests {
             .unwrap()
     }
 
-    fn port() -> u16 {
-        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    }
-
-    async fn until(m: &Membership, what: &str, f: impl Fn(&crate::RingSnapshot) -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !f(&m.snapshot()) {
-            assert!(tokio::time::Instant::now() < deadline, "{what}: {:#?}", m.snapshot());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     /// Two zones' owners of one partition: the partition turns active
     /// after the owners duration, the instance turns ACTIVE once ready, a
     /// downscale on one owner is followed by the other, and an owner that
@@ -196,7 +176,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn partition_lifecycle_over_gossip() {
         let cancel = CancellationToken::new();
-        let (pa, pb) = (port(), port());
+        let (pa, pb) = (free_udp_port(), free_udp_port());
         let seed = vec![format!("127.0.0.1:{pa}")];
         let a = member("ingester-zone-a-0", pa, vec![], &cancel).await;
         let b = member("ingester-zone-b-0", pb, seed.clone(), &cancel).await;
@@ -222,7 +202,7 @@ mod tests {
 
         // A restart of zone b's owner: a new run that must not reactivate.
         let cancel_b = CancellationToken::new();
-        let b2 = member("ingester-zone-b-0", port(), seed, &cancel_b).await;
+        let b2 = member("ingester-zone-b-0", free_udp_port(), seed, &cancel_b).await;
         let lb2 = PartitionLifecycler::start(b2.clone(), &[0], Duration::from_secs(1), Arc::new(|| true), cancel_b.clone()).await;
         until(&b2, "restarted owner follows the kept state", |_| lb2.claims()[0].1.state == PartitionState::Inactive).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -237,7 +217,7 @@ mod tests {
     #[tokio::test]
     async fn a_pending_partition_cannot_be_switched() {
         let cancel = CancellationToken::new();
-        let a = member("ingester-zone-a-1", port(), vec![], &cancel).await;
+        let a = member("ingester-zone-a-1", free_udp_port(), vec![], &cancel).await;
         let l = PartitionLifecycler::start(a, &[1], Duration::from_secs(3600), Arc::new(|| true), cancel.clone()).await;
         assert_eq!(l.set_state(PartitionState::Inactive).await, Err(LifecycleError::Pending(1)));
         cancel.cancel();

@@ -611,7 +611,10 @@ mod tests {
             })
         }
 
-        fn ours(buf: &[u8]) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, Vec<(i64, u64)>), WireError> {
+        /// Labels and samples (value bits, to compare NaNs), owned.
+        type Read = (Vec<(Vec<u8>, Vec<u8>)>, Vec<(i64, u64)>);
+
+        fn ours(buf: &[u8]) -> Result<Read, WireError> {
             let (mut labels, mut samples) = (Vec::new(), Vec::new());
             read_series_samples(buf, &mut labels, &mut samples)?;
             Ok((
@@ -638,7 +641,7 @@ mod tests {
             timeseries: Vec<LabelsAndSamples>,
         }
 
-        fn theirs(buf: &[u8]) -> Option<(Vec<(Vec<u8>, Vec<u8>)>, Vec<(i64, u64)>)> {
+        fn theirs(buf: &[u8]) -> Option<Read> {
             let ts = LabelsAndSamples::decode(buf).ok()?;
             Some((
                 ts.labels.iter().map(|l| (l.name.to_vec(), l.value.to_vec())).collect(),
@@ -647,8 +650,7 @@ mod tests {
         }
 
         /// A request's series read in place, as the ingester reads them.
-        #[allow(clippy::type_complexity)]
-        fn request(buf: &[u8]) -> Option<Vec<(Vec<(Vec<u8>, Vec<u8>)>, Vec<(i64, u64)>)>> {
+        fn request(buf: &[u8]) -> Option<Vec<Read>> {
             let parts = split_request(buf).ok()?;
             parts.series.iter().map(|r| ours(&buf[r.clone()]).ok()).collect()
         }

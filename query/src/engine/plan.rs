@@ -785,11 +785,13 @@ fn plan_range_function(&self, c: &Call, func: RangeFunction) -> Result<Plan, Que
         self.experimental(name)?;
     }
     let args = c.args.args.as_slice();
-    let (range_arg, param) = match (func.scalar_param(), args) {
-        (ScalarParam::None, [arg]) => (arg, None),
-        (ScalarParam::Before, [param, arg]) => (arg, Some(param)),
-        (ScalarParam::After, [arg, param]) => (arg, Some(param)),
+    let (range_arg, param, param2) = match (func.scalar_param(), args) {
+        (ScalarParam::None, [arg]) => (arg, None, None),
+        (ScalarParam::Before, [param, arg]) => (arg, Some(param), None),
+        (ScalarParam::After, [arg, param]) => (arg, Some(param), None),
+        (ScalarParam::TwoAfter, [arg, param, param2]) => (arg, Some(param), Some(param2)),
         (ScalarParam::None, _) => return Err(wrong_arity(name, 1, args.len())),
+        (ScalarParam::TwoAfter, _) => return Err(wrong_arity(name, 3, args.len())),
         _ => return Err(wrong_arity(name, 2, args.len())),
     };
     let input = self.range_argument(range_arg)?;
@@ -800,9 +802,12 @@ fn plan_range_function(&self, c: &Call, func: RangeFunction) -> Result<Plan, Que
     let arg_index = usize::from(func.scalar_param() == ScalarParam::Before);
     let arg_pos = self.positions.call_arg(c, arg_index);
     let param = param.map(|p| self.scalar_argument(p)).transpose()?;
+    let param2 = param2.map(|p| self.scalar_argument(p)).transpose()?;
     let may_collide = input.may_collide_without_name() && !func.keeps_name();
     let op = Arc::new(
-        RangeFunctionOp::new(func, input, param).at_positions(arg_pos, param_pos),
+        RangeFunctionOp::new(func, input, param)
+            .with_second_param(param2)
+            .at_positions(arg_pos, param_pos),
     );
     Ok(Plan::Vector(checked(
         op,

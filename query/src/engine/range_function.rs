@@ -9,6 +9,7 @@ use tidemark_storage::Sample;
 
 use super::annotations::{go_quote, invalid_quantile};
 use super::context::EvalContext;
+use super::error::QueryError;
 use super::functions::extrapolated_rate;
 use super::kahan::kahan_inc;
 use super::operator::{EvalStream, ScalarOperator, VectorOperator};
@@ -49,14 +50,19 @@ pub(crate) enum RangeFunction {
     TsOfLastOverTime,
     TsOfMaxOverTime,
     TsOfMinOverTime,
+    /// Experimental: `double_exponential_smoothing(range, sf, tf)`, Holt's
+    /// linear method (formerly `holt_winters`).
+    DoubleExponentialSmoothing,
 }
 
-/// Where a range function's scalar parameter goes, if it has one.
+/// Where a range function's scalar parameters go, if it has any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ScalarParam {
     None,
     Before,
     After,
+    /// Two, after the range.
+    TwoAfter,
 }
 
 impl RangeFunction {
@@ -89,6 +95,7 @@ impl RangeFunction {
             "ts_of_last_over_time" => TsOfLastOverTime,
             "ts_of_max_over_time" => TsOfMaxOverTime,
             "ts_of_min_over_time" => TsOfMinOverTime,
+            "double_exponential_smoothing" => DoubleExponentialSmoothing,
             _ => return None,
         })
     }
@@ -98,6 +105,7 @@ impl RangeFunction {
         match self {
             RangeFunction::QuantileOverTime => ScalarParam::Before,
             RangeFunction::PredictLinear => ScalarParam::After,
+            RangeFunction::DoubleExponentialSmoothing => ScalarParam::TwoAfter,
             _ => ScalarParam::None,
         }
     }
@@ -114,7 +122,12 @@ impl RangeFunction {
         use RangeFunction::*;
         matches!(
             self,
-            MadOverTime | TsOfFirstOverTime | TsOfLastOverTime | TsOfMaxOverTime | TsOfMinOverTime
+            MadOverTime
+                | TsOfFirstOverTime
+                | TsOfLastOverTime
+                | TsOfMaxOverTime
+                | TsOfMinOverTime
+                | DoubleExponentialSmoothing
         )
     }
 
@@ -123,7 +136,9 @@ impl RangeFunction {
     /// * `window`: the samples in `(range_start, range_end]`, by time,
     ///   staleness markers removed.
     /// * `eval_t`: the evaluation time (`range_end` plus the offset).
-    /// * `param`: the scalar parameter at this step (NaN if none).
+    /// * `param`, `param2`: the scalar parameters at this step (NaN if
+    ///   none).
+    #[allow(clippy::too_many_arguments)]
     fn apply(
         self,
         window: &[Sample],
@@ -132,6 +147,7 @@ impl RangeFunction {
         eval_t: i64,
         range_secs: f64,
         param: f64,
+        param2: f64,
     ) -> Option<f64> {
         use RangeFunction::*;
         let last = window.last()?;
@@ -186,8 +202,41 @@ impl RangeFunction {
             TsOfLastOverTime => Some(last.t as f64 / 1000.0),
             TsOfMaxOverTime => Some(ts_of_pick(window, |cur, best| cur >= best || best.is_nan())),
             TsOfMinOverTime => Some(ts_of_pick(window, |cur, best| cur <= best || best.is_nan())),
+            DoubleExponentialSmoothing => double_exponential_smoothing(window, param, param2),
         }
     }
+}
+
+/// Why `double_exponential_smoothing`'s factors are refused, as Prometheus
+/// words it (`sf` and `tf` must lie strictly between 0 and 1).
+fn smoothing_factors_error(sf: f64, tf: f64) -> Option<String> {
+    let outside = |f: f64| f.is_nan() || f <= 0.0 || f >= 1.0;
+    if outside(sf) {
+        Some(format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"))
+    } else if outside(tf) {
+        Some(format!("invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"))
+    } else {
+        None
+    }
+}
+
+/// Holt's linear smoothing of the window with smoothing factor `sf` and
+/// trend factor `tf`: the last smoothed value; none under two samples.
+fn double_exponential_smoothing(window: &[Sample], sf: f64, tf: f64) -> Option<f64> {
+    let [first, second, ..] = window else {
+        return None;
+    };
+    let (mut previous, mut smoothed) = (0.0, first.v);
+    let mut trend = second.v - first.v;
+    for (i, s) in window.iter().enumerate().skip(1) {
+        if i > 1 {
+            trend = tf * (smoothed - previous) + (1.0 - tf) * trend;
+        }
+        let next = sf * s.v + (1.0 - sf) * (smoothed + trend);
+        previous = smoothed;
+        smoothed = next;
+    }
+    Some(smoothed)
 }
 
 /// `func(range_vector)`: for each series, at each step, the function over
@@ -197,8 +246,11 @@ impl RangeFunction {
 pub(crate) struct RangeFunctionOp {
     func: RangeFunction,
     input: Arc<RangeInput>,
-    /// The scalar parameter of `quantile_over_time` and `predict_linear`.
+    /// The scalar parameter of `quantile_over_time` and `predict_linear`,
+    /// the first of `double_exponential_smoothing`.
     param: Option<Arc<dyn ScalarOperator>>,
+    /// The second of `double_exponential_smoothing`.
+    param2: Option<Arc<dyn ScalarOperator>>,
     /// Where the range argument starts in the query, for annotations.
     arg_pos: Option<Pos>,
     /// Where the scalar parameter starts in the query, for annotations.
@@ -215,9 +267,16 @@ impl RangeFunctionOp {
             func,
             input,
             param,
+            param2: None,
             arg_pos: None,
             param_pos: None,
         }
+    }
+
+    /// Sets the second scalar parameter.
+    pub fn with_second_param(mut self, param2: Option<Arc<dyn ScalarOperator>>) -> Self {
+        self.param2 = param2;
+        self
     }
 
     /// Sets where the range argument and the scalar parameter start.
@@ -234,8 +293,13 @@ impl VectorOperator for RangeFunctionOp {
         let func = self.func;
         let (arg_pos, param_pos) = (self.arg_pos, self.param_pos);
         let param = self.param.as_ref().map(|p| p.evaluate(ctx.clone()));
+        let param2 = self.param2.as_ref().map(|p| p.evaluate(ctx.clone()));
         Box::pin(async_stream::try_stream! {
             let params = match param {
+                Some(p) => p.await?,
+                None => Vec::new(),
+            };
+            let params2 = match param2 {
                 Some(p) => p.await?,
                 None => Vec::new(),
             };
@@ -253,13 +317,23 @@ impl VectorOperator for RangeFunctionOp {
             let mut reported: Option<String> = None;
             while let Some(series) = series_stream.next().await {
                 let series = series?;
+                let mut refused = None;
                 let points: Vec<StepValue> = windows(&series.samples, &ctx, &timing, range_ms, |step, w, start, end| {
                     let p = params.get(step).copied().unwrap_or(f64::NAN);
-                    func.apply(w, start, end, ctx.step_time(step), range_secs, p)
+                    let p2 = params2.get(step).copied().unwrap_or(f64::NAN);
+                    if func == RangeFunction::DoubleExponentialSmoothing && refused.is_none() {
+                        // Prometheus refuses the factors wherever the
+                        // function runs, whatever the window holds.
+                        refused = smoothing_factors_error(p, p2);
+                    }
+                    func.apply(w, start, end, ctx.step_time(step), range_secs, p, p2)
                 })
                 .into_iter()
                 .map(|(step, v)| StepValue { step, v })
                 .collect();
+                if let Some(why) = refused {
+                    Err::<(), _>(QueryError::Execution(why))?;
+                }
                 if counter_check && !points.is_empty() {
                     if let Some(name) = series.labels.metric_name() {
                         if reported.as_deref() != Some(name)

@@ -1494,3 +1494,39 @@ eval instant at 10m count_over_time(m[10m:1m])
 "#)
     .await;
 }
+
+#[tokio::test]
+async fn double_exponential_smoothing_as_prometheus() {
+    run_with(
+        r#"
+load 10s
+    m{i="up"} 0+10x100
+    m{i="down"} 1000-10x100
+    m{i="wiggle"} 1 3 2 5 4 6
+    m{i="one"} 7
+
+eval instant at 500s double_exponential_smoothing(m[1m], 0.01, 0.1)
+    {i="up"} 500
+    {i="down"} 500
+
+eval instant at 50s double_exponential_smoothing(m[1m], 0.5, 0.5)
+    {i="up"} 50
+    {i="down"} 950
+    {i="wiggle"} 5.9296875
+
+eval range from 50s to 60s step 10s double_exponential_smoothing(m{i="up"}[30s], 0.3, 0.3)
+    {i="up"} 50 60
+
+eval instant at 50s double_exponential_smoothing(m[1m], 1, 0.5)
+    expect fail msg: invalid smoothing factor. Expected: 0 < sf < 1, got: 1.000000
+
+eval instant at 50s double_exponential_smoothing(m[1m], 0.5, 0)
+    expect fail msg: invalid trend factor. Expected: 0 < tf < 1, got: 0.000000
+
+eval instant at 50s double_exponential_smoothing(m[1m], 0.5)
+    expect fail
+"#,
+        experimental(),
+    )
+    .await;
+}
