@@ -2,7 +2,8 @@
 //! static address lists, every process joins over gossip. Partitions turn
 //! active once owned; distributors write only to active partitions;
 //! queriers read one owner per partition with fallback to the other
-//! zone; the downscale API moves writes off a partition; the status pages
+//! zone; the downscale API moves writes off a partition; a graceful
+//! shutdown leaves the ring before it stops answering; the status pages
 //! show it all.
 
 mod support;
@@ -180,6 +181,33 @@ fn processes_find_each_other_and_follow_the_partition_ring() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     wait_for("partition 1 to be active again", Duration::from_secs(30), || active(&distributor.url) == vec![0, 1]);
+
+    // A graceful shutdown (SIGTERM) of partition 1's zone-a owner: it
+    // leaves the ring before it stops answering, so queries that run
+    // meanwhile all answer completely from zone b.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let answers = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (s, v) = count(&querier, "count(ring_e2e)", t);
+                answers.push((s, v["data"]["result"][0]["value"][1].as_str().unwrap_or("").to_owned()));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            answers
+        });
+        ingesters[1].terminate();
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        reader.join().expect("reader")
+    });
+    assert!(answers.len() > 5, "{answers:?}");
+    assert!(answers.iter().all(|(s, v)| *s == 200 && v == "90"), "during the graceful shutdown: {answers:?}");
+    wait_for("the stopped owner to show as leaving", Duration::from_secs(20), || {
+        let ring = get_json(&format!("{}/ingester/ring", querier.url));
+        let a1 = ring["members"].as_array().and_then(|m| m.iter().find(|i| i["id"] == "ingester-zone-a-1")).cloned();
+        a1.is_none_or(|i| i["state"] == "LEAVING" || i["healthy"] == false)
+    });
 
     // Partition 0 gone from both zones: an error naming it, never a
     // partial answer.

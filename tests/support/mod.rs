@@ -121,6 +121,15 @@ impl Tidemark {
         let _ = self.child.wait();
     }
 
+    /// Stops with SIGTERM (a graceful shutdown) and waits for the exit.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+
     /// Starts again on the same port, data dir and flags.
     pub fn restart(&mut self) {
         self.kill();
