@@ -1129,6 +1129,13 @@ mod tests {
         );
         // A querier never opens the log, so it needs no Kafka address.
         assert!(parse(&["-target=querier", "-querier.ingester-addresses=http://i:9009"]).is_ok());
+        // Or it finds them in the ring.
+        let c = parse(&["-target=querier", "-memberlist.join=distributor:7946, querier:7946", "-memberlist.gossip-interval=100ms"]).unwrap();
+        assert_eq!(c.memberlist.join_members, vec!["distributor:7946", "querier:7946"]);
+        assert_eq!(c.memberlist.gossip_interval, Duration::from_millis(100));
+        assert!(parse(&["-target=querier"]).is_err(), "a querier with neither");
+        assert!(parse(&["-memberlist.join=nohostport"]).is_err());
+        assert!(parse(&["-memberlist.join=a:7946", "-memberlist.bind-addr=localhost"]).is_err(), "bind address is an IP");
         assert!(parse(&["-ingest-storage.embedded.partitions=0"]).is_err());
         assert!(parse(&["-querier.lookback-delta=abc"]).is_err());
     }
