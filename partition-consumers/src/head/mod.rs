@@ -717,6 +717,36 @@ mod tests {
         assert!(h.label_names("t2", &[], 0, 1).is_empty());
     }
 
+    /// A series repeated in one batch, new or known, sorted or not, is
+    /// one series with every sample.
+    #[test]
+    fn series_repeated_within_a_batch_stay_one_series() {
+        let h = head();
+        let n = 101;
+        let mut batch = Vec::new();
+        for i in 0..n {
+            let id = (i % 7).to_string();
+            let labels: Vec<(&str, &str)> = if i % 2 == 0 {
+                vec![("__name__", "m"), ("id", id.as_str())]
+            } else {
+                vec![("id", id.as_str()), ("__name__", "m")]
+            };
+            batch.push(ts(&labels, &[(1000 + i as i64, i as f64)]));
+        }
+        let s = h.append("t", &batch);
+        assert_eq!((s.appended, s.new_series), (n as u64, 7));
+        assert_eq!(h.num_series(), 7);
+        // Again: each series' last sample is a duplicate, the others are
+        // older than it.
+        let s = h.append("t", &batch);
+        assert_eq!((s.duplicates, s.out_of_order, s.new_series), (7, n as u64 - 7, 0));
+        let refs = h.select("t", &[Matcher::equal("id", "3")], 0, 1_000_000);
+        let got = h.read_series("t", &refs, 0, 1_000_000, false);
+        let times: Vec<i64> = got[0].1.iter().flat_map(|c| decode_all(&c.data).unwrap()).map(|s| s.t).collect();
+        let want: Vec<i64> = (0..n).filter(|i| i % 7 == 3).map(|i| 1000 + i as i64).collect();
+        assert_eq!(times, want);
+    }
+
     #[test]
     fn out_of_order_and_duplicates_counted() {
         let h = head();
