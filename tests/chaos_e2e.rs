@@ -255,13 +255,6 @@ impl Reader {
     }
 }
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free UDP port")
-}
-
 /// Waits until the distributor sees partitions 0 and 1 active and the
 /// querier sees four ACTIVE healthy ingesters.
 fn wait_until_ring_serves(distributor: &str, querier: &str) {

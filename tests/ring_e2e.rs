@@ -13,13 +13,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free UDP port")
-}
-
 fn get_json(url: &str) -> Value {
     let r = http::blocking_client()
         .get(url.to_owned())
