@@ -531,6 +531,9 @@ pub struct Flags {
     /// A new partition takes writes once it has had an owner this long (default 10s).
     #[arg(long = "ingester.partition-ring.min-partition-owners-duration", env = flag_env!("INGESTER_PARTITION_RING_MIN_PARTITION_OWNERS_DURATION"), value_parser = parse_duration, help_heading = "Membership")]
     pub min_partition_owners_duration: Option<Duration>,
+    /// An inactive partition without a healthy owner leaves the ring once inactive this long (default 13h).
+    #[arg(long = "ingester.partition-ring.delete-inactive-partition-after", env = flag_env!("INGESTER_PARTITION_RING_DELETE_INACTIVE_PARTITION_AFTER"), value_parser = parse_duration, help_heading = "Membership")]
+    pub delete_inactive_partition_after: Option<Duration>,
     /// Zone a querier reads each partition from first (default: its own).
     #[arg(long = "querier.prefer-availability-zone", env = flag_env!("QUERIER_PREFER_AVAILABILITY_ZONE"), help_heading = "Membership")]
     pub querier_prefer_zone: Option<String>,
@@ -858,6 +861,7 @@ impl Flags {
         set!(r.instance_availability_zone, self.ring_zone);
         set!(r.min_partition_owners_duration, self.min_partition_owners_duration);
         set!(r.querier_prefer_availability_zone, self.querier_prefer_zone);
+        set!(r.delete_inactive_partition_after, self.delete_inactive_partition_after);
         let k = &mut c.ingest_storage.kafka;
         set!(k.address, self.kafka_address);
         set!(k.topic, self.kafka_topic);

@@ -65,6 +65,10 @@ pub struct RingConfig {
     pub min_partition_owners_duration: Duration,
     /// Zone a querier reads from first; empty: its own.
     pub querier_prefer_availability_zone: String,
+    /// An inactive partition without a healthy owner leaves the ring once
+    /// inactive this long.
+    #[serde(with = "humantime_serde")]
+    pub delete_inactive_partition_after: Duration,
 }
 
 impl Default for RingConfig {
@@ -75,6 +79,7 @@ impl Default for RingConfig {
             instance_availability_zone: String::new(),
             min_partition_owners_duration: Duration::from_secs(10),
             querier_prefer_availability_zone: String::new(),
+            delete_inactive_partition_after: Duration::from_secs(13 * 3600),
         }
     }
 }
@@ -111,7 +116,9 @@ impl MemberlistConfig {
         Ok(())
     }
 
-    pub fn gossip(&self) -> GossipConfig {
+    /// The gossip settings; inactive partitions without owners are
+    /// forgotten after `forget_inactive_after`.
+    pub fn gossip(&self, forget_inactive_after: Duration) -> GossipConfig {
         GossipConfig {
             join: self.join_members.clone(),
             // Both checked by `validate`.
@@ -121,6 +128,7 @@ impl MemberlistConfig {
             cluster_label: self.cluster_label.clone(),
             gossip_interval: self.gossip_interval,
             left_members_timeout: self.left_members_timeout,
+            forget_inactive_after,
         }
     }
 }

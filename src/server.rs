@@ -109,7 +109,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // Membership: gossip when -memberlist.join names members.
     let membership = if cfg.memberlist.enabled() {
-        let gossip = cfg.memberlist.gossip();
+        let gossip = cfg.memberlist.gossip(cfg.ring.delete_inactive_partition_after);
         let local = crate::membership::local_member(&cfg, advertise_ip(&gossip).await);
         let state = if cfg.target.runs_ingester() {
             InstanceState::Joining

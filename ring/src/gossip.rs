@@ -5,7 +5,11 @@
 //! Keys a member announces: `roles` (comma-separated), `zone`, `addr`
 //! (base URL of its HTTP server), `state` (`JOINING`, `ACTIVE`,
 //! `LEAVING`) and one `partition/<id>` per owned partition holding its
-//! [`PartitionClaim`].
+//! [`PartitionClaim`]. Every member also repeats, as `seen/<id>`, the state
+//! of each active or inactive partition it knows, so that the ring keeps a
+//! partition after all its owners are gone (reads of it fail instead of
+//! silently leaving it out), until an inactive partition without owners
+//! is older than `forget_inactive_after`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,13 +25,14 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{watch, Mutex};
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{Instance, InstanceState, PartitionClaim, RingSnapshot};
+use crate::model::{Instance, InstanceState, PartitionClaim, PartitionState, RingSnapshot};
 
 const KEY_ROLES: &str = "roles";
 const KEY_ZONE: &str = "zone";
 const KEY_ADDR: &str = "addr";
 const KEY_STATE: &str = "state";
 const PARTITION_PREFIX: &str = "partition/";
+const SEEN_PREFIX: &str = "seen/";
 
 /// Gossip settings (`-memberlist.*`).
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +52,10 @@ pub struct GossipConfig {
     /// How long a member that stopped answering stays in the ring (its
     /// partition states with it) before it is forgotten.
     pub left_members_timeout: Duration,
+    /// An inactive partition without a healthy owner is forgotten once
+    /// inactive this long (Mimir's
+    /// `-ingester.partition-ring.delete-inactive-partition-after`).
+    pub forget_inactive_after: Duration,
 }
 
 /// This process as the ring shows it.
@@ -74,6 +83,7 @@ pub struct Membership {
     local: LocalMember,
     gossip_addr: SocketAddr,
     gossip_interval: Duration,
+    forget_inactive_after: Duration,
     metrics: RingMetrics,
     /// Set by [`Membership::leave`]: the state no longer changes.
     leaving: std::sync::atomic::AtomicBool,
@@ -135,6 +145,7 @@ impl Membership {
             local,
             gossip_addr,
             gossip_interval: cfg.gossip_interval,
+            forget_inactive_after: cfg.forget_inactive_after,
             metrics: RingMetrics::new(registry),
             leaving: std::sync::atomic::AtomicBool::new(false),
         });
@@ -145,7 +156,10 @@ impl Membership {
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
-                    _ = tick.tick() => m.refresh().await,
+                    _ = tick.tick() => {
+                        m.refresh().await;
+                        m.witness().await;
+                    }
                 }
             }
         });
@@ -212,6 +226,66 @@ impl Membership {
         }
     }
 
+    /// Repeats the state of every active or inactive partition the ring
+    /// knows as this member's `seen/<id>`, and drops those of partitions
+    /// that are pending or retired (inactive without a healthy owner for
+    /// longer than `forget_inactive_after`).
+    async fn witness(&self) {
+        let ring = self.snapshot();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        let forget_before = now.saturating_sub(i64::try_from(self.forget_inactive_after.as_millis()).unwrap_or(i64::MAX));
+        let mut changed = false;
+        {
+            let mut chitchat = self.chitchat.lock().await;
+            let me = chitchat.self_node_state();
+            let mut keep = std::collections::BTreeSet::new();
+            for part in ring.partitions.values() {
+                let owned = part
+                    .owners
+                    .iter()
+                    .any(|id| ring.instances.get(id).is_some_and(|i| i.healthy));
+                let retired = part.state == PartitionState::Inactive && !owned && part.since_ms < forget_before;
+                if part.state == PartitionState::Pending || retired {
+                    continue;
+                }
+                let key = format!("{SEEN_PREFIX}{}", part.id);
+                let value = PartitionClaim {
+                    state: part.state,
+                    since_ms: part.since_ms,
+                }
+                .encode();
+                if me.get(&key) != Some(value.as_str()) {
+                    me.set(key.clone(), value);
+                    changed = true;
+                }
+                keep.insert(key);
+            }
+            let stale: Vec<String> = me
+                .iter_prefix(SEEN_PREFIX)
+                .map(|(k, _)| k.to_owned())
+                .filter(|k| !keep.contains(k))
+                .collect();
+            for k in stale {
+                me.delete(&k);
+                changed = true;
+            }
+        }
+        if changed {
+            self.refresh().await;
+        }
+    }
+
+    /// Stops gossiping at once, as a crash would (tests).
+    #[cfg(test)]
+    pub(crate) fn crash(&self) {
+        if let Some(h) = self.handle.lock().take() {
+            h.abort();
+        }
+    }
+
     /// Rebuilds the snapshot from what gossip knows now.
     async fn refresh(&self) {
         let members = {
@@ -240,18 +314,23 @@ impl Membership {
 /// not announced what a ring member must (another kind of process, or
 /// one that has just started).
 fn instance_of(id: &ChitchatId, state: &NodeState, healthy: bool) -> Option<Instance> {
-    let mut partitions = BTreeMap::new();
-    for (key, value) in state.iter_prefix(PARTITION_PREFIX) {
-        let Some(p) = key.strip_prefix(PARTITION_PREFIX).and_then(|p| p.parse::<i32>().ok()) else {
-            continue;
-        };
-        match PartitionClaim::decode(&value.value) {
-            Some(claim) => {
-                partitions.insert(p, claim);
+    let claims = |prefix: &str| {
+        let mut out = BTreeMap::new();
+        for (key, value) in state.iter_prefix(prefix) {
+            let Some(p) = key.strip_prefix(prefix).and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
+            match PartitionClaim::decode(&value.value) {
+                Some(claim) => {
+                    out.insert(p, claim);
+                }
+                None => tracing::debug!(member = ?id, key, value = %value.value, "ignoring a malformed partition claim"),
             }
-            None => tracing::debug!(member = ?id, key, value = %value.value, "ignoring a malformed partition claim"),
         }
-    }
+        out
+    };
+    let partitions = claims(PARTITION_PREFIX);
+    let seen = claims(SEEN_PREFIX);
     Some(Instance {
         id: id.node_id.to_string(),
         zone: state.get(KEY_ZONE).unwrap_or_default().to_owned(),
@@ -264,6 +343,7 @@ fn instance_of(id: &ChitchatId, state: &NodeState, healthy: bool) -> Option<Inst
             .collect(),
         state: state.get(KEY_STATE)?.parse().ok()?,
         partitions,
+        seen,
         healthy,
         generation: id.generation_id,
     })
@@ -346,7 +426,6 @@ impl RingMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::PartitionState;
     use crate::testing::{free_udp_port, gossip_config, until};
 
     fn cfg(port: u16, join: Vec<String>) -> GossipConfig {
@@ -360,6 +439,41 @@ mod tests {
             addr: format!("http://{id}"),
             roles: roles.iter().map(|r| r.to_string()).collect(),
         }
+    }
+
+    /// An owner crashes and is forgotten: the partition it owned stays in
+    /// the ring through what the other member repeats (reads of it fail,
+    /// never skip it), while its long-inactive partition is forgotten.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_partition_outlives_its_crashed_owner() {
+        let cancel = CancellationToken::new();
+        let (pa, pb) = (free_udp_port(), free_udp_port());
+        let mut quick = cfg(pb, vec![format!("127.0.0.1:{pa}")]);
+        quick.left_members_timeout = Duration::from_secs(1);
+        quick.forget_inactive_after = Duration::from_secs(1);
+        let a = Membership::start(&cfg(pa, vec![]), member("ingester-zone-a-0", &["ingester"]), InstanceState::Active, &mut Registry::default(), cancel.clone())
+            .await
+            .unwrap();
+        let b = Membership::start(&quick, member("querier-1", &["querier"]), InstanceState::Active, &mut Registry::default(), cancel.clone())
+            .await
+            .unwrap();
+        a.set_claim(0, PartitionClaim { state: PartitionState::Active, since_ms: 5 }).await;
+        a.set_claim(1, PartitionClaim { state: PartitionState::Inactive, since_ms: 1 }).await;
+        until(&b, "b repeats both states", |r| {
+            r.instances.get("querier-1").is_some_and(|i| i.seen.len() == 2)
+        })
+        .await;
+        a.crash();
+        until(&b, "a forgotten", |r| !r.instances.contains_key("ingester-zone-a-0")).await;
+        until(&b, "partition 1 forgotten", |r| !r.partitions.contains_key(&1)).await;
+        let ring = b.snapshot();
+        assert_eq!(ring.partitions[&0].state, PartitionState::Active);
+        assert_eq!(ring.active_partitions(), vec![0]);
+        assert!(matches!(
+            ring.partition_reads("zone-a", 0),
+            Err(crate::RingError::NoHealthyOwner { partition: 0, .. })
+        ));
+        cancel.cancel();
     }
 
     /// Three members over real UDP sockets find each other from one seed,

@@ -256,6 +256,7 @@ mod tests {
             roles: vec!["ingester".into()],
             state: InstanceState::Active,
             partitions: BTreeMap::from([(0, PartitionClaim { state: PartitionState::Active, since_ms: 7 })]),
+            seen: Default::default(),
             healthy: true,
             generation: 1,
         }])

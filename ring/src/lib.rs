@@ -43,6 +43,7 @@ pub fn single_process_ring(local: &LocalMember, partitions: &[i32]) -> RingSnaps
                 )
             })
             .collect(),
+        seen: Default::default(),
         healthy: true,
         generation: 0,
     }])

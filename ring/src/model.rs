@@ -138,6 +138,12 @@ pub struct Instance {
     pub state: InstanceState,
     /// The partitions it owns and its view of their state.
     pub partitions: BTreeMap<i32, PartitionClaim>,
+    /// Partition states it keeps for the ring without owning them: every
+    /// member repeats the states it has seen, so that a partition's state
+    /// outlives its owners (as Mimir's replicated ring does) and a
+    /// partition whose owners are all gone is known to be missing.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub seen: BTreeMap<i32, PartitionClaim>,
     /// Whether the failure detector thinks it alive.
     pub healthy: bool,
     /// Its start time (the gossip generation), to tell a restart from
@@ -202,7 +208,7 @@ impl RingSnapshot {
         let mut instances: BTreeMap<String, Instance> = BTreeMap::new();
         let mut partitions: BTreeMap<i32, Partition> = BTreeMap::new();
         for m in members {
-            for (&p, claim) in &m.partitions {
+            for (&p, claim) in m.partitions.iter().chain(&m.seen) {
                 let part = partitions.entry(p).or_insert(Partition {
                     id: p,
                     state: claim.state,
@@ -325,6 +331,7 @@ mod tests {
             roles: vec!["ingester".into()],
             state: InstanceState::Active,
             partitions: BTreeMap::from([(p, c)]),
+            seen: BTreeMap::new(),
             healthy: true,
             generation: 1,
         }
@@ -360,6 +367,24 @@ mod tests {
         assert_eq!(ring.partitions[&2].state, Pending);
         assert_eq!(ring.active_partitions(), vec![0]);
         assert_eq!(ring.partitions[&0].owners, vec!["a-0", "b-0"]);
+    }
+
+    /// Once every owner of a partition is gone, the states other members
+    /// repeat keep it known: reading it is an error, never a silent skip.
+    #[test]
+    fn a_partition_outlives_its_owners_in_what_others_saw() {
+        let mut witness = ingester("querier-1", "zone-a", 0, claim(Active, 1));
+        witness.roles = vec!["querier".into()];
+        witness.seen = std::mem::take(&mut witness.partitions);
+        witness.seen.insert(1, claim(Inactive, 20));
+        let ring = RingSnapshot::build([witness]);
+        assert_eq!(ring.partitions[&0].state, Active);
+        assert!(ring.partitions[&0].owners.is_empty(), "a witness is no owner");
+        assert_eq!(ring.active_partitions(), vec![0]);
+        assert_eq!(
+            ring.partition_reads("zone-a", 0),
+            Err(RingError::NoHealthyOwner { partition: 0, owners: "none".into() })
+        );
     }
 
     #[test]

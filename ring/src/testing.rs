@@ -21,6 +21,7 @@ pub fn gossip_config(port: u16, join: Vec<String>, cluster_label: &str) -> Gossi
         cluster_label: cluster_label.into(),
         gossip_interval: Duration::from_millis(50),
         left_members_timeout: Duration::from_secs(60),
+        forget_inactive_after: Duration::from_secs(13 * 3600),
     }
 }
 

@@ -428,6 +428,7 @@ mod ring {
                 .map(|p| (p, PartitionClaim { state: PartitionState::Active, since_ms: 1 }))
                 .into_iter()
                 .collect::<BTreeMap<_, _>>(),
+            seen: Default::default(),
             healthy: true,
             generation: 1,
         }
