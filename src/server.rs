@@ -110,7 +110,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // Membership: gossip when -memberlist.join names members.
     let membership = if cfg.memberlist.enabled() {
         let gossip = cfg.memberlist.gossip(cfg.ring.delete_inactive_partition_after);
-        let local = crate::membership::local_member(&cfg, advertise_ip(&gossip).await);
+        let local = crate::membership::local_member(&cfg, tidemark_ring::gossip::advertise_ip(&gossip).await);
         let state = if cfg.target.runs_ingester() {
             InstanceState::Joining
         } else {
@@ -337,11 +337,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The address this process gossips from.
-async fn advertise_ip(gossip: &tidemark_ring::GossipConfig) -> std::net::IpAddr {
-    tidemark_ring::gossip::advertise_ip(gossip).await
 }
 
 async fn wait_for_signal() {

@@ -287,10 +287,7 @@ impl RingSnapshot {
                     },
                 });
             }
-            // Stable: own zone first, then by zone and ID.
-            owners.sort_by(|a, b| {
-                (a.zone != zone, &a.zone, &a.id).cmp(&(b.zone != zone, &b.zone, &b.id))
-            });
+            owners.sort_by(|a, b| zone_order(zone, a, b));
             reads.push(PartitionRead {
                 partition: part.id,
                 candidates: owners.iter().map(|i| i.addr.clone()).collect(),
@@ -310,9 +307,14 @@ impl RingSnapshot {
         if found.is_empty() {
             return Err(RingError::NoInstance { role: role.into() });
         }
-        found.sort_by(|a, b| (a.zone != zone, &a.zone, &a.id).cmp(&(b.zone != zone, &b.zone, &b.id)));
+        found.sort_by(|a, b| zone_order(zone, a, b));
         Ok(found.iter().map(|i| i.addr.clone()).collect())
     }
+}
+
+/// Instances in `zone` first, then by zone and ID (stable).
+fn zone_order(zone: &str, a: &Instance, b: &Instance) -> std::cmp::Ordering {
+    (a.zone != zone, &a.zone, &a.id).cmp(&(b.zone != zone, &b.zone, &b.id))
 }
 
 #[cfg(test)]

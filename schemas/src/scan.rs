@@ -76,6 +76,14 @@ impl<'a> Fields<'a> {
         err("varint too long")
     }
 
+    /// A length-delimited value: its length, then its bytes.
+    #[inline]
+    fn len_delimited(&mut self) -> Result<&'a [u8], WireError> {
+        let n = self.varint()?;
+        let n = usize::try_from(n).map_err(|_| WireError("length too large".into()))?;
+        Fields::take(self, n)
+    }
+
     #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
@@ -111,11 +119,7 @@ impl<'a> Iterator for Fields<'a> {
                         b.try_into().map_err(|_| WireError("fixed64".into()))?,
                     ))
                 }
-                LEN => {
-                    let n = self.varint()?;
-                    let n = usize::try_from(n).map_err(|_| WireError("length too large".into()))?;
-                    Value::Len(self.take(n)?)
-                }
+                LEN => Value::Len(self.len_delimited()?),
                 FIXED32 => {
                     let b = self.take(4)?;
                     Value::Fixed32(u32::from_le_bytes(
@@ -333,12 +337,7 @@ pub fn read_series_samples<'a>(
         }
         let start = fields.pos;
         fields.pos += 1;
-        let body = match fields.varint().and_then(|n| {
-            usize::try_from(n).map_err(|_| WireError("length too large".into()))
-        }) {
-            Ok(n) => Fields::take(&mut fields, n)?,
-            Err(e) => return Err(e),
-        };
+        let body = fields.len_delimited()?;
         if key == 0x0a {
             labels.push(read_label(body)?);
         } else if let Some(s) = sample_fast(body) {
@@ -417,14 +416,12 @@ pub fn split_request(buf: &[u8]) -> Result<RequestParts, WireError> {
             break;
         }
         fields.pos += 1;
-        let n = fields.varint()?;
-        let n = usize::try_from(n).map_err(|_| WireError("length too large".into()))?;
-        let start = fields.pos;
-        Fields::take(&mut fields, n)?;
+        let body = fields.len_delimited()?;
+        let range = fields.pos - body.len()..fields.pos;
         if key == 0x0a {
-            parts.series.push(start..fields.pos);
+            parts.series.push(range);
         } else {
-            parts.metadata.push(start..fields.pos);
+            parts.metadata.push(range);
         }
     }
     let offset = fields.pos;
