@@ -323,8 +323,8 @@ fn add_record(acc: &mut Accumulator, record: &tidemark_ingest_log::Record) -> Re
         return Ok(());
     }
     let read = RequestSeries::read(&record.value).map_err(|e| e.to_string())?;
-    for (labels, samples) in read.iter() {
-        acc.add_series(tenant, labels.iter().map(|l| (l.name, l.value)), samples.iter().copied());
+    for s in read.iter() {
+        acc.add_series(tenant, s.labels.iter().map(|l| (l.name, l.value)), s.samples.iter().copied());
     }
     Ok(())
 }

@@ -356,7 +356,11 @@ impl PartitionConsumer {
                 .map_err(|source| RecordError::Decode { version: VERSION_1, source })?;
             self.add_metadata(tenant, &metadata);
         }
-        let views = read.iter().map(|(labels, samples)| SeriesView { labels, samples });
+        let views = read.iter().map(|s| SeriesView {
+            labels: s.labels,
+            samples: s.samples,
+            label_fields: s.label_fields,
+        });
         let stats = self.head.append_views(tenant, views, offset);
         Ok(self.appended(tenant, stats, outside))
     }

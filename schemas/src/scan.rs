@@ -200,7 +200,7 @@ pub fn read_series<'a>(buf: &'a [u8], view: &mut SeriesView<'a>) -> Result<(), W
 /// A label in the layout every encoder writes (`name` then `value`, both
 /// present, lengths under 128): read without the general field loop.
 /// `None` for any other layout, which the general reader takes.
-#[inline]
+#[inline(always)]
 fn label_fast(buf: &[u8]) -> Option<LabelRef<'_>> {
     let [0x0a, n, rest @ ..] = buf else { return None };
     let n = *n as usize;
@@ -257,41 +257,90 @@ fn read_label(buf: &[u8]) -> Result<LabelRef<'_>, WireError> {
 
 /// Every series of a remote-write request (a version 1 record body is
 /// one), read in place: labels as views into the body and samples in two
-/// shared buffers, one pair of ranges per series, and where each metadata
+/// shared buffers, one set of ranges per series, and where each metadata
 /// entry stands. Reading stops at the first malformed part, so a caller
 /// gets the whole body or an error.
 #[derive(Debug, Default)]
 pub struct RequestSeries<'a> {
+    body: &'a [u8],
     pub labels: Vec<LabelRef<'a>>,
     pub samples: Vec<(i64, f64)>,
-    /// Per series, its ranges in `labels` and `samples`.
-    pub series: Vec<(Range<usize>, Range<usize>)>,
+    pub series: Vec<SeriesRanges>,
     /// Byte ranges of the metadata entries in the body.
     pub metadata: Vec<Range<usize>>,
 }
 
+/// Where one series of a [`RequestSeries`] lies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesRanges {
+    /// Its labels in [`RequestSeries::labels`].
+    pub labels: Range<usize>,
+    /// Its samples in [`RequestSeries::samples`].
+    pub samples: Range<usize>,
+    /// Its label fields in the body, when they are all of its labels and
+    /// come first, one after another (see [`read_series_samples`]).
+    pub label_fields: Option<Range<usize>>,
+}
+
+/// One series of a [`RequestSeries`].
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesRead<'r, 'a> {
+    pub labels: &'r [LabelRef<'a>],
+    pub samples: &'r [(i64, f64)],
+    /// The bytes of its label fields, as [`SeriesRanges::label_fields`].
+    pub label_fields: Option<&'a [u8]>,
+}
+
 impl<'a> RequestSeries<'a> {
     pub fn read(body: &'a [u8]) -> Result<Self, WireError> {
-        let parts = split_request(body)?;
         let mut out = RequestSeries {
-            labels: Vec::with_capacity(parts.series.len() * 10),
-            samples: Vec::with_capacity(parts.series.len()),
-            series: Vec::with_capacity(parts.series.len()),
-            metadata: parts.metadata,
+            body,
+            // Room for a typical request of small series; grown as needed.
+            labels: Vec::with_capacity(body.len() / 16),
+            samples: Vec::with_capacity(body.len() / 128),
+            series: Vec::with_capacity(body.len() / 128),
+            metadata: Vec::new(),
         };
-        for r in parts.series {
-            let (l0, s0) = (out.labels.len(), out.samples.len());
-            read_series_samples(&body[r], &mut out.labels, &mut out.samples)?;
-            out.series.push((l0..out.labels.len(), s0..out.samples.len()));
+        // Series one after another, as encoders write them: each read as
+        // soon as it is found, so that the body is read once, in order (a
+        // record is often not in the CPU's caches yet). From the first
+        // other field on, the general splitter takes the rest.
+        let mut fields = Fields::new(body);
+        while body.get(fields.pos) == Some(&0x0a) {
+            fields.pos += 1;
+            let series = fields.len_delimited()?;
+            out.push_series(body, fields.pos - series.len()..fields.pos)?;
         }
+        let rest = fields.pos;
+        let parts = split_request(&body[rest..])?;
+        for r in parts.series {
+            out.push_series(body, rest + r.start..rest + r.end)?;
+        }
+        out.metadata = parts.metadata.into_iter().map(|r| rest + r.start..rest + r.end).collect();
         Ok(out)
     }
 
+    /// Reads the series at `r` in `body`.
+    #[inline]
+    fn push_series(&mut self, body: &'a [u8], r: Range<usize>) -> Result<(), WireError> {
+        let (l0, s0) = (self.labels.len(), self.samples.len());
+        let label_fields = read_series_samples(&body[r.clone()], &mut self.labels, &mut self.samples)?;
+        self.series.push(SeriesRanges {
+            labels: l0..self.labels.len(),
+            samples: s0..self.samples.len(),
+            label_fields: label_fields.map(|f| r.start + f.start..r.start + f.end),
+        });
+        Ok(())
+    }
+
     /// Each series' labels and samples.
-    pub fn iter(&self) -> impl Iterator<Item = (&[LabelRef<'a>], &[(i64, f64)])> + '_ {
-        self.series
-            .iter()
-            .map(|(l, s)| (&self.labels[l.clone()], &self.samples[s.clone()]))
+    pub fn iter(&self) -> impl Iterator<Item = SeriesRead<'_, 'a>> + '_ {
+        let body = self.body;
+        self.series.iter().map(move |s| SeriesRead {
+            labels: &self.labels[s.labels.clone()],
+            samples: &self.samples[s.samples.clone()],
+            label_fields: s.label_fields.clone().map(|r| &body[r]),
+        })
     }
 
     /// Drops the samples before `min_t`, and then the series left without
@@ -299,20 +348,20 @@ impl<'a> RequestSeries<'a> {
     /// samples to begin with stay when nothing is dropped.
     pub fn drop_samples_before(&mut self, min_t: i64) -> u64 {
         let mut kept = 0;
-        for (_, s) in &mut self.series {
+        for s in &mut self.series {
             let start = kept;
-            for i in s.clone() {
+            for i in s.samples.clone() {
                 if self.samples[i].0 >= min_t {
                     self.samples[kept] = self.samples[i];
                     kept += 1;
                 }
             }
-            *s = start..kept;
+            s.samples = start..kept;
         }
         let dropped = (self.samples.len() - kept) as u64;
         self.samples.truncate(kept);
         if dropped > 0 {
-            self.series.retain(|(_, s)| !s.is_empty());
+            self.series.retain(|s| !s.samples.is_empty());
         }
         dropped
     }
@@ -321,25 +370,39 @@ impl<'a> RequestSeries<'a> {
 /// A series' labels and samples, read in place with prost's rules (the
 /// last occurrence of a label's or sample's field wins; exemplars and other
 /// fields are skipped unchecked): appends to `labels` and `samples`.
+///
+/// Returns the byte range in `buf` of the series' label fields when they
+/// come first, one after another, and no label follows them: the labels
+/// are then exactly what those bytes encode, so equal bytes are equal
+/// labels.
 pub fn read_series_samples<'a>(
     buf: &'a [u8],
     labels: &mut Vec<LabelRef<'a>>,
     samples: &mut Vec<(i64, f64)>,
-) -> Result<(), WireError> {
+) -> Result<Option<Range<usize>>, WireError> {
     // Labels and samples one after another, as every encoder writes them,
     // read without the general field loop; anything else goes to it from
     // where it stands (fields are independent, so reading the rest of the
     // message there gives the same result).
+    let first_label = labels.len();
     let mut fields = Fields::new(buf);
+    let mut label_fields_end = None;
     while let Some(&key) = buf.get(fields.pos) {
         if key != 0x0a && key != 0x12 {
             break;
         }
         let start = fields.pos;
+        if key != 0x0a && label_fields_end.is_none() {
+            label_fields_end = Some((start, labels.len()));
+        }
         fields.pos += 1;
         let body = fields.len_delimited()?;
         if key == 0x0a {
-            labels.push(read_label(body)?);
+            // The usual label inline, without a `Result` in between.
+            match label_fast(body) {
+                Some(l) => labels.push(l),
+                None => labels.push(read_label(body)?),
+            }
         } else if let Some(s) = sample_fast(body) {
             samples.push(s);
         } else {
@@ -348,7 +411,9 @@ pub fn read_series_samples<'a>(
             break;
         }
     }
-    read_series_samples_slow(&buf[fields.pos..], labels, samples)
+    let (end, run) = label_fields_end.unwrap_or((fields.pos, labels.len()));
+    read_series_samples_slow(&buf[fields.pos..], labels, samples)?;
+    Ok((run == labels.len() && run > first_label).then_some(0..end))
 }
 
 /// [`read_series_samples`] with the general field loop.
@@ -472,15 +537,21 @@ mod tests {
         .encode_to_vec();
         let mut r = RequestSeries::read(&body).unwrap();
         assert_eq!(r.metadata.len(), 1);
-        let all: Vec<(usize, Vec<(i64, f64)>)> = r.iter().map(|(l, s)| (l.len(), s.to_vec())).collect();
+        let all: Vec<(usize, Vec<(i64, f64)>)> = r.iter().map(|s| (s.labels.len(), s.samples.to_vec())).collect();
         assert_eq!(all, vec![(1, vec![(1, 1.0), (5, 2.0)]), (2, vec![(2, 3.0)]), (1, vec![])]);
-        assert_eq!(r.iter().nth(1).unwrap().0[1], LabelRef { name: b"x", value: b"y" });
+        assert_eq!(r.iter().nth(1).unwrap().labels[1], LabelRef { name: b"x", value: b"y" });
+        // Each series' label fields, as its labels encode them.
+        let fields: Vec<Option<&[u8]>> = r.iter().map(|s| s.label_fields).collect();
+        let encoded = |labels: Vec<Label>| TimeSeries { labels, ..Default::default() }.encode_to_vec();
+        assert_eq!(fields[0], Some(encoded(vec![l("__name__", "a")]).as_slice()));
+        assert_eq!(fields[1], Some(encoded(vec![l("__name__", "b"), l("x", "y")]).as_slice()));
+        assert_eq!(fields[2], Some(encoded(vec![l("__name__", "c")]).as_slice()));
         // Nothing before 1: the empty series stays.
         assert_eq!(r.drop_samples_before(1), 0);
         assert_eq!(r.iter().count(), 3);
         // Before 3: one sample of `a`, all of `b`; emptied series go.
         assert_eq!(r.drop_samples_before(3), 2);
-        let left: Vec<Vec<(i64, f64)>> = r.iter().map(|(_, s)| s.to_vec()).collect();
+        let left: Vec<Vec<(i64, f64)>> = r.iter().map(|s| s.samples.to_vec()).collect();
         assert_eq!(left, vec![vec![(5, 2.0)]]);
         // A malformed series fails the whole read.
         assert!(RequestSeries::read(&[0x0a, 0x02, 0x0a, 0x05]).is_err());
@@ -613,11 +684,23 @@ mod tests {
 
         fn ours(buf: &[u8]) -> Result<Read, WireError> {
             let (mut labels, mut samples) = (Vec::new(), Vec::new());
-            read_series_samples(buf, &mut labels, &mut samples)?;
-            Ok((
+            let label_fields = read_series_samples(buf, &mut labels, &mut samples)?;
+            Ok(owned(&labels, &samples, label_fields.map(|r| &buf[r])))
+        }
+
+        /// A series read, owned; checks that its label fields, when
+        /// given, encode exactly its labels.
+        fn owned(labels: &[LabelRef<'_>], samples: &[(i64, f64)], label_fields: Option<&[u8]>) -> Read {
+            if let Some(fields) = label_fields {
+                let alone = LabelsAndSamples::decode(fields).expect("label fields decode alone");
+                assert!(alone.samples.is_empty());
+                let pairs: Vec<(&[u8], &[u8])> = alone.labels.iter().map(|l| (l.name.as_ref(), l.value.as_ref())).collect();
+                assert_eq!(pairs, labels.iter().map(|l| (l.name, l.value)).collect::<Vec<_>>());
+            }
+            (
                 labels.iter().map(|l| (l.name.to_vec(), l.value.to_vec())).collect(),
                 samples.iter().map(|&(t, v)| (t, v.to_bits())).collect(),
-            ))
+            )
         }
 
         /// A series as the in-place reader sees it: exemplars (field 3)
@@ -631,11 +714,13 @@ mod tests {
         }
 
         /// A request as the in-place reader sees it: metadata (field 3)
-        /// is split off unchecked.
+        /// is split off with its wire type checked, its contents not.
         #[derive(Clone, PartialEq, prost::Message)]
         struct Request {
             #[prost(message, repeated, tag = "1")]
             timeseries: Vec<LabelsAndSamples>,
+            #[prost(bytes = "vec", repeated, tag = "3")]
+            metadata: Vec<Vec<u8>>,
         }
 
         fn theirs(buf: &[u8]) -> Option<Read> {
@@ -648,8 +733,12 @@ mod tests {
 
         /// A request's series read in place, as the ingester reads them.
         fn request(buf: &[u8]) -> Option<Vec<Read>> {
-            let parts = split_request(buf).ok()?;
-            parts.series.iter().map(|r| ours(&buf[r.clone()]).ok()).collect()
+            let read = RequestSeries::read(buf).ok()?;
+            // The splitter alone finds the same series and metadata.
+            let parts = split_request(buf).expect("split where read succeeded");
+            assert_eq!(parts.series.len(), read.series.len());
+            assert_eq!(parts.metadata, read.metadata);
+            Some(read.iter().map(|s| owned(s.labels, s.samples, s.label_fields)).collect())
         }
 
         proptest! {

@@ -1,6 +1,7 @@
 //! The in-memory head: per-tenant series, an inverted index over their
 //! labels, and XOR-compressed chunks.
 
+mod index;
 mod metadata;
 mod postings;
 mod series;
@@ -15,6 +16,7 @@ use tidemark_schemas::scan::LabelRef;
 use tidemark_storage::{Label, Labels, Matcher};
 use xxhash_rust::xxh3::xxh3_64;
 
+use index::SeriesIndex;
 pub use metadata::MetadataStore;
 pub use postings::Postings;
 pub use series::{AppendResult, ClosedChunk, MemSeries};
@@ -106,9 +108,7 @@ enum SeriesRefusal {
 struct TenantHead {
     series: Vec<Option<MemSeries>>,
     free: Vec<u32>,
-    by_hash: PrehashedMap<u32>,
-    /// Hashes shared by more than one series (rare).
-    collisions: PrehashedMap<Vec<u32>>,
+    by_hash: SeriesIndex,
     postings: Postings,
     max_t: i64,
     live: usize,
@@ -116,14 +116,7 @@ struct TenantHead {
 
 impl TenantHead {
     fn lookup(&self, hash: u64, eq: impl Fn(&SeriesLabels) -> bool) -> Option<u32> {
-        let first = *self.by_hash.get(&hash)?;
-        if self.series[first as usize]
-            .as_ref()
-            .is_some_and(|s| eq(&s.labels))
-        {
-            return Some(first);
-        }
-        self.collisions.get(&hash)?.iter().copied().find(|&id| {
+        self.by_hash.find(hash, |id| {
             self.series[id as usize]
                 .as_ref()
                 .is_some_and(|s| eq(&s.labels))
@@ -160,11 +153,7 @@ impl TenantHead {
         };
         self.postings.add(id, labels.pairs());
         self.series[id as usize] = Some(MemSeries::new(labels, hash));
-        if let Some(prev) = self.by_hash.insert(hash, id) {
-            // Keep the first in by_hash, the others in collisions.
-            self.by_hash.insert(hash, prev);
-            self.collisions.entry(hash).or_default().push(id);
-        }
+        self.by_hash.insert(hash, id);
         self.live += 1;
         id
     }
@@ -174,22 +163,7 @@ impl TenantHead {
             return;
         };
         self.postings.remove(id, s.labels.pairs());
-        if self.by_hash.get(&s.hash) == Some(&id) {
-            self.by_hash.remove(&s.hash);
-            if let Some(others) = self.collisions.get_mut(&s.hash) {
-                if let Some(next) = others.pop() {
-                    self.by_hash.insert(s.hash, next);
-                }
-                if others.is_empty() {
-                    self.collisions.remove(&s.hash);
-                }
-            }
-        } else if let Some(others) = self.collisions.get_mut(&s.hash) {
-            others.retain(|&o| o != id);
-            if others.is_empty() {
-                self.collisions.remove(&s.hash);
-            }
-        }
+        self.by_hash.remove(s.hash, id);
         self.free.push(id);
         self.live -= 1;
     }
@@ -217,6 +191,15 @@ impl TenantHead {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Asks the CPU to fetch series `id`'s entry (see `Head::append_series`).
+    fn prefetch_series(&self, id: u32) {
+        if let Some(entry) = self.series.get(id as usize) {
+            let p: *const Option<MemSeries> = entry;
+            index::prefetch(p);
+            index::prefetch(p.cast::<u8>().wrapping_add(std::mem::size_of::<Option<MemSeries>>() - 1));
+        }
     }
 
     fn get(&self, r: SeriesRef) -> Option<&MemSeries> {
@@ -272,6 +255,10 @@ impl Head {
     }
 
     /// Appends decoded remote-write series of one tenant.
+    ///
+    /// Series are looked up in groups whose memory is prefetched stage by
+    /// stage: with a head larger than the CPU's caches every lookup is a
+    /// few cache misses, and a group's misses then overlap.
     pub fn append(&self, tenant: &str, batch: &[TimeSeries]) -> AppendStats {
         self.append_from(tenant, batch, i64::MIN)
     }
@@ -288,90 +275,78 @@ impl Head {
     }
 
     fn append_series<S: AppendSource>(&self, tenant: &str, batch: impl Iterator<Item = S>, offset: i64) -> AppendStats {
-        let mut stats = AppendStats::default();
         let (max_user, max_metric) = self
             .series_limits
             .as_ref()
             .map_or((0, 0), |l| l.for_tenant(tenant));
-        let ooo_window_ms = self
-            .series_limits
-            .as_ref()
-            .map_or(0, |l| l.ooo_window_ms(tenant));
+        let mut appender = Appender {
+            stats: AppendStats::default(),
+            max_user,
+            max_metric,
+            ooo_window_ms: self
+                .series_limits
+                .as_ref()
+                .map_or(0, |l| l.ooo_window_ms(tenant)),
+            samples_per_chunk: self.opts.samples_per_chunk,
+            offset,
+        };
         let th = self.tenant_or_create(tenant);
         let mut th = th.write();
+        let mut batch = batch.peekable();
+        let mut group: Vec<S> = Vec::with_capacity(LOOKUP_GROUP);
+        // Labels re-encoded in the head's layout, for series whose label
+        // fields are not at hand (decoded series).
+        let mut encoded = Vec::with_capacity(LOOKUP_GROUP * 256);
+        let mut keys: Vec<GroupKey> = Vec::with_capacity(LOOKUP_GROUP);
+        let mut found: Vec<Option<u32>> = Vec::with_capacity(LOOKUP_GROUP);
         let mut scratch = Vec::with_capacity(256);
-        let refuse = |stats: &mut AppendStats, why: SeriesRefusal, samples: usize| match why {
-            SeriesRefusal::PerUser => stats.per_user_series_limit += samples as u64,
-            SeriesRefusal::PerMetric => stats.per_metric_series_limit += samples as u64,
-        };
-        for ts in batch {
-            let id = if ts.encode_labels(&mut scratch) {
-                let hash = xxh3_64(&scratch);
-                match th.lookup(hash, |l| l.as_bytes() == scratch.as_slice()) {
-                    Some(id) => id,
-                    None => match SeriesLabels::from_encoded(&scratch) {
-                        Some(labels) => {
-                            if let Err(why) = th.admit(&labels, max_user, max_metric) {
-                                refuse(&mut stats, why, ts.num_samples());
-                                continue;
-                            }
-                            stats.new_series += 1;
-                            th.create(labels, hash)
-                        }
-                        None => {
-                            stats.invalid_series += 1;
-                            continue;
-                        }
-                    },
+        while batch.peek().is_some() {
+            group.clear();
+            group.extend(batch.by_ref().take(LOOKUP_GROUP));
+            encoded.clear();
+            keys.clear();
+            found.clear();
+            // Each stage asks for the memory the next one reads, so that a
+            // group's cache misses overlap: the index slots, then the
+            // series they name, then those series' labels and open chunks.
+            for ts in &group {
+                let key = if let Some(fields) = ts.label_fields() {
+                    GroupKey::Fields(xxh3_64(fields))
+                } else {
+                    let start = encoded.len();
+                    if ts.encode_labels(&mut encoded) {
+                        GroupKey::Encoded(start..encoded.len(), xxh3_64(&encoded[start..]))
+                    } else {
+                        GroupKey::Unusual
+                    }
+                };
+                if let Some(hash) = key.hash() {
+                    th.by_hash.prefetch(hash);
                 }
-            } else {
-                // Not sorted or with empty values: normalise the slow way.
-                match ts.labels() {
-                    Some(labels) => {
-                        let flat = SeriesLabels::new(&labels);
-                        let hash = flat.hash();
-                        match th.lookup(hash, |l| *l == flat) {
-                            Some(id) => id,
-                            None => {
-                                if let Err(why) = th.admit(&flat, max_user, max_metric) {
-                                    refuse(&mut stats, why, ts.num_samples());
-                                    continue;
-                                }
-                                stats.new_series += 1;
-                                th.create(flat, hash)
-                            }
-                        }
-                    }
-                    None => {
-                        stats.invalid_series += 1;
-                        continue;
-                    }
+                keys.push(key);
+            }
+            for key in &keys {
+                let id = key.hash().and_then(|hash| th.by_hash.first(hash));
+                if let Some(id) = id {
+                    th.prefetch_series(id);
                 }
-            };
-            let mut max_t = th.max_t;
-            let Some(series) = th.series[id as usize].as_mut() else {
-                continue;
-            };
-            for (t, v) in ts.samples() {
-                match series.append_from(
-                    t,
-                    v,
-                    self.opts.samples_per_chunk,
-                    offset,
-                    ooo_window_ms,
-                ) {
-                    AppendResult::Appended => {
-                        stats.appended += 1;
-                        max_t = max_t.max(t);
-                    }
-                    AppendResult::Duplicate => stats.duplicates += 1,
-                    AppendResult::OutOfOrder => stats.out_of_order += 1,
-                    AppendResult::DuplicateTimestamp => stats.duplicate_timestamp += 1,
+                found.push(id);
+            }
+            for id in found.iter().flatten() {
+                if let Some(s) = &th.series[*id as usize] {
+                    s.prefetch_hot_data();
                 }
             }
-            th.max_t = max_t;
+            for (ts, key) in group.drain(..).zip(&keys) {
+                let key = match key {
+                    GroupKey::Fields(hash) => SeriesKey::Fields(*hash),
+                    GroupKey::Encoded(range, hash) => SeriesKey::Encoded(&encoded[range.clone()], *hash),
+                    GroupKey::Unusual => SeriesKey::Unusual,
+                };
+                appender.append(&mut th, &ts, key, &mut scratch);
+            }
         }
-        stats
+        appender.stats
     }
 
     /// Series of `tenant` matching every matcher with data in
@@ -527,10 +502,144 @@ impl Head {
                     .map(|s| s.heap_bytes())
                     .sum::<usize>()
                     + t.postings.heap_bytes()
-                    + t.by_hash.capacity() * 16
+                    + t.by_hash.heap_bytes()
                     + t.series.capacity() * std::mem::size_of::<Option<MemSeries>>()
             })
             .sum()
+    }
+}
+
+/// Series looked up together on append (see `Head::append_series`).
+const LOOKUP_GROUP: usize = 32;
+
+/// What appending one batch needs besides the series: its tenant's limits,
+/// the record's offset, and the counts so far.
+struct Appender {
+    stats: AppendStats,
+    max_user: u64,
+    max_metric: u64,
+    ooo_window_ms: i64,
+    samples_per_chunk: usize,
+    offset: i64,
+}
+
+/// How a series of a lookup group is found: the hash of its label fields
+/// as they lie in the record, or of its labels re-encoded in the head's
+/// layout, or neither (labels not in the distributor's form).
+enum GroupKey {
+    Fields(u64),
+    Encoded(std::ops::Range<usize>, u64),
+    Unusual,
+}
+
+impl GroupKey {
+    fn hash(&self) -> Option<u64> {
+        match self {
+            GroupKey::Fields(h) | GroupKey::Encoded(_, h) => Some(*h),
+            GroupKey::Unusual => None,
+        }
+    }
+}
+
+/// [`GroupKey`] with the encoded labels at hand.
+enum SeriesKey<'k> {
+    Fields(u64),
+    Encoded(&'k [u8], u64),
+    Unusual,
+}
+
+impl Appender {
+    /// Appends one series' samples.
+    fn append<S: AppendSource>(&mut self, th: &mut TenantHead, ts: &S, key: SeriesKey<'_>, scratch: &mut Vec<u8>) {
+        let id = match key {
+            SeriesKey::Fields(hash) => {
+                let fields = ts.label_fields().unwrap_or_default();
+                match th.lookup(hash, |l| l.as_bytes() == fields) {
+                    Some(id) => Some(id),
+                    // A new series, or labels in another order or form than
+                    // the head's (the fields then never match).
+                    None => {
+                        scratch.clear();
+                        if ts.encode_labels(scratch) {
+                            let hash = xxh3_64(scratch);
+                            self.series_of_encoded(th, ts, scratch, hash)
+                        } else {
+                            self.series_of_unusual(th, ts)
+                        }
+                    }
+                }
+            }
+            SeriesKey::Encoded(encoded, hash) => self.series_of_encoded(th, ts, encoded, hash),
+            SeriesKey::Unusual => self.series_of_unusual(th, ts),
+        };
+        let Some(id) = id else {
+            return;
+        };
+        let mut max_t = th.max_t;
+        let Some(series) = th.series[id as usize].as_mut() else {
+            return;
+        };
+        let stats = &mut self.stats;
+        for (t, v) in ts.samples() {
+            match series.append_from(t, v, self.samples_per_chunk, self.offset, self.ooo_window_ms) {
+                AppendResult::Appended => {
+                    stats.appended += 1;
+                    max_t = max_t.max(t);
+                }
+                AppendResult::Duplicate => stats.duplicates += 1,
+                AppendResult::OutOfOrder => stats.out_of_order += 1,
+                AppendResult::DuplicateTimestamp => stats.duplicate_timestamp += 1,
+            }
+        }
+        th.max_t = max_t;
+    }
+
+    /// The series of labels in the head's layout, created if new.
+    fn series_of_encoded<S: AppendSource>(&mut self, th: &mut TenantHead, ts: &S, encoded: &[u8], hash: u64) -> Option<u32> {
+        if let Some(id) = th.lookup(hash, |l| l.as_bytes() == encoded) {
+            return Some(id);
+        }
+        match SeriesLabels::from_encoded(encoded) {
+            Some(labels) => self.create(th, labels, hash, ts.num_samples()),
+            None => {
+                self.stats.invalid_series += 1;
+                None
+            }
+        }
+    }
+
+    /// The series of labels not sorted or with empty values: normalised
+    /// the slow way.
+    fn series_of_unusual<S: AppendSource>(&mut self, th: &mut TenantHead, ts: &S) -> Option<u32> {
+        let Some(labels) = ts.labels() else {
+            self.stats.invalid_series += 1;
+            return None;
+        };
+        let flat = SeriesLabels::new(&labels);
+        let hash = flat.hash();
+        match th.lookup(hash, |l| *l == flat) {
+            Some(id) => Some(id),
+            None => self.create(th, flat, hash, ts.num_samples()),
+        }
+    }
+
+    /// A new series, unless the tenant's limits refuse it (its samples
+    /// are then counted as refused).
+    fn create(&mut self, th: &mut TenantHead, labels: SeriesLabels, hash: u64, samples: usize) -> Option<u32> {
+        match th.admit(&labels, self.max_user, self.max_metric) {
+            Ok(()) => {
+                self.stats.new_series += 1;
+                Some(th.create(labels, hash))
+            }
+            Err(SeriesRefusal::PerUser) => {
+                self.stats.per_user_series_limit += samples as u64;
+                None
+            }
+            Err(SeriesRefusal::PerMetric) => {
+                self.stats.per_metric_series_limit += samples as u64;
+                None
+            }
+        }
     }
 }
 
@@ -539,6 +648,11 @@ trait AppendSource {
     /// Encodes the labels in the head's layout; false unless they are in
     /// the form the distributor writes (see [`SeriesLabels::encode_wire`]).
     fn encode_labels(&self, buf: &mut Vec<u8>) -> bool;
+    /// The series' label fields as they lie in the record, when they are
+    /// all of its labels (see `tidemark_schemas::scan::read_series_samples`).
+    fn label_fields(&self) -> Option<&[u8]> {
+        None
+    }
     /// The labels normalised (sorted, empty values dropped), if UTF-8 and
     /// not empty.
     fn labels(&self) -> Option<Labels>;
@@ -569,11 +683,16 @@ impl AppendSource for ProtoSeries<'_> {
 pub struct SeriesView<'a> {
     pub labels: &'a [LabelRef<'a>],
     pub samples: &'a [(i64, f64)],
+    /// The label fields in the record, when the reader found them whole.
+    pub label_fields: Option<&'a [u8]>,
 }
 
 impl AppendSource for SeriesView<'_> {
     fn encode_labels(&self, buf: &mut Vec<u8>) -> bool {
         SeriesLabels::encode_pairs(self.labels.iter().map(|l| (l.name, l.value)), buf)
+    }
+    fn label_fields(&self) -> Option<&[u8]> {
+        self.label_fields
     }
     fn labels(&self) -> Option<Labels> {
         labels_from_pairs(self.labels.iter().map(|l| (l.name, l.value)))
@@ -598,25 +717,6 @@ fn labels_from_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> O
     (!labels.is_empty()).then_some(labels)
 }
 
-/// Hasher for keys that are already hashes.
-#[derive(Default, Clone, Copy)]
-struct PrehashedHasher(u64);
-
-impl std::hash::Hasher for PrehashedHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ b as u64;
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type PrehashedMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<PrehashedHasher>>;
 
 #[cfg(test)]
 mod tests {
@@ -745,6 +845,57 @@ mod tests {
         let times: Vec<i64> = got[0].1.iter().flat_map(|c| decode_all(&c.data).unwrap()).map(|s| s.t).collect();
         let want: Vec<i64> = (0..n).filter(|i| i % 7 == 3).map(|i| 1000 + i as i64).collect();
         assert_eq!(times, want);
+    }
+
+    /// Series read in place (found by their label fields as they lie in
+    /// the record) land where the same series decoded do, whatever the
+    /// order of their labels and fields, across batches and within one.
+    #[test]
+    fn series_read_in_place_append_as_decoded_ones() {
+        use prost::Message;
+        let (in_place, decoded) = (head(), head());
+        for round in 0..3i64 {
+            let mut batch = Vec::new();
+            for i in 0..60i64 {
+                let id = (i % 9).to_string();
+                let mut labels = vec![("__name__", "m"), ("id", id.as_str()), ("z", "1")];
+                match i % 4 {
+                    1 => labels.reverse(),
+                    // An empty value: the label is dropped.
+                    2 => labels.push(("zz", "")),
+                    _ => {}
+                }
+                batch.push(ts(&labels, &[(round * 1000 + i, i as f64)]));
+            }
+            let mut body = tidemark_schemas::prometheus::WriteRequest { timeseries: batch.clone(), ..Default::default() }.encode_to_vec();
+            // One more series whose last label follows its sample: its
+            // label fields alone are not its labels.
+            let mut odd = ts(&[("__name__", "m"), ("id", "4")], &[(round * 1000 + 99, 1.0)]).encode_to_vec();
+            let last = PLabel { name: Bytes::from_static(b"z"), value: Bytes::from_static(b"1") }.encode_to_vec();
+            odd.extend_from_slice(&[0x0a, last.len() as u8]);
+            odd.extend_from_slice(&last);
+            body.push(0x0a);
+            prost::encoding::encode_varint(odd.len() as u64, &mut body);
+            body.extend_from_slice(&odd);
+            batch.push(ts(&[("__name__", "m"), ("id", "4"), ("z", "1")], &[(round * 1000 + 99, 1.0)]));
+            let read = tidemark_schemas::scan::RequestSeries::read(&body).unwrap();
+            assert!(read.iter().filter(|s| s.label_fields.is_some()).count() >= 30);
+            assert!(read.iter().last().unwrap().label_fields.is_none());
+            let views = read.iter().map(|s| SeriesView { labels: s.labels, samples: s.samples, label_fields: s.label_fields });
+            let a = in_place.append_views("t", views, round);
+            let b = decoded.append_from("t", &batch, round);
+            assert_eq!(a, b);
+        }
+        assert_eq!(in_place.num_series(), 9);
+        let all = [Matcher::equal("__name__", "m")];
+        let contents = |h: &Head| {
+            let refs = h.select("t", &all, 0, i64::MAX);
+            h.read_series("t", &refs, 0, i64::MAX, false)
+                .into_iter()
+                .map(|(l, chunks)| (l, chunks.iter().flat_map(|c| decode_all(&c.data).unwrap()).map(|s| (s.t, s.v)).collect::<Vec<_>>()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(contents(&in_place), contents(&decoded));
     }
 
     #[test]

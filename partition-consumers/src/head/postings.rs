@@ -39,17 +39,13 @@ impl Postings {
     pub fn add<'a>(&mut self, id: u32, labels: impl Iterator<Item = (&'a str, &'a str)>) {
         for (name, value) in labels {
             // Look up by reference; allocate keys only when they are new.
-            if !self.index.contains_key(name) {
-                self.index.insert(name.to_owned(), FxMap::default());
-            }
-            let Some(values) = self.index.get_mut(name) else {
-                continue;
+            let values = match self.index.get_mut(name) {
+                Some(values) => values,
+                None => self.index.entry(name.to_owned()).or_default(),
             };
-            if !values.contains_key(value) {
-                values.insert(value.to_owned(), Vec::new());
-            }
-            let Some(list) = values.get_mut(value) else {
-                continue;
+            let list = match values.get_mut(value) {
+                Some(list) => list,
+                None => values.entry(value.to_owned()).or_default(),
             };
             // IDs are mostly handed out in increasing order; reused ones are not.
             match list.last() {

@@ -4,6 +4,10 @@ use tidemark_storage::chunk::XorAppender;
 
 use super::series_labels::SeriesLabels;
 
+/// Bytes reserved for a chunk being appended to, as Prometheus' head
+/// does: a chunk of 120 typical samples fits without growing many times.
+const HEAD_CHUNK_BYTES: usize = 128;
+
 /// A closed, immutable chunk.
 #[derive(Debug, Clone)]
 pub struct ClosedChunk {
@@ -28,10 +32,18 @@ pub enum AppendResult {
     DuplicateTimestamp,
 }
 
+/// The fields an append reads come first (`repr(C)` keeps them in this
+/// order), so that they span as few cache lines as possible.
 #[derive(Debug)]
+#[repr(C)]
 pub struct MemSeries {
     pub labels: SeriesLabels,
     pub hash: u64,
+    head: XorAppender,
+    last_t: i64,
+    last_v: u64,
+    head_min_t: i64,
+    head_max_offset: i64,
     pub closed: Vec<ClosedChunk>,
     /// Out-of-order samples accepted within the tenant's window: full
     /// chunks (each sorted, they may overlap the in-order ones and each
@@ -39,11 +51,6 @@ pub struct MemSeries {
     ooo_closed: Vec<ClosedChunk>,
     ooo: Vec<(i64, f64)>,
     ooo_max_offset: i64,
-    head: XorAppender,
-    head_min_t: i64,
-    head_max_offset: i64,
-    last_t: i64,
-    last_v: u64,
 }
 
 impl MemSeries {
@@ -55,7 +62,7 @@ impl MemSeries {
             ooo_closed: Vec::new(),
             ooo: Vec::new(),
             ooo_max_offset: i64::MIN,
-            head: XorAppender::new(),
+            head: XorAppender::with_capacity(HEAD_CHUNK_BYTES),
             head_min_t: i64::MAX,
             head_max_offset: i64::MIN,
             last_t: i64::MIN,
@@ -146,7 +153,7 @@ impl MemSeries {
         if self.head.num_samples() == 0 {
             return;
         }
-        let full = std::mem::take(&mut self.head);
+        let full = std::mem::replace(&mut self.head, XorAppender::with_capacity(HEAD_CHUNK_BYTES));
         self.closed.push(ClosedChunk {
             min_t: self.head_min_t,
             max_t: self.last_t,
@@ -229,6 +236,16 @@ impl MemSeries {
             // Keep last_t so that ordering is still enforced if it comes back.
         }
         self.closed.is_empty() && self.head.num_samples() == 0 && !self.has_out_of_order()
+    }
+
+    /// Asks the CPU to fetch what an append reads outside this struct: the
+    /// labels (compared on lookup) and the end of the open chunk.
+    pub fn prefetch_hot_data(&self) {
+        let labels = self.labels.as_bytes();
+        super::index::prefetch(labels.as_ptr());
+        super::index::prefetch(labels.as_ptr().wrapping_add(labels.len().saturating_sub(1)));
+        let chunk = self.head.bytes();
+        super::index::prefetch(chunk.as_ptr().wrapping_add(chunk.len().saturating_sub(1)));
     }
 
     /// Approximate heap bytes held, for accounting.

@@ -1,10 +1,13 @@
 //! A series' labels in one allocation, as Prometheus' "stringlabels" keep
-//! them: `(uvarint name length | name | uvarint value length | value)*`,
-//! sorted by name.
+//! them, in the bytes a remote-write `TimeSeries` encodes them with: per
+//! label, sorted by name, `0x0a len(label) 0x0a len(name) name 0x12
+//! len(value) value` (lengths as minimal varints).
 //!
 //! One contiguous buffer instead of two heap strings per label: less memory
 //! per series, and comparing incoming labels on append reads one cache line
-//! or two instead of chasing a pointer per string.
+//! or two instead of chasing a pointer per string. The remote-write
+//! encoding, because the distributor writes exactly these bytes: replay
+//! hashes and compares a record's label fields as they lie in the record.
 
 use tidemark_schemas::prometheus::Label as ProtoLabel;
 use tidemark_storage::matcher::Matcher;
@@ -12,6 +15,12 @@ use tidemark_storage::{Label, Labels};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesLabels(Box<[u8]>);
+
+/// Field keys of a label (`TimeSeries.labels`, field 1) and of its name
+/// (field 1) and value (field 2), all length-delimited.
+const LABEL_KEY: u8 = 0x0a;
+const NAME_KEY: u8 = 0x0a;
+const VALUE_KEY: u8 = 0x12;
 
 fn put_uvarint(out: &mut Vec<u8>, mut v: usize) {
     while v >= 0x80 {
@@ -21,33 +30,68 @@ fn put_uvarint(out: &mut Vec<u8>, mut v: usize) {
     out.push(v as u8);
 }
 
-/// Iterates `(name, value)` byte slices.
+fn uvarint_len(v: usize) -> usize {
+    (usize::BITS - (v | 1).leading_zeros()).div_ceil(7) as usize
+}
+
+/// Appends one label's field.
+fn put_label(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    let inner = 2 + uvarint_len(name.len()) + name.len() + uvarint_len(value.len()) + value.len();
+    out.push(LABEL_KEY);
+    put_uvarint(out, inner);
+    out.push(NAME_KEY);
+    put_uvarint(out, name.len());
+    out.extend_from_slice(name);
+    out.push(VALUE_KEY);
+    put_uvarint(out, value.len());
+    out.extend_from_slice(value);
+}
+
+/// Iterates `(name, value)` byte slices; stops at anything not in this
+/// type's layout.
 struct Iter<'a> {
     buf: &'a [u8],
 }
 
 impl<'a> Iter<'a> {
-    fn field(&mut self) -> Option<&'a [u8]> {
-        let mut len = 0usize;
+    fn uvarint(buf: &mut &'a [u8]) -> Option<usize> {
+        let mut v = 0usize;
         let mut shift = 0;
         loop {
-            let (&b, rest) = self.buf.split_first()?;
-            self.buf = rest;
-            len |= ((b & 0x7f) as usize) << shift;
+            let (&b, rest) = buf.split_first()?;
+            *buf = rest;
+            v |= ((b & 0x7f) as usize) << shift;
             if b < 0x80 {
-                break;
+                return Some(v);
             }
             shift += 7;
             if shift > 35 {
                 return None;
             }
         }
-        if self.buf.len() < len {
+    }
+
+    /// A `key len bytes` field at the start of `buf`.
+    fn field(buf: &mut &'a [u8], key: u8) -> Option<&'a [u8]> {
+        let (&k, rest) = buf.split_first()?;
+        if k != key {
             return None;
         }
-        let (f, rest) = self.buf.split_at(len);
-        self.buf = rest;
+        *buf = rest;
+        let len = Self::uvarint(buf)?;
+        if buf.len() < len {
+            return None;
+        }
+        let (f, rest) = buf.split_at(len);
+        *buf = rest;
         Some(f)
+    }
+
+    fn label(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        let mut label = Self::field(&mut self.buf, LABEL_KEY)?;
+        let name = Self::field(&mut label, NAME_KEY)?;
+        let value = Self::field(&mut label, VALUE_KEY)?;
+        label.is_empty().then_some((name, value))
     }
 }
 
@@ -55,10 +99,11 @@ impl<'a> Iterator for Iter<'a> {
     type Item = (&'a [u8], &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.buf.is_empty() {
-            return None;
+        let label = self.label();
+        if label.is_none() {
+            self.buf = &[];
         }
-        Some((self.field()?, self.field()?))
+        label
     }
 }
 
@@ -72,38 +117,33 @@ impl SeriesLabels {
         let mut buf = Vec::with_capacity(
             labels
                 .iter()
-                .map(|l| l.name.len() + l.value.len() + 2)
+                .map(|l| l.name.len() + l.value.len() + 6)
                 .sum(),
         );
         for l in labels {
-            put_uvarint(&mut buf, l.name.len());
-            buf.extend_from_slice(l.name.as_bytes());
-            put_uvarint(&mut buf, l.value.len());
-            buf.extend_from_slice(l.value.as_bytes());
+            put_label(&mut buf, l.name.as_bytes(), l.value.as_bytes());
         }
         SeriesLabels(buf.into_boxed_slice())
     }
 
-    /// Encodes wire labels into `buf` in this type's layout. Returns false
-    /// (leaving `buf` unspecified) unless they are sorted by unique name
-    /// with no empty values, the form the distributor writes.
+    /// Appends wire labels to `buf` in this type's layout. Returns false
+    /// (leaving `buf` as it was) unless they are sorted by unique name with
+    /// no empty values, the form the distributor writes.
     pub fn encode_wire(labels: &[ProtoLabel], buf: &mut Vec<u8>) -> bool {
         Self::encode_pairs(labels.iter().map(|l| (l.name.as_ref(), l.value.as_ref())), buf)
     }
 
     /// [`SeriesLabels::encode_wire`] of `(name, value)` pairs.
     pub fn encode_pairs<'a>(labels: impl Iterator<Item = (&'a [u8], &'a [u8])>, buf: &mut Vec<u8>) -> bool {
-        buf.clear();
+        let start = buf.len();
         let mut prev: &[u8] = &[];
         for (i, (name, value)) in labels.enumerate() {
             if value.is_empty() || (i > 0 && name <= prev) {
+                buf.truncate(start);
                 return false;
             }
             prev = name;
-            put_uvarint(buf, name.len());
-            buf.extend_from_slice(name);
-            put_uvarint(buf, value.len());
-            buf.extend_from_slice(value);
+            put_label(buf, name, value);
         }
         true
     }
@@ -112,12 +152,14 @@ impl SeriesLabels {
     /// is UTF-8 and the layout is whole.
     pub fn from_encoded(buf: &[u8]) -> Option<Self> {
         let mut it = Iter { buf };
-        let mut fields = 0;
+        let mut labels = 0;
         while !it.buf.is_empty() {
-            std::str::from_utf8(it.field()?).ok()?;
-            fields += 1;
+            let (name, value) = it.label()?;
+            std::str::from_utf8(name).ok()?;
+            std::str::from_utf8(value).ok()?;
+            labels += 1;
         }
-        (fields > 0 && fields % 2 == 0).then(|| SeriesLabels(buf.into()))
+        (labels > 0).then(|| SeriesLabels(buf.into()))
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -202,7 +244,10 @@ mod tests {
             Matcher::equal("job", "a")
         ]));
         assert!(!s.matches(&[Matcher::equal("absent", "x")]));
-        assert!(s.heap_bytes() < 330);
+        assert!(s.heap_bytes() < 345);
+        // The bytes a remote-write series encodes its labels with.
+        let series = tidemark_schemas::prometheus::TimeSeries { labels: wire.clone(), ..Default::default() };
+        assert_eq!(prost::Message::encode_to_vec(&series), s.as_bytes());
         let mut buf = Vec::new();
         assert!(SeriesLabels::encode_wire(&wire, &mut buf));
         assert_eq!(buf, s.as_bytes());
@@ -210,11 +255,18 @@ mod tests {
         let mut unsorted = wire.clone();
         unsorted.swap(0, 1);
         assert!(!SeriesLabels::encode_wire(&unsorted, &mut buf));
+        // Appends; a refusal leaves the buffer as it was.
+        assert_eq!(buf, s.as_bytes());
+        assert!(SeriesLabels::encode_wire(&wire, &mut buf));
+        assert_eq!(buf, [s.as_bytes(), s.as_bytes()].concat());
         assert_eq!(
-            SeriesLabels::from_encoded(&[3, 0xff, 0xfe, 0xfd, 1, b'a']),
+            SeriesLabels::from_encoded(&[0x0a, 8, 0x0a, 3, 0xff, 0xfe, 0xfd, 0x12, 1, b'a']),
             None,
             "not UTF-8"
         );
-        assert_eq!(SeriesLabels::from_encoded(&[5, b'a']), None, "cut short");
+        assert_eq!(SeriesLabels::from_encoded(&[0x0a, 8, 0x0a, 3, b'a', b'b', b'c', 0x12, 1, b'a']).map(|l| l.to_labels()), Some(Labels::from_pairs([("abc", "a")])));
+        assert_eq!(SeriesLabels::from_encoded(&[0x0a, 5, 0x0a, 1, b'a']), None, "cut short");
+        assert_eq!(SeriesLabels::from_encoded(&[0x0a, 7, 0x0a, 1, b'a', 0x12, 1, b'b', 0x18]), None, "more than a name and a value");
+        assert_eq!(SeriesLabels::from_encoded(&[]), None, "no labels");
     }
 }
