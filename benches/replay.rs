@@ -89,6 +89,13 @@ fn main() -> anyhow::Result<()> {
                     topic: format!("replay-bench-{}", std::process::id()),
                     auto_create_topic_enabled: true,
                     auto_create_topic_default_partitions: 1,
+                    // librdkafka settings to try, `name=value,...`.
+                    extra: std::env::var("KAFKA_EXTRA")
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .collect(),
                     ..KafkaConfig::default()
                 })
                 .await?,
@@ -102,6 +109,7 @@ fn main() -> anyhow::Result<()> {
             })?);
             let n = load(&kafka, series, scrapes).await?;
             load(&small, series, scrapes).await?;
+            eprintln!("  Kafka partition loaded; replaying it");
             let kafka_rate = replay(&kafka, n).await?;
             let small_rate = replay(&small, n).await?;
             println!("  {series} series x {scrapes} scrapes = {n} samples:");

@@ -55,6 +55,7 @@ where
     reader_waits_for_new_records(make().await).await;
     concurrent_producers_all_acknowledged(make().await).await;
     unknown_partition_is_an_error(make().await).await;
+    readers_reuse_memory_once_records_are_dropped(make().await).await;
 }
 
 pub async fn produce_then_read_in_order(log: Arc<dyn IngestLog>) {
@@ -196,4 +197,42 @@ pub async fn unknown_partition_is_an_error(log: Arc<dyn IngestLog>) {
     let err = log.produce(n, vec![record("t", "x")]).await.unwrap_err();
     assert!(matches!(err, LogError::NoSuchPartition { .. }), "{err}");
     assert!(log.reader(n, 0).await.is_err());
+}
+
+/// The next poll of `reader` that returns records.
+async fn poll_some(reader: &mut Box<dyn crate::PartitionReader>) -> Vec<crate::ConsumedRecord> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = reader.poll(Duration::from_millis(200)).await.expect("poll");
+        if !got.is_empty() {
+            return got;
+        }
+        assert!(std::time::Instant::now() < deadline, "no record within 30s");
+    }
+}
+
+/// A reader hands out each poll's records in memory it takes back once
+/// they are dropped (fresh memory for every poll costs page faults), and
+/// never while they are held.
+pub async fn readers_reuse_memory_once_records_are_dropped(log: Arc<dyn IngestLog>) {
+    let value = "v".repeat(10_000);
+    let mut reader = log.reader(0, 0).await.expect("reader");
+    log.produce(0, vec![record("t", &value)]).await.expect("produce");
+    let first = poll_some(&mut reader).await;
+    assert_eq!(first[0].record.value, value.as_bytes());
+    let at = first[0].record.value.as_ptr();
+    // Held: the next poll reads elsewhere.
+    log.produce(0, vec![record("t", &value)]).await.expect("produce");
+    let second = poll_some(&mut reader).await;
+    assert_eq!(second[0].record.value, value.as_bytes());
+    assert_ne!(second[0].record.value.as_ptr(), at);
+    assert_eq!(first[0].record.value, value.as_bytes(), "held records stay intact");
+    drop(first);
+    let at = second[0].record.value.as_ptr();
+    drop(second);
+    // Dropped: the same memory again.
+    log.produce(0, vec![record("t", &value)]).await.expect("produce");
+    let third = poll_some(&mut reader).await;
+    assert_eq!(third[0].record.value, value.as_bytes());
+    assert_eq!(third[0].record.value.as_ptr(), at);
 }

@@ -73,6 +73,7 @@ async fn mock_cluster_conformance() {
     conformance::reader_waits_for_new_records(make().await).await;
     conformance::concurrent_producers_all_acknowledged(make().await).await;
     conformance::unknown_partition_is_an_error(make().await).await;
+    conformance::readers_reuse_memory_once_records_are_dropped(make().await).await;
 }
 
 // offset_for_timestamp is not run here: librdkafka's mock broker answers

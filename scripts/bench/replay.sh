@@ -2,8 +2,11 @@
 # Ingester replay speed at start-up (benches/replay.rs): from the embedded
 # log, and from a real Kafka-protocol broker (Tansu, started here on
 # BROKER_PORT and stopped at the end; KAFKA=host:port uses another broker
-# instead). Knobs: SERIES=100000 SCRAPES=20 (embedded log),
-# KAFKA_SERIES=10000 KAFKA_SCRAPES=5 (broker).
+# instead). Knobs: SERIES=100000 SCRAPES=20 REPEAT=5 (embedded log; the
+# median of REPEAT replays is reported), KAFKA_SERIES=10000 KAFKA_SCRAPES=5
+# (broker), KAFKA_EXTRA=name=value,... (librdkafka settings),
+# TIDEMARK_TANSU_STORAGE=memory://tansu/ (Tansu in memory instead of SQLite).
+# Rates are per core: samples per second of the process' CPU time.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tidemark/target}"

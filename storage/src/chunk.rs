@@ -161,16 +161,7 @@ impl Default for XorAppender {
 
 impl XorAppender {
     pub fn new() -> Self {
-        Self::with_capacity(0)
-    }
-
-    /// An appender whose buffer holds `bytes` before it grows (Prometheus'
-    /// head chunks start with 128).
-    pub fn with_capacity(bytes: usize) -> Self {
-        let mut w = BitWriter {
-            bytes: Vec::with_capacity(bytes),
-            free: 0,
-        };
+        let mut w = BitWriter::default();
         w.write_bits(0, 16);
         XorAppender {
             w,

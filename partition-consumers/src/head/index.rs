@@ -39,11 +39,16 @@ impl SeriesIndex {
     }
 
     /// The first series with this hash for which `eq` holds.
-    pub fn find(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<u32> {
-        let mask = self.mask();
+    pub fn find(&self, hash: u64, eq: impl FnMut(u32) -> bool) -> Option<u32> {
+        self.slot_of(hash, eq).map(|i| self.slots[i].id)
+    }
+
+    /// Where the first series with this hash for which `eq` holds is.
+    fn slot_of(&self, hash: u64, mut eq: impl FnMut(u32) -> bool) -> Option<usize> {
         if self.slots.is_empty() {
             return None;
         }
+        let mask = self.mask();
         let mut i = hash as usize & mask;
         loop {
             let s = self.slots[i];
@@ -51,7 +56,7 @@ impl SeriesIndex {
                 return None;
             }
             if s.hash == hash && eq(s.id) {
-                return Some(s.id);
+                return Some(i);
             }
             i = (i + 1) & mask;
         }
@@ -92,21 +97,10 @@ impl SeriesIndex {
 
     /// Removes the entry `(hash, id)`; false if there is none.
     pub fn remove(&mut self, hash: u64, id: u32) -> bool {
-        let mask = self.mask();
-        if self.slots.is_empty() {
+        let Some(i) = self.slot_of(hash, |c| c == id) else {
             return false;
-        }
-        let mut i = hash as usize & mask;
-        loop {
-            let s = self.slots[i];
-            if s.id == EMPTY {
-                return false;
-            }
-            if s.hash == hash && s.id == id {
-                break;
-            }
-            i = (i + 1) & mask;
-        }
+        };
+        let mask = self.mask();
         // Backward shift: move later entries of the run into the hole when
         // their home slot is not between the hole and where they are.
         let mut hole = i;
@@ -117,7 +111,9 @@ impl SeriesIndex {
                 break;
             }
             let home = s.hash as usize & mask;
-            // Distance travelled from home to j, and from home to the hole.
+            // It may fill the hole unless its home lies after the hole
+            // (cyclically): it is then at least as far from home as the
+            // hole is from it.
             if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
                 self.slots[hole] = s;
                 hole = j;

@@ -4,10 +4,6 @@ use tidemark_storage::chunk::XorAppender;
 
 use super::series_labels::SeriesLabels;
 
-/// Bytes reserved for a chunk being appended to, as Prometheus' head
-/// does: a chunk of 120 typical samples fits without growing many times.
-const HEAD_CHUNK_BYTES: usize = 128;
-
 /// A closed, immutable chunk.
 #[derive(Debug, Clone)]
 pub struct ClosedChunk {
@@ -62,7 +58,7 @@ impl MemSeries {
             ooo_closed: Vec::new(),
             ooo: Vec::new(),
             ooo_max_offset: i64::MIN,
-            head: XorAppender::with_capacity(HEAD_CHUNK_BYTES),
+            head: XorAppender::new(),
             head_min_t: i64::MAX,
             head_max_offset: i64::MIN,
             last_t: i64::MIN,
@@ -153,7 +149,7 @@ impl MemSeries {
         if self.head.num_samples() == 0 {
             return;
         }
-        let full = std::mem::replace(&mut self.head, XorAppender::with_capacity(HEAD_CHUNK_BYTES));
+        let full = std::mem::take(&mut self.head);
         self.closed.push(ClosedChunk {
             min_t: self.head_min_t,
             max_t: self.last_t,
