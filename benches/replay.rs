@@ -80,9 +80,9 @@ fn main() -> anyhow::Result<()> {
         println!("  replay from the embedded log: {replay_rate}");
         println!("                                (ratio to head append alone, per core: {:.2})", replay_rate.cpu / append_rate);
         if let Ok(address) = std::env::var("KAFKA") {
-            // A smaller partition: Tansu, the test broker, stores records
-            // in SQLite and serves them far slower than a Kafka broker.
-            let (series, scrapes) = (env_or("KAFKA_SERIES", 10_000usize), env_or("KAFKA_SCRAPES", 5u64));
+            // The same partition as the embedded log's by default (use a
+            // smaller one with Tansu on SQLite, far slower to load).
+            let (series, scrapes) = (env_or("KAFKA_SERIES", 100_000usize), env_or("KAFKA_SCRAPES", 20u64));
             let kafka: Arc<dyn IngestLog> = Arc::new(
                 KafkaLog::connect(&KafkaConfig {
                     address,
