@@ -13,7 +13,7 @@ use tidemark_schemas::scan::RequestSeries;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::IngesterConfig;
-use crate::head::{AppendStats, Head, HeadOptions, SeriesLimits, SeriesView};
+use crate::head::{AppendStats, Head, HeadOptions, SeriesLimits};
 use crate::metrics::{IngesterMetrics, PartitionLabels};
 
 /// Progress of one consumer, shared with readiness checks and metrics.
@@ -356,12 +356,7 @@ impl PartitionConsumer {
                 .map_err(|source| RecordError::Decode { version: VERSION_1, source })?;
             self.add_metadata(tenant, &metadata);
         }
-        let views = read.iter().map(|s| SeriesView {
-            labels: s.labels,
-            samples: s.samples,
-            label_fields: s.label_fields,
-        });
-        let stats = self.head.append_views(tenant, views, offset);
+        let stats = self.head.append_read(tenant, read.iter(), offset);
         Ok(self.appended(tenant, stats, outside))
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 use tidemark_schemas::prometheus::TimeSeries;
-use tidemark_schemas::scan::LabelRef;
+use tidemark_schemas::scan::SeriesRead;
 use tidemark_storage::{Label, Labels, Matcher};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -270,7 +270,7 @@ impl Head {
     }
 
     /// [`Head::append_from`] for series read in place from a record.
-    pub fn append_views<'a>(&self, tenant: &str, batch: impl Iterator<Item = SeriesView<'a>>, offset: i64) -> AppendStats {
+    pub fn append_read<'r, 'a: 'r>(&self, tenant: &str, batch: impl Iterator<Item = SeriesRead<'r, 'a>>, offset: i64) -> AppendStats {
         self.append_series(tenant, batch, offset)
     }
 
@@ -560,11 +560,15 @@ impl Appender {
                     // the head's (the fields then never match).
                     None => {
                         scratch.clear();
-                        if ts.encode_labels(scratch) {
+                        if !ts.encode_labels(scratch) {
+                            self.series_of_unusual(th, ts)
+                        } else if scratch.as_slice() == fields {
+                            // Already in the head's layout, and just looked
+                            // up: a new series.
+                            self.create_encoded(th, ts, fields, hash)
+                        } else {
                             let hash = xxh3_64(scratch);
                             self.series_of_encoded(th, ts, scratch, hash)
-                        } else {
-                            self.series_of_unusual(th, ts)
                         }
                     }
                 }
@@ -599,6 +603,11 @@ impl Appender {
         if let Some(id) = th.lookup(hash, |l| l.as_bytes() == encoded) {
             return Some(id);
         }
+        self.create_encoded(th, ts, encoded, hash)
+    }
+
+    /// A new series of labels in the head's layout, if they are valid.
+    fn create_encoded<S: AppendSource>(&mut self, th: &mut TenantHead, ts: &S, encoded: &[u8], hash: u64) -> Option<u32> {
         match SeriesLabels::from_encoded(encoded) {
             Some(labels) => self.create(th, labels, hash, ts.num_samples()),
             None => {
@@ -679,15 +688,7 @@ impl AppendSource for ProtoSeries<'_> {
 }
 
 /// A series read in place from a record body: views into it.
-#[derive(Debug, Clone, Copy)]
-pub struct SeriesView<'a> {
-    pub labels: &'a [LabelRef<'a>],
-    pub samples: &'a [(i64, f64)],
-    /// The label fields in the record, when the reader found them whole.
-    pub label_fields: Option<&'a [u8]>,
-}
-
-impl AppendSource for SeriesView<'_> {
+impl AppendSource for SeriesRead<'_, '_> {
     fn encode_labels(&self, buf: &mut Vec<u8>) -> bool {
         SeriesLabels::encode_pairs(self.labels.iter().map(|l| (l.name, l.value)), buf)
     }
@@ -881,8 +882,7 @@ mod tests {
             let read = tidemark_schemas::scan::RequestSeries::read(&body).unwrap();
             assert!(read.iter().filter(|s| s.label_fields.is_some()).count() >= 30);
             assert!(read.iter().last().unwrap().label_fields.is_none());
-            let views = read.iter().map(|s| SeriesView { labels: s.labels, samples: s.samples, label_fields: s.label_fields });
-            let a = in_place.append_views("t", views, round);
+            let a = in_place.append_read("t", read.iter(), round);
             let b = decoded.append_from("t", &batch, round);
             assert_eq!(a, b);
         }
