@@ -124,8 +124,12 @@ fn run(name: &str, bucket_args: &[String], bucket_dir: Option<&Path>) {
         v
     };
 
+    // Until step 4 the compactor (which runs at start-up) must leave the
+    // blocks alone: no window of the data ended 12h ago.
+    const NO_COMPACTION: &str = "-compactor.compaction-wait-period=12h";
+
     // 1. Ingesters only: the block-builder's cycle is hours away.
-    let mut t = Tidemark::spawn(dir.path(), free_port(), with(&["-block-builder.consume-interval=24h"]));
+    let mut t = Tidemark::spawn(dir.path(), free_port(), with(&["-block-builder.consume-interval=24h", NO_COMPACTION]));
     t.wait_ready(Duration::from_secs(60));
     // The first cycle runs at start-up, before any data.
     std::thread::sleep(Duration::from_millis(500));
@@ -140,7 +144,7 @@ fn run(name: &str, bucket_args: &[String], bucket_dir: Option<&Path>) {
     // 2. The block-builder runs, and is killed as soon as its first block
     //    is uploaded (more blocks were still to come).
     let port = free_port();
-    let mut t = Tidemark::spawn(dir.path(), port, with(&["-block-builder.consume-interval=1s"]));
+    let mut t = Tidemark::spawn(dir.path(), port, with(&["-block-builder.consume-interval=1s", NO_COMPACTION]));
     if let Some(bucket) = bucket_dir {
         let deadline = Instant::now() + Duration::from_secs(60);
         while meta_files(bucket).is_empty() {
@@ -157,7 +161,7 @@ fn run(name: &str, bucket_args: &[String], bucket_dir: Option<&Path>) {
 
     // 3. Restarted with an empty head: only the last minute would be kept
     //    in memory, so every answer comes from blocks.
-    let t = Tidemark::spawn(dir.path(), port, with(&["-block-builder.consume-interval=1s", "-ingester.head-retention=1m"]));
+    let t = Tidemark::spawn(dir.path(), port, with(&["-block-builder.consume-interval=1s", "-ingester.head-retention=1m", NO_COMPACTION]));
     t.wait_ready(Duration::from_secs(60));
     wait_for_blocks(&t);
     let uploaded_once = metric_sum(&t.url, "tidemark_store_gateway_blocks_loaded") as usize;
