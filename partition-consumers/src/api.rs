@@ -17,17 +17,17 @@ use futures::StreamExt;
 use prost::Message;
 use tidemark_schemas::ingester::{
     chunk, Chunk, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
-    MetadataRequest, MetadataResponse, SeriesBatch, SeriesRequest, StreamSeries,
+    MetadataRequest, MetadataResponse, SeriesRequest, StreamSeries,
 };
-use tidemark_schemas::stream::encode_frame;
 use tidemark_storage::queryable::{merge_sorted_strings, Queryable};
-use tidemark_storage::wire::{labels_to_proto, matchers_from_proto, INGESTER_API_PREFIX};
+use tidemark_storage::wire::{
+    labels_to_proto, matchers_from_proto, series_frames, FRAME_TARGET_BYTES, INGESTER_API_PREFIX,
+};
 use tidemark_storage::{Matcher, SelectHints, StorageError};
 
 use crate::service::Ingester;
 
 /// Series per streamed frame.
-const SERIES_PER_FRAME: usize = 256;
 const ORG_ID_HEADER: &str = "X-Scope-OrgID";
 
 /// Routes of the internal API.
@@ -105,26 +105,21 @@ async fn series(
         labels_only: req.skip_chunks,
     };
     let series = ing.merged_chunk_stream(&tenant, &matchers, hints);
-    let frames = series.ready_chunks(SERIES_PER_FRAME).map(|batch| {
-        let msg = SeriesBatch {
-            series: batch
+    let series = series.map(|(labels, chunks)| {
+        Ok::<_, std::io::Error>(StreamSeries {
+            labels: labels_to_proto(&labels),
+            chunks: chunks
                 .into_iter()
-                .map(|(labels, chunks)| StreamSeries {
-                    labels: labels_to_proto(&labels),
-                    chunks: chunks
-                        .into_iter()
-                        .map(|c| Chunk {
-                            min_time_ms: c.min_t,
-                            max_time_ms: c.max_t,
-                            encoding: chunk::Encoding::Xor as i32,
-                            data: Bytes::copy_from_slice(&c.data),
-                        })
-                        .collect(),
+                .map(|c| Chunk {
+                    min_time_ms: c.min_t,
+                    max_time_ms: c.max_t,
+                    encoding: chunk::Encoding::Xor as i32,
+                    data: Bytes::copy_from_slice(&c.data),
                 })
                 .collect(),
-        };
-        Ok::<_, std::io::Error>(Bytes::from(encode_frame(&msg)))
+        })
     });
+    let frames = series_frames(series, FRAME_TARGET_BYTES);
     Ok((
         [(header::CONTENT_TYPE, "application/x-protobuf")],
         Body::from_stream(frames),

@@ -38,9 +38,10 @@
 #      RANGES (default 1h 6h 24h; ranges longer than BACKFILL are skipped),
 #      step max(INTERVAL, range/300) rounded up to whole seconds, end aligned
 #      down to a multiple of the step as Grafana does (the same for both):
-#      every (query, range) once as warm-up, then REPEAT times; all of
-#      Tidemark's first (Prometheus idle), then all of Prometheus'
-#      (Tidemark idle). Tidemark: POST /prometheus/api/v1/query_range with
+#      every (query, range) once as warm-up, then REPEAT times; for each
+#      (query, range) Tidemark's runs, then Prometheus' (one server queried
+#      at a time, the other idle; taking the cases in turn lets both see the
+#      machine alike, whose speed drifts by ±20% over minutes). Tidemark: POST /prometheus/api/v1/query_range with
 #      X-Scope-OrgID: $TENANT; Prometheus: POST
 #      /api/v1/query_range. Latency is curl's total time (same client, same
 #      response sizes on both sides);
@@ -61,13 +62,20 @@
 #     -target=all process that serves it the series is not counted) is
 #     restarted for every run and primed with an instant `count(up)`, so the
 #     figure is the query's whole footprint in a fresh process;
-#   - Prometheus: restarted once for this phase with GOGC=10 and
-#     GODEBUG=madvdontneed=1, and a GC is forced (GET /debug/pprof/heap?gc=1)
-#     one second before every run: its heap then stays within ~10% of its
-#     live data, so RSS growth follows the query's live memory. What Go
-#     still reuses from earlier garbage makes the figure a lower bound for
-#     Prometheus (the ratio errs against Tidemark). Prometheus' own
-#     `stats=all` peakSamples of the warm-up run is shown for reference.
+#   - Prometheus: restarted once for this phase with GOGC=10,
+#     GODEBUG=madvdontneed=1 and GOMEMLIMIT=1MiB, warmed up with the query,
+#     and a GC is forced (GET /debug/pprof/heap?gc=1) one second before
+#     every run. With a memory limit below its live heap, Go collects
+#     continuously and its scavenger hands freed pages back to the OS at
+#     once to get under the limit, so RSS follows the live heap: the figure
+#     is the least memory Prometheus can run the query in. (Without the
+#     limit Go keeps freed pages and the next query reuses them: the figure
+#     then depends on what ran before, and reads ~0 for queries that need
+#     tens of MiB once limited; runs of 2026-11-26 on the same data.)
+#     Prometheus' own `stats=all` peakSamples of the warm-up run is shown
+#     for reference.
+#   Both err against Tidemark: its figure includes a fresh process' first
+#   use of its allocator and connections; Prometheus' is warm and tight.
 # MEM_REPEAT runs per (query, range) and server; medians.
 # Every process it started is stopped on exit, and its temporary directory
 # removed (KEEP_TMP=1 keeps it, with logs and every answer).
@@ -443,8 +451,12 @@ time_case() {
     printf '%s\t%s\t%s\t%s\t%s\t\n' "$server" "$name" "$range" 200 "$lat" >>"$TMP/latency.tsv"
 }
 
-time_tidemark() { time_case tidemark "$@"; }
-time_prometheus() { time_case prometheus "$@"; }
+# time_both NAME QUERY RANGE START END STEP: Tidemark's runs, then
+# Prometheus' on the same case, so that both see the machine alike.
+time_both() {
+    time_case tidemark "$@"
+    time_case prometheus "$@"
+}
 
 # mem_tidemark NAME QUERY RANGE START END STEP: MEM_REPEAT runs, each on a
 # fresh, primed querier; appends to memory.tsv.
@@ -585,16 +597,14 @@ case "$QUERY_TARGET" in
     *) die "QUERY_TARGET must be all or querier" ;;
 esac
 # Memory runs always go to a fresh querier.
-log "timing tidemark (-target=$QUERY_TARGET)"
-each_case time_tidemark
-log "timing prometheus"
-each_case time_prometheus
+log "timing tidemark (-target=$QUERY_TARGET) and prometheus, one (query, range) after the other"
+each_case time_both
 
 # --- Memory: fresh queriers; Prometheus restarted with a tight GC
 log "memory: tidemark on a fresh querier per run"
 each_case mem_tidemark
-log "memory: prometheus restarted with GOGC=10 GODEBUG=madvdontneed=1"
-start_prometheus GOGC=10 GODEBUG=madvdontneed=1
+log "memory: prometheus restarted with GOGC=10 GODEBUG=madvdontneed=1 GOMEMLIMIT=1MiB"
+start_prometheus GOGC=10 GODEBUG=madvdontneed=1 GOMEMLIMIT=1MiB
 PIDS+=("$PROMETHEUS_PID")
 each_case mem_prometheus
 
@@ -608,7 +618,7 @@ done <"$TMP/load-times"
 echo "  tidemark: $("$BIN" --version 2>&1 | head -n 1); timed queries on -target=$QUERY_TARGET, memory on a -target=querier process reading from -target=all"
 echo "  prometheus: $PROMETHEUS_VERSION"
 echo "  $REPEAT timed runs after 1 warm-up per (query, range); medians; ratios are tidemark/prometheus"
-echo "  peak memory: growth of RssAnon during the query, median of $MEM_REPEAT runs; tidemark on a fresh querier per run, prometheus (GOGC=10) one second after a forced GC (a lower bound)"
+echo "  peak memory: growth of RssAnon during the query, median of $MEM_REPEAT runs; tidemark on a fresh querier per run, prometheus warm (GOGC=10, GOMEMLIMIT=1MiB: RSS follows the live heap) one second after a forced GC"
 python3 - "$TMP" "$REPEAT" "${QUERIES[@]}" <<'PY'
 import json, math, os, statistics, sys
 

@@ -78,6 +78,12 @@ impl Labels {
         self.0
     }
 
+    /// [`Labels::without_metric_name`], reusing this set's memory.
+    pub fn into_without_metric_name(mut self) -> Labels {
+        self.0.retain(|l| l.name != METRIC_NAME);
+        self
+    }
+
     /// A copy without the metric name.
     pub fn without_metric_name(&self) -> Labels {
         Labels(
@@ -214,5 +220,9 @@ mod tests {
             l.drop_names(&["a".into()]),
             Labels::from_pairs([("b", "2")])
         );
+        let unnamed = Labels::from_pairs([("a", "1"), ("b", "2")]);
+        assert_eq!(l.without_metric_name(), unnamed);
+        assert_eq!(l.clone().into_without_metric_name(), unnamed);
+        assert_eq!(unnamed.clone().into_without_metric_name(), unnamed);
     }
 }

@@ -5,7 +5,7 @@
 use crate::chunk::{decode_all, XorAppender};
 use crate::{Label, Labels, MatchOp, Matcher, Sample, Series, StorageError};
 use tidemark_schemas::ingester::{
-    chunk, label_matcher, Chunk, Label as ProtoLabel, LabelMatcher, StreamSeries,
+    chunk, label_matcher, Chunk, Label as ProtoLabel, LabelMatcher, SeriesBatch, StreamSeries,
 };
 
 /// Path prefix of the partition consumers' internal query API.
@@ -136,6 +136,41 @@ pub fn labels_from_proto(labels: Vec<ProtoLabel>) -> Labels {
     )
 }
 
+/// Target size of a streamed `SeriesBatch` frame: small enough that a
+/// querier holds little of a large answer at once, large enough that the
+/// framing costs nothing (a day of a 15s series is ~8 KiB of chunks).
+pub const FRAME_TARGET_BYTES: usize = 64 << 10;
+
+/// Groups streamed series into length-delimited `SeriesBatch` frames of
+/// about `target_bytes` each (a larger series makes a frame of its own).
+/// An error ends the stream.
+pub fn series_frames<S, E>(series: S, target_bytes: usize) -> impl futures::Stream<Item = Result<bytes::Bytes, E>> + Send
+where
+    S: futures::Stream<Item = Result<StreamSeries, E>> + Send + Unpin,
+    E: Send,
+{
+    use futures::StreamExt;
+    use prost::Message;
+    futures::stream::unfold(Some(series), move |state| async move {
+        let mut series = state?;
+        let mut batch = SeriesBatch::default();
+        let mut size = 0;
+        while let Some(item) = series.next().await {
+            match item {
+                Ok(s) => {
+                    size += s.encoded_len() + 4;
+                    batch.series.push(s);
+                    if size >= target_bytes {
+                        return Some((Ok(batch.encode_length_delimited_to_vec().into()), Some(series)));
+                    }
+                }
+                Err(e) => return Some((Err(e), None)),
+            }
+        }
+        (!batch.series.is_empty()).then(|| (Ok(batch.encode_length_delimited_to_vec().into()), None))
+    })
+}
+
 /// A series as protobuf, its samples XOR-encoded in chunks of at most
 /// `samples_per_chunk` samples (at least 1, at most `u16::MAX`).
 pub fn series_to_proto(
@@ -220,6 +255,44 @@ pub fn metadata_from_proto(m: tidemark_schemas::ingester::MetricMetadata) -> cra
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn series_frames_hold_about_the_target_and_every_series_in_order() {
+        use futures::StreamExt;
+        use tidemark_schemas::stream::FrameDecoder;
+        let series: Vec<Series> = (0..40)
+            .map(|i| Series {
+                labels: Labels::from_pairs([("__name__", "m"), ("i", &format!("{i:02}"))]),
+                samples: (0..(i * 10)).map(|k| Sample { t: k * 15_000, v: k as f64 }).collect(),
+            })
+            .collect();
+        let protos: Vec<Result<StreamSeries, String>> = series.iter().map(|s| Ok(series_to_proto(s, 120).unwrap())).collect();
+        let frames: Vec<bytes::Bytes> = futures::executor::block_on(
+            series_frames(futures::stream::iter(protos), 2_000).map(|f| f.unwrap()).collect(),
+        );
+        assert!(frames.len() > 5, "{} frames", frames.len());
+        let mut got = Vec::new();
+        let mut dec = FrameDecoder::new(1 << 20);
+        for (i, f) in frames.iter().enumerate() {
+            dec.push(f);
+            let batch: SeriesBatch = dec.next_message().unwrap().expect("one whole frame");
+            let size: usize = batch.series.iter().map(|s| prost::Message::encoded_len(s) + 4).sum();
+            let last = batch.series.last().map_or(0, |s| prost::Message::encoded_len(s) + 4);
+            // Only the last frame may be under the target; none goes past it
+            // by more than its last series.
+            assert!(i == frames.len() - 1 || size >= 2_000, "frame {i}: {size} bytes");
+            assert!(size - last < 2_000, "frame {i}: {size} bytes, last series {last}");
+            got.extend(batch.series.into_iter().map(|s| series_from_proto(s, i64::MIN, i64::MAX).unwrap()));
+        }
+        assert_eq!(got.iter().filter(|s| !s.samples.is_empty()).count(), 39);
+        assert_eq!(got, series);
+
+        // An error ends the stream.
+        let items = vec![Ok(series_to_proto(&series[5], 120).unwrap()), Err("boom".to_owned()), Ok(series_to_proto(&series[6], 120).unwrap())];
+        let out: Vec<Result<bytes::Bytes, String>> = futures::executor::block_on(series_frames(futures::stream::iter(items), 1 << 20).collect());
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].as_ref().unwrap_err(), "boom");
+    }
 
     #[test]
     fn matchers_round_trip() {

@@ -13,17 +13,16 @@ use futures::StreamExt;
 use prost::Message;
 use tidemark_schemas::ingester::{
     LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
-    MetadataResponse, SeriesBatch, SeriesRequest,
+    MetadataResponse, SeriesRequest,
 };
-use tidemark_schemas::stream::encode_frame;
 use tidemark_storage::wire::{
-    matchers_from_proto, series_to_proto, DEFAULT_SAMPLES_PER_CHUNK, STORE_GATEWAY_API_PREFIX,
+    matchers_from_proto, series_frames, series_to_proto, DEFAULT_SAMPLES_PER_CHUNK, FRAME_TARGET_BYTES,
+    STORE_GATEWAY_API_PREFIX,
 };
 use tidemark_storage::{Queryable, SelectHints, StorageError};
 
 use crate::store::BlockStore;
 
-const SERIES_PER_FRAME: usize = 256;
 const ORG_ID_HEADER: &str = "X-Scope-OrgID";
 
 pub fn router(store: BlockStore) -> Router {
@@ -76,15 +75,10 @@ async fn series(State(store): State<BlockStore>, headers: HeaderMap, body: Bytes
         labels_only: req.skip_chunks,
     };
     let stream = store.select(&tenant, &matchers, hints).await?;
-    let frames = stream.ready_chunks(SERIES_PER_FRAME).map(|batch| {
-        let mut msg = SeriesBatch { series: Vec::with_capacity(batch.len()) };
-        for s in batch {
-            let s = s.map_err(std::io::Error::other)?;
-            msg.series
-                .push(series_to_proto(&s, DEFAULT_SAMPLES_PER_CHUNK).map_err(std::io::Error::other)?);
-        }
-        Ok::<_, std::io::Error>(Bytes::from(encode_frame(&msg)))
+    let series = stream.map(|s| {
+        s.and_then(|s| series_to_proto(&s, DEFAULT_SAMPLES_PER_CHUNK)).map_err(std::io::Error::other)
     });
+    let frames = series_frames(series, FRAME_TARGET_BYTES);
     Ok(([(header::CONTENT_TYPE, "application/x-protobuf")], Body::from_stream(frames)).into_response())
 }
 

@@ -182,14 +182,15 @@ impl TenantHead {
             Some(c) => Box::new(c.into_iter()),
             None => Box::new(0..self.series.len() as u32),
         };
-        let mut out: Vec<(Labels, SeriesRef)> = ids
+        let mut out: Vec<(&SeriesLabels, SeriesRef)> = ids
             .filter_map(|id| {
                 let s = self.series[id as usize].as_ref()?;
                 (s.overlaps(mint, maxt) && s.labels.matches(matchers))
-                    .then(|| (s.labels.to_labels(), SeriesRef { id, hash: s.hash }))
+                    .then_some((&s.labels, SeriesRef { id, hash: s.hash }))
             })
             .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        // In label order, compared as stored (no label set built).
+        out.sort_by(|a, b| a.0.cmp_labels(b.0));
         out.into_iter().map(|(_, r)| r).collect()
     }
 

@@ -180,6 +180,11 @@ impl SeriesLabels {
         self.iter().map(|(n, v)| (as_str(n), as_str(v)))
     }
 
+    /// The order of the label sets (`Labels`' order), without building them.
+    pub fn cmp_labels(&self, other: &SeriesLabels) -> std::cmp::Ordering {
+        self.pairs().cmp(other.pairs())
+    }
+
     pub fn to_labels(&self) -> Labels {
         Labels::from_sorted(self.pairs().map(|(n, v)| Label::new(n, v)).collect())
     }
@@ -216,6 +221,32 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use tidemark_storage::MatchOp;
+
+    #[test]
+    fn stored_labels_sort_as_label_sets_do() {
+        let sets: Vec<Labels> = [
+            vec![("__name__", "a")],
+            vec![("__name__", "a"), ("x", "1")],
+            vec![("__name__", "a"), ("x", "10")],
+            vec![("__name__", "a"), ("x", "2")],
+            vec![("__name__", "a"), ("y", "0")],
+            vec![("__name__", "ab")],
+            vec![("__name__", "b"), ("a", "z")],
+            vec![("a", "z")],
+            vec![("a", "z"), ("b", "")],
+            vec![("long", &*"v".repeat(200)), ("z", "1")],
+            vec![("long", &*"v".repeat(201))],
+        ]
+        .into_iter()
+        .map(Labels::from_pairs)
+        .collect();
+        for a in &sets {
+            for b in &sets {
+                let (sa, sb) = (SeriesLabels::new(a), SeriesLabels::new(b));
+                assert_eq!(sa.cmp_labels(&sb), a.cmp(b), "{a} vs {b}");
+            }
+        }
+    }
 
     #[test]
     fn round_trip_and_compare() {

@@ -12,7 +12,7 @@ use super::params::{
     parse_duration, parse_std_duration, parse_time, Params, MAX_TIME_MS, MIN_TIME_MS,
 };
 use super::response::{self, ApiError};
-use super::ApiState;
+use super::{ApiState, Reply};
 use crate::engine::{
     parse_series_selector, QueryOptions, QueryResult, MAX_STEPS, TOO_MANY_POINTS,
 };
@@ -109,7 +109,7 @@ pub(super) async fn query(
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
-) -> Result<String, ApiError> {
+) -> Result<Reply, ApiError> {
     let Request { tenant, params: p } = request(st, headers, query, body)?;
     st.read_consistency(headers).await?;
     let time = optional_time(&p, "time", now_ms())?;
@@ -120,7 +120,7 @@ pub(super) async fn query(
         .engine()
         .instant_query_result(&tenant, q, time, &opts)
         .await?;
-    Ok(query_response(&p, &result))
+    Ok(query_reply(&p, result))
 }
 
 /// `GET|POST /query_range`.
@@ -129,7 +129,7 @@ pub(super) async fn query_range(
     headers: &HeaderMap,
     query: Option<&str>,
     body: &[u8],
-) -> Result<String, ApiError> {
+) -> Result<Reply, ApiError> {
     let Request { tenant, params: p } = request(st, headers, query, body)?;
     st.read_consistency(headers).await?;
     let start = parse_time(p.get("start")).map_err(|e| ApiError::invalid_param("start", e))?;
@@ -157,18 +157,13 @@ pub(super) async fn query_range(
         .engine()
         .range_query_result(&tenant, q, start, end, step, &opts)
         .await?;
-    Ok(query_response(&p, &result))
+    Ok(query_reply(&p, result))
 }
 
-/// The body of a query answer: the value, `stats` when the `stats`
-/// parameter asks for them, warnings and infos.
-fn query_response(p: &Params, result: &QueryResult) -> String {
-    let stats = (!p.get("stats").is_empty()).then_some(&result.stats);
-    response::success_annotated(
-        &response::query_data_with_stats(&result.value, stats),
-        &result.annotations.warnings,
-        &result.annotations.infos,
-    )
+/// A query's answer: the value, `stats` when the `stats` parameter asks
+/// for them, warnings and infos.
+fn query_reply(p: &Params, result: QueryResult) -> Reply {
+    Reply::Query(result, !p.get("stats").is_empty())
 }
 
 /// Truncates to `limit` (0: none), with Prometheus' warning.

@@ -21,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
@@ -33,7 +33,7 @@ use prometheus_client::registry::Registry;
 use tidemark_storage::tenant::{tenant_from_header, TenantError, ORG_ID_HEADER};
 use tidemark_storage::Queryable;
 
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, QueryResult};
 use metrics::ApiMetrics;
 use response::ApiError;
 
@@ -165,27 +165,61 @@ impl ApiState {
     }
 
     /// Awaits an endpoint, records metrics and renders its answer.
-    async fn respond(
+    async fn respond<R: Into<Reply>>(
         &self,
         endpoint: &'static str,
-        f: impl Future<Output = Result<String, ApiError>>,
+        f: impl Future<Output = Result<R, ApiError>>,
     ) -> Response {
         let started = Instant::now();
         let (status, body) = match f.await {
-            Ok(body) => (StatusCode::OK, body),
+            Ok(reply) => (StatusCode::OK, reply.into().into_body()),
             Err(e) => {
                 if e.status.is_server_error() {
                     tracing::warn!(endpoint, status = e.status.as_u16(), error = %e.message, "request failed");
                 } else {
                     tracing::debug!(endpoint, status = e.status.as_u16(), error = %e.message, "request refused");
                 }
-                (e.status, e.body())
+                (e.status, Body::from(e.body()))
             }
         };
         self.inner
             .metrics
             .observe(endpoint, status.as_u16(), started.elapsed());
         (status, [(CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+/// What an endpoint answers with.
+pub(super) enum Reply {
+    /// A JSON text.
+    Json(String),
+    /// A query's result, rendered as it is sent (see
+    /// [`response::query_answer`]); `true` adds the `stats` object.
+    Query(QueryResult, bool),
+}
+
+impl From<String> for Reply {
+    fn from(s: String) -> Self {
+        Reply::Json(s)
+    }
+}
+
+impl Reply {
+    fn into_body(self) -> Body {
+        match self {
+            Reply::Json(s) => Body::from(s),
+            Reply::Query(result, stats) => {
+                let mut pieces = response::query_answer(result, stats, response::ANSWER_CHUNK_BYTES);
+                let first = pieces.next().unwrap_or_default();
+                match pieces.next() {
+                    // A small answer goes whole, with its length.
+                    None => Body::from(first),
+                    Some(second) => Body::from_stream(futures::stream::iter(
+                        [first, second].into_iter().chain(pieces).map(Ok::<_, std::convert::Infallible>),
+                    )),
+                }
+            }
+        }
     }
 }
 

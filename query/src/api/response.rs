@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use axum::http::StatusCode;
 use tidemark_storage::{Labels, StorageError};
 
-use crate::engine::{ErrorKind, QueryError, QueryStats, QueryValue};
+use crate::engine::{ErrorKind, InstantSample, QueryError, QueryResult, QueryValue, RangeSeries};
 
 /// A failed request: status, `errorType` and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,15 +72,16 @@ impl From<StorageError> for ApiError {
 
 /// `{"status":"success","data":<data>}`, with `warnings` when there are any.
 pub fn success(data: &str, warnings: &[String]) -> String {
-    success_annotated(data, warnings, &[])
-}
-
-/// `{"status":"success","data":<data>}`, with `warnings` and `infos` when
-/// there are any.
-pub fn success_annotated(data: &str, warnings: &[String], infos: &[String]) -> String {
     let mut out = String::with_capacity(data.len() + 32);
     out.push_str(r#"{"status":"success","data":"#);
     out.push_str(data);
+    push_annotations(&mut out, warnings, &[]);
+    out.push('}');
+    out
+}
+
+/// `,"warnings":[...]` and `,"infos":[...]`, each when not empty.
+fn push_annotations(out: &mut String, warnings: &[String], infos: &[String]) {
     for (key, list) in [("warnings", warnings), ("infos", infos)] {
         if list.is_empty() {
             continue;
@@ -92,79 +93,113 @@ pub fn success_annotated(data: &str, warnings: &[String], infos: &[String]) -> S
             if i > 0 {
                 out.push(',');
             }
-            push_json_str(&mut out, w);
+            push_json_str(out, w);
         }
         out.push(']');
     }
-    out.push('}');
-    out
 }
 
-/// The `data` of a query response: `{"resultType":...,"result":...}`.
-pub fn query_data(value: &QueryValue) -> String {
-    query_data_with_stats(value, None)
-}
+/// Size of the pieces a query answer is sent in.
+pub const ANSWER_CHUNK_BYTES: usize = 64 << 10;
 
-/// The `data` of a query response, with Prometheus' `stats` object when
-/// asked for (`stats=all`).
-pub fn query_data_with_stats(value: &QueryValue, stats: Option<&QueryStats>) -> String {
-    let mut out = String::new();
-    out.push_str(r#"{"resultType":""#);
+/// A query answer (`{"status":"success","data":{"resultType":...,
+/// "result":...}}`, with Prometheus' `stats` object when `with_stats`,
+/// warnings and infos) rendered in pieces of about `chunk_bytes`: a
+/// series is written, and its memory freed, only when the piece before it
+/// has been taken, so that a large answer is never in memory twice (as
+/// values and as JSON) nor whole as JSON.
+pub fn query_answer(result: QueryResult, with_stats: bool, chunk_bytes: usize) -> impl Iterator<Item = String> + Send {
+    enum Items {
+        Vector(std::vec::IntoIter<InstantSample>),
+        Matrix(std::vec::IntoIter<RangeSeries>),
+        Written,
+    }
+    let QueryResult { value, annotations, stats } = result;
+    let mut out = String::with_capacity(chunk_bytes.min(1 << 20) + 1024);
+    out.push_str(r#"{"status":"success","data":{"resultType":""#);
     out.push_str(value.result_type());
     out.push_str(r#"","result":"#);
-    match value {
-        QueryValue::Scalar { t, v } => push_point(&mut out, *t, *v),
+    let mut items = match value {
+        QueryValue::Scalar { t, v } => {
+            push_point(&mut out, t, v);
+            Items::Written
+        }
         QueryValue::String { t, v } => {
             out.push('[');
-            push_timestamp(&mut out, *t);
+            push_timestamp(&mut out, t);
             out.push(',');
-            push_json_str(&mut out, v);
+            push_json_str(&mut out, &v);
             out.push(']');
+            Items::Written
         }
         QueryValue::Vector(samples) => {
             out.push('[');
-            for (i, s) in samples.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(r#"{"metric":"#);
-                push_labels(&mut out, &s.labels);
-                out.push_str(r#","value":"#);
-                push_point(&mut out, s.t, s.v);
-                out.push('}');
-            }
-            out.push(']');
+            Items::Vector(samples.into_iter())
         }
         QueryValue::Matrix(series) => {
             out.push('[');
-            for (i, s) in series.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(r#"{"metric":"#);
-                push_labels(&mut out, &s.labels);
-                out.push_str(r#","values":["#);
-                for (j, p) in s.points.iter().enumerate() {
-                    if j > 0 {
+            Items::Matrix(series.into_iter())
+        }
+    };
+    let (mut first, mut done) = (true, false);
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        loop {
+            let wrote = match &mut items {
+                Items::Vector(it) => it.next().map(|s| {
+                    if !first {
                         out.push(',');
                     }
-                    push_point(&mut out, p.t, p.v);
-                }
-                out.push_str("]}");
+                    out.push_str(r#"{"metric":"#);
+                    push_labels(&mut out, &s.labels);
+                    out.push_str(r#","value":"#);
+                    push_point(&mut out, s.t, s.v);
+                    out.push('}');
+                }),
+                Items::Matrix(it) => it.next().map(|s| {
+                    if !first {
+                        out.push(',');
+                    }
+                    out.push_str(r#"{"metric":"#);
+                    push_labels(&mut out, &s.labels);
+                    out.push_str(r#","values":["#);
+                    for (j, p) in s.points.iter().enumerate() {
+                        if j > 0 {
+                            out.push(',');
+                        }
+                        push_point(&mut out, p.t, p.v);
+                    }
+                    out.push_str("]}");
+                }),
+                Items::Written => None,
+            };
+            if wrote.is_none() {
+                break;
             }
+            first = false;
+            if out.len() >= chunk_bytes {
+                return Some(std::mem::replace(&mut out, String::with_capacity(chunk_bytes.min(1 << 20) + 1024)));
+            }
+        }
+        if !matches!(items, Items::Written) {
             out.push(']');
         }
-    }
-    if let Some(st) = stats {
-        let secs = st.eval_seconds;
-        let _ = write!(
-            out,
-            r#","stats":{{"timings":{{"evalTotalTime":{secs},"resultSortTime":0,"queryPreparationTime":0,"innerEvalTime":{secs},"execQueueTime":0,"execTotalTime":{secs}}},"samples":{{"totalQueryableSamples":{}}}}}"#,
-            st.total_samples
-        );
-    }
-    out.push('}');
-    out
+        if with_stats {
+            let secs = stats.eval_seconds;
+            let _ = write!(
+                out,
+                r#","stats":{{"timings":{{"evalTotalTime":{secs},"resultSortTime":0,"queryPreparationTime":0,"innerEvalTime":{secs},"execQueueTime":0,"execTotalTime":{secs}}},"samples":{{"totalQueryableSamples":{}}}}}"#,
+                stats.total_samples
+            );
+        }
+        out.push('}');
+        push_annotations(&mut out, &annotations.warnings, &annotations.infos);
+        out.push('}');
+        done = true;
+        Some(std::mem::take(&mut out))
+    })
 }
 
 /// A JSON array of strings.
@@ -296,8 +331,45 @@ pub fn push_json_str(out: &mut String, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{InstantSample, RangeSeries};
+    use crate::engine::{Annotations, QueryStats};
     use tidemark_storage::Sample;
+
+    fn result(value: QueryValue) -> QueryResult {
+        QueryResult { value, annotations: Annotations::default(), stats: QueryStats::default() }
+    }
+
+    fn answer(value: QueryValue) -> String {
+        query_answer(result(value), false, ANSWER_CHUNK_BYTES).collect()
+    }
+
+    #[test]
+    fn answers_in_pieces_are_the_whole_answer() {
+        let series: Vec<RangeSeries> = (0..50)
+            .map(|i| RangeSeries {
+                labels: Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]),
+                points: (0..20).map(|k| Sample { t: k * 15_000, v: k as f64 / 3.0 }).collect(),
+            })
+            .collect();
+        let mut r = result(QueryValue::Matrix(series));
+        r.annotations.warnings.push("w \"1\"".into());
+        r.annotations.infos.push("i".into());
+        r.stats = QueryStats { total_samples: 1000, eval_seconds: 0.5 };
+        let whole: Vec<String> = query_answer(r.clone(), true, usize::MAX).collect();
+        assert_eq!(whole.len(), 1);
+        let pieces: Vec<String> = query_answer(r.clone(), true, 1000).collect();
+        assert!(pieces.len() > 10, "{} pieces", pieces.len());
+        assert!(pieces[..pieces.len() - 1].iter().all(|p| p.len() >= 1000));
+        assert_eq!(pieces.concat(), whole[0]);
+        let json: serde_json::Value = serde_json::from_str(&whole[0]).unwrap();
+        assert_eq!(json["data"]["result"].as_array().map(Vec::len), Some(50));
+        assert_eq!(json["data"]["result"][49]["values"][19][1], "6.333333333333333");
+        assert_eq!(json["data"]["stats"]["samples"]["totalQueryableSamples"], 1000);
+        assert_eq!(json["warnings"][0], "w \"1\"");
+        assert_eq!(json["infos"][0], "i");
+        // Without stats, and an empty vector.
+        let json: serde_json::Value = serde_json::from_str(&answer(QueryValue::Vector(Vec::new()))).unwrap();
+        assert_eq!(json, serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": []}}));
+    }
 
     #[test]
     fn values_format_like_go() {
@@ -336,8 +408,8 @@ mod tests {
             v: 1.0,
         }]);
         assert_eq!(
-            query_data(&v),
-            r#"{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"a\"b"},"value":[1,"1"]}]}"#
+            answer(v),
+            r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"a\"b"},"value":[1,"1"]}]}}"#
         );
         let m = QueryValue::Matrix(vec![RangeSeries {
             labels: Labels::default(),
@@ -350,13 +422,13 @@ mod tests {
             ],
         }]);
         assert_eq!(
-            query_data(&m),
-            r#"{"resultType":"matrix","result":[{"metric":{},"values":[[0,"0.5"],[1.500,"NaN"]]}]}"#
+            answer(m),
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[0,"0.5"],[1.500,"NaN"]]}]}}"#
         );
         let s = QueryValue::Scalar { t: 2_000, v: -1.0 };
         assert_eq!(
-            query_data(&s),
-            r#"{"resultType":"scalar","result":[2,"-1"]}"#
+            answer(s),
+            r#"{"status":"success","data":{"resultType":"scalar","result":[2,"-1"]}}"#
         );
         assert_eq!(success("[]", &[]), r#"{"status":"success","data":[]}"#);
         assert_eq!(

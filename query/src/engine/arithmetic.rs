@@ -145,7 +145,7 @@ impl VectorOperator for VectorScalarOp {
                     let s = scalars.get(p.step).copied().unwrap_or(f64::NAN);
                     p.v = if scalar_on_left { op.apply(s, p.v) } else { op.apply(p.v, s) };
                 }
-                yield EvalSeries { labels: series.labels.without_metric_name(), points: series.points };
+                yield EvalSeries { labels: series.labels.into_without_metric_name(), points: series.points };
             }
         })
     }
@@ -169,7 +169,7 @@ impl VectorOperator for VectorNegateOp {
                         p.v = -p.v;
                     }
                     EvalSeries {
-                        labels: s.labels.without_metric_name(),
+                        labels: s.labels.into_without_metric_name(),
                         points: s.points,
                     }
                 })

@@ -237,28 +237,52 @@ impl VectorOperator for VectorBinaryOp {
                 };
                 if let Some(group) = &group {
                     // Many-to-one: results may differ in labels by step (the
-                    // matching "one" series may change).
-                    let mut outputs: Vec<(Labels, Vec<StepValue>)> = Vec::new();
+                    // matching "one" series may change). The steps and
+                    // values are sorted by the "one" series they match
+                    // first, so that labels are built and checked once per
+                    // "one" series, not per step.
+                    let mut by_one: Vec<(usize, Vec<usize>, Vec<StepValue>)> = Vec::new();
                     for p in &series.points {
                         let Ok(i) = entries.binary_search_by_key(&p.step, |e| e.0) else {
                             continue;
                         };
                         let (_, one_v, one_idx) = entries[i];
+                        let slot = match by_one.iter().position(|b| b.0 == one_idx) {
+                            Some(k) => &mut by_one[k],
+                            None => {
+                                by_one.push((one_idx, Vec::new(), Vec::new()));
+                                by_one.last_mut().expect("just pushed")
+                            }
+                        };
+                        slot.1.push(p.step);
+                        if let Some(v) = apply(p.v, one_v) {
+                            slot.2.push(StepValue { step: p.step, v });
+                        }
+                    }
+                    let mut outputs: Vec<(Labels, Vec<StepValue>)> = Vec::new();
+                    for (one_idx, steps, points) in by_one {
                         let labels = Self::grouped_labels(kind, group, &series.labels, &rhs_labels[one_idx]);
                         let seen = grouped_matched
                             .entry((sig.clone(), labels.clone()))
                             .or_insert_with(|| StepSet::new(ctx.num_steps));
-                        if !seen.insert(p.step) {
-                            Err::<(), _>(QueryError::Execution(
-                                "multiple matches for labels: grouping labels must ensure unique matches".to_owned(),
-                            ))?;
+                        for step in steps {
+                            if !seen.insert(step) {
+                                Err::<(), _>(QueryError::Execution(
+                                    "multiple matches for labels: grouping labels must ensure unique matches".to_owned(),
+                                ))?;
+                            }
                         }
-                        let Some(v) = apply(p.v, one_v) else {
+                        if points.is_empty() {
                             continue;
-                        };
+                        }
                         match outputs.iter_mut().find(|o| o.0 == labels) {
-                            Some(o) => o.1.push(StepValue { step: p.step, v }),
-                            None => outputs.push((labels, vec![StepValue { step: p.step, v }])),
+                            // Two "one" series giving the same labels: one
+                            // output, its points in step order.
+                            Some(o) => {
+                                o.1.extend(points);
+                                o.1.sort_by_key(|p| p.step);
+                            }
+                            None => outputs.push((labels, points)),
                         }
                     }
                     for (labels, points) in outputs {

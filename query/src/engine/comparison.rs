@@ -84,7 +84,7 @@ impl VectorOperator for VectorScalarCompareOp {
                     continue;
                 }
                 if return_bool {
-                    series.labels = series.labels.without_metric_name();
+                    series.labels = std::mem::take(&mut series.labels).into_without_metric_name();
                 }
                 yield series;
             }

@@ -10,6 +10,8 @@ use tidemark_storage::Sample;
 ///
 /// * `samples`: the window's samples, by time, staleness markers removed.
 /// * `range_secs`: the selector's range in seconds.
+/// * `may_reset`: false when the caller knows the samples hold no reset
+///   (a counter's whole series checked once), which skips looking for one.
 pub(crate) fn extrapolated_rate(
     samples: &[Sample],
     range_start: i64,
@@ -17,13 +19,14 @@ pub(crate) fn extrapolated_rate(
     range_secs: f64,
     is_counter: bool,
     is_rate: bool,
+    may_reset: bool,
 ) -> Option<f64> {
     let (first, last) = match samples {
         [first, .., last] => (*first, *last),
         _ => return None,
     };
     let mut result = last.v - first.v;
-    if is_counter {
+    if is_counter && may_reset {
         for pair in samples.windows(2) {
             if pair[1].v < pair[0].v {
                 result += pair[0].v;
@@ -81,9 +84,9 @@ mod tests {
 
     #[test]
     fn fewer_than_two_samples_is_none() {
-        assert_eq!(extrapolated_rate(&[], 0, 10, 1.0, true, true), None);
+        assert_eq!(extrapolated_rate(&[], 0, 10, 1.0, true, true, true), None);
         assert_eq!(
-            extrapolated_rate(&[Sample { t: 5, v: 1.0 }], 0, 10, 1.0, true, true),
+            extrapolated_rate(&[Sample { t: 5, v: 1.0 }], 0, 10, 1.0, true, true, true),
             None
         );
     }
@@ -92,9 +95,9 @@ mod tests {
     fn full_window_extrapolates_to_both_edges() {
         // Samples at 15s..60s in (0, 60]: value 10..40.
         let s = series(15_000, 15_000, &[10.0, 20.0, 30.0, 40.0]);
-        let increase = extrapolated_rate(&s, 0, 60_000, 60.0, true, false).unwrap();
+        let increase = extrapolated_rate(&s, 0, 60_000, 60.0, true, false, true).unwrap();
         assert!((increase - 40.0).abs() < 1e-12, "{increase}");
-        let rate = extrapolated_rate(&s, 0, 60_000, 60.0, true, true).unwrap();
+        let rate = extrapolated_rate(&s, 0, 60_000, 60.0, true, true, true).unwrap();
         assert!((rate - 40.0 / 60.0).abs() < 1e-12, "{rate}");
     }
 
@@ -102,8 +105,12 @@ mod tests {
     fn counter_reset_adds_the_value_before_it() {
         // 0 1 2 3 2 3 4 every 5m: increase 7 (Prometheus functions.test).
         let s = series(0, 300_000, &[0.0, 1.0, 2.0, 3.0, 2.0, 3.0, 4.0]);
-        let got = extrapolated_rate(&s, 0, 1_800_000, 1800.0, true, false).unwrap();
+        let got = extrapolated_rate(&s, 0, 1_800_000, 1800.0, true, false, true).unwrap();
         assert!((got - 7.0).abs() < 1e-12, "{got}");
+        // Without a reset, not looking for one changes nothing.
+        let s = series(0, 300_000, &[0.0, 1.0, 2.0, 3.0, 3.0, 5.0, 8.0]);
+        let checked = extrapolated_rate(&s, 0, 1_800_000, 1800.0, true, true, true);
+        assert_eq!(extrapolated_rate(&s, 0, 1_800_000, 1800.0, true, true, false), checked);
     }
 
     #[test]
@@ -116,14 +123,14 @@ mod tests {
                 1.0, 11.0, 21.0, 31.0, 41.0, 51.0, 61.0, 71.0, 81.0, 91.0, 101.0,
             ],
         );
-        let got = extrapolated_rate(&s, -3_000_000, 3_000_000, 6000.0, true, false).unwrap();
+        let got = extrapolated_rate(&s, -3_000_000, 3_000_000, 6000.0, true, false, true).unwrap();
         assert!((got - 101.0).abs() < 1e-9, "{got}");
     }
 
     #[test]
     fn gauges_are_not_reset_corrected() {
         let s = series(0, 10_000, &[5.0, 3.0]);
-        let got = extrapolated_rate(&s, 0, 10_000, 10.0, false, false).unwrap();
+        let got = extrapolated_rate(&s, 0, 10_000, 10.0, false, false, true).unwrap();
         assert_eq!(got, -2.0);
     }
 }

@@ -348,7 +348,7 @@ impl VectorOperator for VectorFunctionOp {
                     }
                 }
                 if !points.is_empty() {
-                    yield EvalSeries { labels: series.labels.without_metric_name(), points };
+                    yield EvalSeries { labels: series.labels.into_without_metric_name(), points };
                 }
             }
         })

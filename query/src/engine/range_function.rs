@@ -138,6 +138,8 @@ impl RangeFunction {
     /// * `eval_t`: the evaluation time (`range_end` plus the offset).
     /// * `param`, `param2`: the scalar parameters at this step (NaN if
     ///   none).
+    /// * `may_reset`: false when the series has no counter reset at all,
+    ///   so that `rate` and `increase` need not look for one.
     #[allow(clippy::too_many_arguments)]
     fn apply(
         self,
@@ -148,13 +150,14 @@ impl RangeFunction {
         range_secs: f64,
         param: f64,
         param2: f64,
+        may_reset: bool,
     ) -> Option<f64> {
         use RangeFunction::*;
         let last = window.last()?;
         match self {
-            Rate => extrapolated_rate(window, range_start, range_end, range_secs, true, true),
-            Increase => extrapolated_rate(window, range_start, range_end, range_secs, true, false),
-            Delta => extrapolated_rate(window, range_start, range_end, range_secs, false, false),
+            Rate => extrapolated_rate(window, range_start, range_end, range_secs, true, true, may_reset),
+            Increase => extrapolated_rate(window, range_start, range_end, range_secs, true, false, may_reset),
+            Delta => extrapolated_rate(window, range_start, range_end, range_secs, false, false, false),
             Irate => instant_value(window, true),
             Idelta => instant_value(window, false),
             Changes => Some(changes(window)),
@@ -318,6 +321,8 @@ impl VectorOperator for RangeFunctionOp {
             while let Some(series) = series_stream.next().await {
                 let series = series?;
                 let mut refused = None;
+                // One pass over the series instead of one per window.
+                let may_reset = counter_check && series.samples.windows(2).any(|p| p[1].v < p[0].v);
                 let points: Vec<StepValue> = windows(&series.samples, &ctx, &timing, range_ms, |step, w, start, end| {
                     let p = params.get(step).copied().unwrap_or(f64::NAN);
                     let p2 = params2.get(step).copied().unwrap_or(f64::NAN);
@@ -326,7 +331,7 @@ impl VectorOperator for RangeFunctionOp {
                         // function runs, whatever the window holds.
                         refused = smoothing_factors_error(p, p2);
                     }
-                    func.apply(w, start, end, ctx.step_time(step), range_secs, p, p2)
+                    func.apply(w, start, end, ctx.step_time(step), range_secs, p, p2, may_reset)
                 })
                 .into_iter()
                 .map(|(step, v)| StepValue { step, v })
@@ -354,7 +359,7 @@ impl VectorOperator for RangeFunctionOp {
                     let labels = if func.keeps_name() {
                         series.labels
                     } else {
-                        series.labels.without_metric_name()
+                        series.labels.into_without_metric_name()
                     };
                     yield EvalSeries { labels, points };
                 }
