@@ -149,21 +149,13 @@ pub fn query_answer(result: QueryResult, with_stats: bool, chunk_bytes: usize) -
         loop {
             let wrote = match &mut items {
                 Items::Vector(it) => it.next().map(|s| {
-                    if !first {
-                        out.push(',');
-                    }
-                    out.push_str(r#"{"metric":"#);
-                    push_labels(&mut out, &s.labels);
+                    push_item_labels(&mut out, first, &s.labels);
                     out.push_str(r#","value":"#);
                     push_point(&mut out, s.t, s.v);
                     out.push('}');
                 }),
                 Items::Matrix(it) => it.next().map(|s| {
-                    if !first {
-                        out.push(',');
-                    }
-                    out.push_str(r#"{"metric":"#);
-                    push_labels(&mut out, &s.labels);
+                    push_item_labels(&mut out, first, &s.labels);
                     out.push_str(r#","values":["#);
                     for (j, p) in s.points.iter().enumerate() {
                         if j > 0 {
@@ -200,6 +192,15 @@ pub fn query_answer(result: QueryResult, with_stats: bool, chunk_bytes: usize) -
         done = true;
         Some(std::mem::take(&mut out))
     })
+}
+
+/// The start of a result item: `,` unless `first`, then `{"metric":{...}`.
+fn push_item_labels(out: &mut String, first: bool, labels: &Labels) {
+    if !first {
+        out.push(',');
+    }
+    out.push_str(r#"{"metric":"#);
+    push_labels(out, labels);
 }
 
 /// A JSON array of strings.

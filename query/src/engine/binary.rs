@@ -247,13 +247,14 @@ impl VectorOperator for VectorBinaryOp {
                             continue;
                         };
                         let (_, one_v, one_idx) = entries[i];
-                        let slot = match by_one.iter().position(|b| b.0 == one_idx) {
-                            Some(k) => &mut by_one[k],
+                        let k = match by_one.iter().position(|b| b.0 == one_idx) {
+                            Some(k) => k,
                             None => {
                                 by_one.push((one_idx, Vec::new(), Vec::new()));
-                                by_one.last_mut().expect("just pushed")
+                                by_one.len() - 1
                             }
                         };
+                        let slot = &mut by_one[k];
                         slot.1.push(p.step);
                         if let Some(v) = apply(p.v, one_v) {
                             slot.2.push(StepValue { step: p.step, v });
