@@ -27,7 +27,6 @@ use tidemark_storage::{Matcher, SelectHints, StorageError};
 
 use crate::service::Ingester;
 
-/// Series per streamed frame.
 const ORG_ID_HEADER: &str = "X-Scope-OrgID";
 
 /// Routes of the internal API.

@@ -151,6 +151,7 @@ where
 {
     use futures::StreamExt;
     use prost::Message;
+    use tidemark_schemas::stream::encode_frame;
     futures::stream::unfold(Some(series), move |state| async move {
         let mut series = state?;
         let mut batch = SeriesBatch::default();
@@ -161,13 +162,13 @@ where
                     size += s.encoded_len() + 4;
                     batch.series.push(s);
                     if size >= target_bytes {
-                        return Some((Ok(batch.encode_length_delimited_to_vec().into()), Some(series)));
+                        return Some((Ok(encode_frame(&batch).into()), Some(series)));
                     }
                 }
                 Err(e) => return Some((Err(e), None)),
             }
         }
-        (!batch.series.is_empty()).then(|| (Ok(batch.encode_length_delimited_to_vec().into()), None))
+        (!batch.series.is_empty()).then(|| (Ok(encode_frame(&batch).into()), None))
     })
 }
 
