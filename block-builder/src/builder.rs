@@ -324,7 +324,7 @@ fn add_record(acc: &mut Accumulator, record: &tidemark_ingest_log::Record) -> Re
     }
     let read = RequestSeries::read(&record.value).map_err(|e| e.to_string())?;
     for s in read.iter() {
-        acc.add_series(tenant, s.labels.iter().map(|l| (l.name, l.value)), s.samples.iter().copied());
+        acc.add_series(tenant, s.label_views().map(|l| (l.name, l.value)), s.samples.iter().copied());
     }
     Ok(())
 }

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use parking_lot::Mutex;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -1064,6 +1064,7 @@ impl IngestLog for KafkaLog {
             consumer: Some(consumer),
             partition,
             buf: BytesMut::new(),
+            poll_bytes: POLL_BUFFER_BYTES,
         }))
     }
 
@@ -1237,10 +1238,19 @@ struct KafkaPartitionReader {
     /// next poll), reused by the next poll once the records of this one are
     /// dropped: fresh memory for every poll costs a page fault every 4 KiB.
     buf: BytesMut,
+    /// Room to reserve in `buf`: the most a poll has taken so far (within
+    /// bounds), so that a poll whose records outgrow the buffer makes the
+    /// next ones reserve enough, instead of each taking fresh memory.
+    poll_bytes: usize,
 }
 
-/// Room reserved for a poll's records; a poll that needs more allocates.
+/// Least room reserved for a poll's records.
 const POLL_BUFFER_BYTES: usize = 16 << 20;
+
+/// Most room kept for a poll's records (librdkafka queues 64 MiB per
+/// partition by default, `queued.max.messages.kbytes`); a poll that takes
+/// more allocates.
+const MAX_POLL_BUFFER_BYTES: usize = 64 << 20;
 
 impl Drop for KafkaPartitionReader {
     fn drop(&mut self) {
@@ -1251,10 +1261,18 @@ impl Drop for KafkaPartitionReader {
 }
 
 /// Copies a message lent by librdkafka into `buf`; the record's parts are
-/// views of it.
+/// views of it. A message that does not fit in what is left of `buf` gets
+/// memory of its own: growing `buf` would leave it in fresh memory, page
+/// fault by page fault, instead of the buffer the next poll takes back.
 fn to_consumed(m: &BorrowedMessage<'_>, buf: &mut BytesMut) -> ConsumedRecord {
+    let header_bytes: usize = m.headers().map_or(0, |hs| hs.iter().map(|h| h.value.map_or(0, <[u8]>::len)).sum());
+    let fits = buf.capacity() - buf.len() >= m.key_len() + m.payload_len() + header_bytes;
     let mut copy = |bytes: Option<&[u8]>| {
-        buf.extend_from_slice(bytes.unwrap_or_default());
+        let bytes = bytes.unwrap_or_default();
+        if !fits {
+            return Bytes::copy_from_slice(bytes);
+        }
+        buf.extend_from_slice(bytes);
         buf.split().freeze()
     };
     let headers = m
@@ -1291,7 +1309,7 @@ impl PartitionReader for KafkaPartitionReader {
         // Takes the previous poll's buffer back when its records are gone.
         let buf = &mut self.buf;
         buf.clear();
-        buf.reserve(POLL_BUFFER_BYTES);
+        buf.reserve(self.poll_bytes);
         let first = tokio::time::timeout(max_wait, async {
             consumer.recv().await.map(|m| to_consumed(&m, buf))
         })
@@ -1319,6 +1337,8 @@ impl PartitionReader for KafkaPartitionReader {
                 Some(None) | None => break,
             }
         }
+        let taken: usize = out.iter().map(|r| r.record.encoded_len()).sum();
+        self.poll_bytes = self.poll_bytes.max(taken.min(MAX_POLL_BUFFER_BYTES));
         out.retain(|r| r.partition == partition);
         Ok(out)
     }

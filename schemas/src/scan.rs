@@ -212,17 +212,21 @@ fn label_fast(buf: &[u8]) -> Option<LabelRef<'_>> {
     (*m < 0x80 && value.len() == *m as usize).then_some(LabelRef { name, value })
 }
 
-/// A sample in the layout every encoder writes (value, then timestamp,
-/// both present): `(timestamp, value)` without the general field loop.
-/// `None` for any other layout (a zero value or timestamp, which encoders
-/// leave out, or anything unusual), which the general reader takes.
+/// A sample in the layout every encoder writes (value, then timestamp;
+/// the value left out when zero, as encoders do): `(timestamp, value)`
+/// without the general field loop. `None` for any other layout (a zero
+/// timestamp, which encoders leave out, or anything unusual), which the
+/// general reader takes.
 #[inline]
 fn sample_fast(buf: &[u8]) -> Option<(i64, f64)> {
-    if buf.len() < 11 || buf.len() > 20 || buf[0] != 0x09 || buf[9] != 0x10 {
+    let (bits, varint) = match buf {
+        [0x09, v @ ..] if v.len() >= 10 && v[8] == 0x10 => (u64::from_le_bytes(v[..8].try_into().ok()?), &v[9..]),
+        [0x10, varint @ ..] => (0, varint),
+        _ => return None,
+    };
+    if varint.is_empty() || varint.len() > 10 {
         return None;
     }
-    let bits = u64::from_le_bytes(buf[1..9].try_into().ok()?);
-    let varint = &buf[10..];
     let mut t = 0u64;
     for (i, &b) in varint.iter().enumerate() {
         if i == 9 && b > 1 {
@@ -273,7 +277,8 @@ pub struct RequestSeries<'a> {
 /// Where one series of a [`RequestSeries`] lies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesRanges {
-    /// Its labels in [`RequestSeries::labels`].
+    /// Its labels in [`RequestSeries::labels`]; empty when its label fields
+    /// hold them all (see [`SeriesRead::label_views`]).
     pub labels: Range<usize>,
     /// Its samples in [`RequestSeries::samples`].
     pub samples: Range<usize>,
@@ -285,18 +290,56 @@ pub struct SeriesRanges {
 /// One series of a [`RequestSeries`].
 #[derive(Debug, Clone, Copy)]
 pub struct SeriesRead<'r, 'a> {
-    pub labels: &'r [LabelRef<'a>],
+    /// Its labels, unless they are all in `label_fields`.
+    stored_labels: &'r [LabelRef<'a>],
     pub samples: &'r [(i64, f64)],
     /// The bytes of its label fields, as [`SeriesRanges::label_fields`].
     pub label_fields: Option<&'a [u8]>,
+}
+
+impl<'r, 'a> SeriesRead<'r, 'a> {
+    /// Its labels, in the order they stand in the series.
+    pub fn label_views(&self) -> LabelViews<'r, 'a> {
+        match self.label_fields {
+            Some(fields) if self.stored_labels.is_empty() => LabelViews::Fields(fields),
+            _ => LabelViews::Stored(self.stored_labels.iter()),
+        }
+    }
+}
+
+/// The labels of a [`SeriesRead`]: kept as views, or read again from its
+/// label fields (already checked when the record was read).
+#[derive(Debug, Clone)]
+pub enum LabelViews<'r, 'a> {
+    Stored(std::slice::Iter<'r, LabelRef<'a>>),
+    Fields(&'a [u8]),
+}
+
+impl<'a> Iterator for LabelViews<'_, 'a> {
+    type Item = LabelRef<'a>;
+
+    fn next(&mut self) -> Option<LabelRef<'a>> {
+        match self {
+            LabelViews::Stored(it) => it.next().copied(),
+            LabelViews::Fields(buf) => {
+                let (_, value, range) = Fields::new(buf).next()?.ok()?;
+                *buf = &buf[range.end..];
+                match value {
+                    Value::Len(l) => read_label(l).ok(),
+                    _ => None,
+                }
+            }
+        }
+    }
 }
 
 impl<'a> RequestSeries<'a> {
     pub fn read(body: &'a [u8]) -> Result<Self, WireError> {
         let mut out = RequestSeries {
             body,
-            // Room for a typical request of small series; grown as needed.
-            labels: Vec::with_capacity(body.len() / 16),
+            // Only the labels of series whose label fields are not all
+            // their labels (see `push_series`).
+            labels: Vec::new(),
             samples: Vec::with_capacity(body.len() / 128),
             series: Vec::with_capacity(body.len() / 128),
             metadata: Vec::new(),
@@ -324,7 +367,22 @@ impl<'a> RequestSeries<'a> {
     #[inline]
     fn push_series(&mut self, body: &'a [u8], r: Range<usize>) -> Result<(), WireError> {
         let (l0, s0) = (self.labels.len(), self.samples.len());
+        if let Some(end) = read_usual_series(&body[r.clone()], &mut self.samples) {
+            self.series.push(SeriesRanges {
+                labels: l0..l0,
+                samples: s0..self.samples.len(),
+                label_fields: Some(r.start..r.start + end),
+            });
+            return Ok(());
+        }
+        self.samples.truncate(s0);
         let label_fields = read_series_samples(&body[r.clone()], &mut self.labels, &mut self.samples)?;
+        if label_fields.is_some() {
+            // Its label fields are its labels, read again from them when
+            // needed: most series are found by those bytes alone, and their
+            // views would be the largest part of what a read writes.
+            self.labels.truncate(l0);
+        }
         self.series.push(SeriesRanges {
             labels: l0..self.labels.len(),
             samples: s0..self.samples.len(),
@@ -337,7 +395,7 @@ impl<'a> RequestSeries<'a> {
     pub fn iter(&self) -> impl Iterator<Item = SeriesRead<'_, 'a>> + '_ {
         let body = self.body;
         self.series.iter().map(move |s| SeriesRead {
-            labels: &self.labels[s.labels.clone()],
+            stored_labels: &self.labels[s.labels.clone()],
             samples: &self.samples[s.samples.clone()],
             label_fields: s.label_fields.clone().map(|r| &body[r]),
         })
@@ -365,6 +423,46 @@ impl<'a> RequestSeries<'a> {
         }
         dropped
     }
+}
+
+/// A series in the layout every encoder writes: one label or more, each
+/// as [`label_fast`] reads it, then samples as [`sample_fast`] reads them,
+/// nothing else. Checks each label's layout without keeping views of it,
+/// appends the samples and returns where the label fields end, which then
+/// hold every label (as [`read_series_samples`] would report). `None` for
+/// anything else, with samples possibly appended: the caller drops them
+/// and reads the series with [`read_series_samples`].
+#[inline]
+fn read_usual_series(buf: &[u8], samples: &mut Vec<(i64, f64)>) -> Option<usize> {
+    /// A field's length of one or two bytes and where its body starts.
+    #[inline(always)]
+    fn len_at(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
+        let b = *buf.get(pos)? as usize;
+        if b < 0x80 {
+            return Some((b, pos + 1));
+        }
+        let c = *buf.get(pos + 1)? as usize;
+        (c < 0x80).then_some(((b & 0x7f) | (c << 7), pos + 2))
+    }
+    let mut pos = 0;
+    while buf.get(pos) == Some(&0x0a) {
+        let (len, start) = len_at(buf, pos + 1)?;
+        label_fast(buf.get(start..start.checked_add(len)?)?)?;
+        pos = start + len;
+    }
+    if pos == 0 {
+        return None;
+    }
+    let label_end = pos;
+    while pos < buf.len() {
+        if buf[pos] != 0x12 {
+            return None;
+        }
+        let (len, start) = len_at(buf, pos + 1)?;
+        samples.push(sample_fast(buf.get(start..start.checked_add(len)?)?)?);
+        pos = start + len;
+    }
+    Some(label_end)
 }
 
 /// A series' labels and samples, read in place with prost's rules (the
@@ -537,9 +635,9 @@ mod tests {
         .encode_to_vec();
         let mut r = RequestSeries::read(&body).unwrap();
         assert_eq!(r.metadata.len(), 1);
-        let all: Vec<(usize, Vec<(i64, f64)>)> = r.iter().map(|s| (s.labels.len(), s.samples.to_vec())).collect();
+        let all: Vec<(usize, Vec<(i64, f64)>)> = r.iter().map(|s| (s.label_views().count(), s.samples.to_vec())).collect();
         assert_eq!(all, vec![(1, vec![(1, 1.0), (5, 2.0)]), (2, vec![(2, 3.0)]), (1, vec![])]);
-        assert_eq!(r.iter().nth(1).unwrap().labels[1], LabelRef { name: b"x", value: b"y" });
+        assert_eq!(r.iter().nth(1).unwrap().label_views().nth(1), Some(LabelRef { name: b"x", value: b"y" }));
         // Each series' label fields, as its labels encode them.
         let fields: Vec<Option<&[u8]>> = r.iter().map(|s| s.label_fields).collect();
         let encoded = |labels: Vec<Label>| TimeSeries { labels, ..Default::default() }.encode_to_vec();
@@ -555,6 +653,31 @@ mod tests {
         assert_eq!(left, vec![vec![(5, 2.0)]]);
         // A malformed series fails the whole read.
         assert!(RequestSeries::read(&[0x0a, 0x02, 0x0a, 0x05]).is_err());
+    }
+
+    #[test]
+    fn zero_values_and_timestamps_read_as_prost_decodes_them() {
+        let l = |n: &'static str| Label { name: Bytes::from_static(n.as_bytes()), value: Bytes::from_static(b"v") };
+        let s = |t: i64, v: f64| Sample { value: v, timestamp: t };
+        let req = WriteRequest {
+            timeseries: vec![
+                TimeSeries { labels: vec![l("a")], samples: vec![s(7, 0.0), s(8, 1.5)], exemplars: vec![] },
+                TimeSeries { labels: vec![l("b")], samples: vec![s(0, 2.0), s(0, 0.0), s(-1, -0.0)], exemplars: vec![] },
+            ],
+            metadata: vec![],
+        };
+        let body = req.encode_to_vec();
+        let r = RequestSeries::read(&body).unwrap();
+        // As prost decodes them (-0.0 is written as no value, so reads 0.0).
+        let decoded = WriteRequest::decode(body.as_slice()).unwrap();
+        assert_eq!(r.iter().count(), 2);
+        for (read, ts) in r.iter().zip(&decoded.timeseries) {
+            let want: Vec<(i64, u64)> = ts.samples.iter().map(|s| (s.timestamp, s.value.to_bits())).collect();
+            let got: Vec<(i64, u64)> = read.samples.iter().map(|&(t, v)| (t, v.to_bits())).collect();
+            assert_eq!(got, want);
+            assert!(read.label_fields.is_some());
+            assert_eq!(read.label_views().map(|l| l.name.to_vec()).collect::<Vec<_>>(), ts.labels.iter().map(|l| l.name.to_vec()).collect::<Vec<_>>());
+        }
     }
 
     fn req() -> WriteRequest {
@@ -738,7 +861,7 @@ mod tests {
             let parts = split_request(buf).expect("split where read succeeded");
             assert_eq!(parts.series.len(), read.series.len());
             assert_eq!(parts.metadata, read.metadata);
-            Some(read.iter().map(|s| owned(s.labels, s.samples, s.label_fields)).collect())
+            Some(read.iter().map(|s| owned(&s.label_views().collect::<Vec<_>>(), s.samples, s.label_fields)).collect())
         }
 
         proptest! {

@@ -29,39 +29,33 @@ struct BitWriter {
 
 impl BitWriter {
     fn write_bit(&mut self, bit: bool) {
-        if self.free == 0 {
-            self.bytes.push(0);
-            self.free = 8;
-        }
-        if bit {
-            let last = self.bytes.len() - 1;
-            self.bytes[last] |= 1 << (self.free - 1);
-        }
-        self.free -= 1;
+        self.write_bits(bit as u64, 1);
     }
 
     /// Writes the low `n` bits of `value` (n <= 64), most significant
-    /// first: the free bits of the last byte, then whole bytes, then the
-    /// rest at the top of a new byte.
+    /// first: the free bits of the last byte, then the rest top-aligned in
+    /// as many new bytes as they need.
+    #[inline]
     fn write_bits(&mut self, value: u64, mut n: u8) {
         debug_assert!(n <= 64);
-        if n > 0 && self.free > 0 {
+        if n == 0 {
+            return;
+        }
+        let value = if n == 64 { value } else { value & ((1u64 << n) - 1) };
+        if self.free > 0 {
             let take = n.min(self.free);
-            let chunk = ((value >> (n - take)) & ((1u64 << take) - 1)) as u8;
             if let Some(last) = self.bytes.last_mut() {
-                *last |= chunk << (self.free - take);
+                *last |= ((value >> (n - take)) as u8) << (self.free - take);
             }
             self.free -= take;
             n -= take;
+            if n == 0 {
+                return;
+            }
         }
-        while n >= 8 {
-            n -= 8;
-            self.bytes.push((value >> n) as u8);
-        }
-        if n > 0 {
-            self.bytes.push(((value & ((1u64 << n) - 1)) << (8 - n)) as u8);
-            self.free = 8 - n;
-        }
+        let bytes = (n as usize).div_ceil(8);
+        self.bytes.extend_from_slice(&(value << (64 - n)).to_be_bytes()[..bytes]);
+        self.free = (bytes * 8 - n as usize) as u8;
     }
 
     fn write_varint(&mut self, v: i64) {
@@ -232,8 +226,7 @@ impl XorAppender {
             let lo = -(1i64 << (bits - 1)) + 1;
             let hi = 1i64 << (bits - 1);
             if dod >= lo && dod <= hi {
-                self.w.write_bits(prefix, plen);
-                self.w.write_bits(dod as u64 & ((1u64 << bits) - 1), bits);
+                self.w.write_bits((prefix << bits) | (dod as u64 & ((1u64 << bits) - 1)), plen + bits);
                 return;
             }
         }
@@ -247,25 +240,28 @@ impl XorAppender {
             self.w.write_bit(false);
             return;
         }
-        self.w.write_bit(true);
         let mut leading = x.leading_zeros() as u8;
         let trailing = x.trailing_zeros() as u8;
         if leading >= 32 {
             leading = 31;
         }
         if self.leading != 0xff && leading >= self.leading && trailing >= self.trailing {
-            self.w.write_bit(false);
+            // `10`, then the bits inside the previous window.
             let sig = 64 - self.leading - self.trailing;
-            self.w.write_bits(x >> self.trailing, sig);
+            if sig <= 62 {
+                self.w.write_bits((0b10 << sig) | (x >> self.trailing), sig + 2);
+            } else {
+                self.w.write_bits(0b10, 2);
+                self.w.write_bits(x >> self.trailing, sig);
+            }
             return;
         }
         self.leading = leading;
         self.trailing = trailing;
-        self.w.write_bit(true);
-        self.w.write_bits(leading as u64, 5);
         let sig = 64 - leading - trailing;
-        // 64 significant bits are written as 0 in 6 bits.
-        self.w.write_bits((sig % 64) as u64, 6);
+        // `11`, the leading zeros in 5 bits, the significant bits' count in
+        // 6 (64 as 0), then those bits.
+        self.w.write_bits((0b11 << 11) | ((leading as u64) << 6) | (sig % 64) as u64, 13);
         self.w.write_bits(x >> trailing, sig);
     }
 

@@ -14,13 +14,13 @@ use parking_lot::RwLock;
 use tidemark_schemas::prometheus::TimeSeries;
 use tidemark_schemas::scan::SeriesRead;
 use tidemark_storage::{Label, Labels, Matcher};
-use xxhash_rust::xxh3::xxh3_64;
 
 use index::SeriesIndex;
 pub use metadata::MetadataStore;
 pub use postings::Postings;
 pub use series::{AppendResult, ClosedChunk, MemSeries};
 pub use series_labels::SeriesLabels;
+use series_labels::label_hash;
 
 /// What appending a batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -312,11 +312,11 @@ impl Head {
             // series they name, then those series' labels and open chunks.
             for ts in &group {
                 let key = if let Some(fields) = ts.label_fields() {
-                    GroupKey::Fields(xxh3_64(fields))
+                    GroupKey::Fields(label_hash(fields))
                 } else {
                     let start = encoded.len();
                     if ts.encode_labels(&mut encoded) {
-                        GroupKey::Encoded(start..encoded.len(), xxh3_64(&encoded[start..]))
+                        GroupKey::Encoded(start..encoded.len(), label_hash(&encoded[start..]))
                     } else {
                         GroupKey::Unusual
                     }
@@ -557,21 +557,22 @@ impl Appender {
                 let fields = ts.label_fields().unwrap_or_default();
                 match th.lookup(hash, |l| l.as_bytes() == fields) {
                     Some(id) => Some(id),
-                    // A new series, or labels in another order or form than
-                    // the head's (the fields then never match).
-                    None => {
-                        scratch.clear();
-                        if !ts.encode_labels(scratch) {
-                            self.series_of_unusual(th, ts)
-                        } else if scratch.as_slice() == fields {
-                            // Already in the head's layout, and just looked
-                            // up: a new series.
-                            self.create_encoded(th, ts, fields, hash)
-                        } else {
-                            let hash = xxh3_64(scratch);
-                            self.series_of_encoded(th, ts, scratch, hash)
+                    None => match SeriesLabels::from_encoded(fields) {
+                        // Already in the head's layout, and just looked up:
+                        // a new series, stored as its fields lie.
+                        Some(labels) => self.create(th, labels, hash, ts.num_samples()),
+                        // Labels in another order or form than the head's
+                        // (the fields then never match), or not UTF-8.
+                        None => {
+                            scratch.clear();
+                            if !ts.encode_labels(scratch) {
+                                self.series_of_unusual(th, ts)
+                            } else {
+                                let hash = label_hash(scratch);
+                                self.series_of_encoded(th, ts, scratch, hash)
+                            }
                         }
-                    }
+                    },
                 }
             }
             SeriesKey::Encoded(encoded, hash) => self.series_of_encoded(th, ts, encoded, hash),
@@ -691,13 +692,13 @@ impl AppendSource for ProtoSeries<'_> {
 /// A series read in place from a record body: views into it.
 impl AppendSource for SeriesRead<'_, '_> {
     fn encode_labels(&self, buf: &mut Vec<u8>) -> bool {
-        SeriesLabels::encode_pairs(self.labels.iter().map(|l| (l.name, l.value)), buf)
+        SeriesLabels::encode_pairs(self.label_views().map(|l| (l.name, l.value)), buf)
     }
     fn label_fields(&self) -> Option<&[u8]> {
         self.label_fields
     }
     fn labels(&self) -> Option<Labels> {
-        labels_from_pairs(self.labels.iter().map(|l| (l.name, l.value)))
+        labels_from_pairs(self.label_views().map(|l| (l.name, l.value)))
     }
     fn num_samples(&self) -> usize {
         self.samples.len()

@@ -47,6 +47,15 @@ fn put_label(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(value);
 }
 
+/// The head's hash of labels in this type's layout: foldhash, with a seed
+/// drawn once per process (so that label sets crafted to collide in one
+/// process do not in another). Never stored: the index is rebuilt with the
+/// head.
+pub fn label_hash(encoded: &[u8]) -> u64 {
+    static STATE: std::sync::LazyLock<foldhash::fast::RandomState> = std::sync::LazyLock::new(foldhash::fast::RandomState::default);
+    std::hash::BuildHasher::hash_one(&*STATE, encoded)
+}
+
 /// Iterates `(name, value)` byte slices; stops at anything not in this
 /// type's layout.
 struct Iter<'a> {
@@ -54,6 +63,8 @@ struct Iter<'a> {
 }
 
 impl<'a> Iter<'a> {
+    /// A minimal varint (the form every encoder writes): a longer form of
+    /// the same number would give the same labels other bytes.
     fn uvarint(buf: &mut &'a [u8]) -> Option<usize> {
         let mut v = 0usize;
         let mut shift = 0;
@@ -62,7 +73,7 @@ impl<'a> Iter<'a> {
             *buf = rest;
             v |= ((b & 0x7f) as usize) << shift;
             if b < 0x80 {
-                return Some(v);
+                return (b != 0 || shift == 0).then_some(v);
             }
             shift += 7;
             if shift > 35 {
@@ -108,8 +119,9 @@ impl<'a> Iterator for Iter<'a> {
 }
 
 fn as_str(b: &[u8]) -> &str {
-    // Built only from `Labels`, whose names and values are `String`s.
-    std::str::from_utf8(b).unwrap_or_default()
+    // SAFETY: every `SeriesLabels` holds UTF-8 names and values: `new`
+    // copies them from `String`s and `from_encoded` checks them.
+    unsafe { std::str::from_utf8_unchecked(b) }
 }
 
 impl SeriesLabels {
@@ -148,27 +160,38 @@ impl SeriesLabels {
         true
     }
 
-    /// Labels from a buffer in this type's layout, if every name and value
-    /// is UTF-8 and the layout is whole.
+    /// Labels from a buffer in this type's layout, if that is exactly the
+    /// layout [`SeriesLabels::encode_pairs`] writes (minimal varints, names
+    /// sorted and unique, no empty value) and every name and value is
+    /// UTF-8: equal label sets are then equal bytes, and a record's label
+    /// fields in this form are stored as they lie.
     pub fn from_encoded(buf: &[u8]) -> Option<Self> {
         let mut it = Iter { buf };
-        let mut labels = 0;
+        let mut prev: Option<&[u8]> = None;
+        // Labels are mostly ASCII: then so is every name and value, and
+        // none needs a check of its own.
+        let ascii = buf.is_ascii();
         while !it.buf.is_empty() {
             let (name, value) = it.label()?;
-            std::str::from_utf8(name).ok()?;
-            std::str::from_utf8(value).ok()?;
-            labels += 1;
+            if value.is_empty() || prev.is_some_and(|p| name <= p) {
+                return None;
+            }
+            if !ascii {
+                std::str::from_utf8(name).ok()?;
+                std::str::from_utf8(value).ok()?;
+            }
+            prev = Some(name);
         }
-        (labels > 0).then(|| SeriesLabels(buf.into()))
+        prev.is_some().then(|| SeriesLabels(buf.into()))
     }
 
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
 
-    /// The head's series hash: xxh3 of the encoded labels.
+    /// The head's series hash: [`label_hash`] of the encoded labels.
     pub fn hash(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(&self.0)
+        label_hash(&self.0)
     }
 
     fn iter(&self) -> Iter<'_> {
@@ -299,5 +322,12 @@ mod tests {
         assert_eq!(SeriesLabels::from_encoded(&[0x0a, 5, 0x0a, 1, b'a']), None, "cut short");
         assert_eq!(SeriesLabels::from_encoded(&[0x0a, 7, 0x0a, 1, b'a', 0x12, 1, b'b', 0x18]), None, "more than a name and a value");
         assert_eq!(SeriesLabels::from_encoded(&[]), None, "no labels");
+        assert_eq!(SeriesLabels::from_encoded(&[0x0a, 7, 0x0a, 0x81, 0, b'a', 0x12, 1, b'b']), None, "a longer varint than needed");
+        assert_eq!(SeriesLabels::from_encoded(&[0x0a, 0x86, 0x00, 0x0a, 1, b'a', 0x12, 1, b'b']), None, "a longer label length than needed");
+        assert_eq!(SeriesLabels::from_encoded(&[0x0a, 5, 0x0a, 1, b'a', 0x12, 0]), None, "an empty value");
+        let (a, b) = ([0x0a, 6, 0x0a, 1, b'a', 0x12, 1, b'1'], [0x0a, 6, 0x0a, 1, b'b', 0x12, 1, b'1']);
+        assert_eq!(SeriesLabels::from_encoded(&[b, a].concat()), None, "names out of order");
+        assert_eq!(SeriesLabels::from_encoded(&[a, a].concat()), None, "a name twice");
+        assert!(SeriesLabels::from_encoded(&[a, b].concat()).is_some());
     }
 }
