@@ -21,8 +21,8 @@
 #
 # Tansu 0.6.0 works with librdkafka for produce (acks=all, idempotent), consume
 # with headers, commits, watermarks and offsets-for-times with compression
-# none/lz4/zstd; it cannot serve fetches of snappy-compressed batches, so do
-# not test with snappy.
+# none/lz4/zstd; on SQLite it cannot serve fetches of snappy-compressed
+# batches (in memory it can), so do not test with snappy.
 set -euo pipefail
 
 TANSU_VERSION=0.6.0

@@ -62,8 +62,8 @@ pub enum KafkaCompression {
     None,
     Gzip,
     /// Note: not every Kafka-compatible broker can serve snappy-compressed
-    /// batches (Tansu 0.6, for one, accepts them but fails the fetch). Prefer
-    /// lz4 or zstd.
+    /// batches (Tansu 0.6 on SQLite, for one, accepts them but fails the
+    /// fetch). Prefer lz4 or zstd.
     Snappy,
     #[default]
     Lz4,
