@@ -60,13 +60,7 @@ fn main() -> anyhow::Result<()> {
             let address = kafka_address.ok_or_else(|| anyhow::anyhow!("KAFKA_ONLY=1 needs KAFKA=host:port"))?;
             return replay_kafka(address, tmp.path(), repeat, true).await;
         }
-        let embedded: Arc<dyn IngestLog> = Arc::new(EmbeddedLog::open(EmbeddedConfig {
-            dir: tmp.path().join("log"),
-            partitions: 1,
-            fsync: false,
-            retention_period: Duration::ZERO,
-            ..EmbeddedConfig::default()
-        })?);
+        let embedded = one_partition_log(&tmp.path().join("log"))?;
         let samples = load(&embedded, series, scrapes).await?;
         println!("replay benchmark: {series} series x {scrapes} scrapes = {samples} samples, one partition");
         if std::env::var("REPLAY_ONLY").is_ok_and(|v| v == "1") {
@@ -98,6 +92,17 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
+/// A fresh one-partition embedded log in `dir`, unsynced and never trimmed.
+fn one_partition_log(dir: &std::path::Path) -> anyhow::Result<Arc<dyn IngestLog>> {
+    Ok(Arc::new(EmbeddedLog::open(EmbeddedConfig {
+        dir: dir.to_path_buf(),
+        partitions: 1,
+        fsync: false,
+        retention_period: Duration::ZERO,
+        ..EmbeddedConfig::default()
+    })?))
+}
+
 /// Loads a fresh topic of the broker at `address` and an embedded log with
 /// the same records (`KAFKA_SERIES` x `KAFKA_SCRAPES`), then replays each
 /// `repeat` times, alternating, and prints both medians.
@@ -122,13 +127,7 @@ async fn replay_kafka(address: String, dir: &std::path::Path, repeat: usize, pau
         })
         .await?,
     );
-    let small: Arc<dyn IngestLog> = Arc::new(EmbeddedLog::open(EmbeddedConfig {
-        dir: dir.join("small"),
-        partitions: 1,
-        fsync: false,
-        retention_period: Duration::ZERO,
-        ..EmbeddedConfig::default()
-    })?);
+    let small = one_partition_log(&dir.join("small"))?;
     let n = load(&kafka, series, scrapes).await?;
     load(&small, series, scrapes).await?;
     println!("  {series} series x {scrapes} scrapes = {n} samples in Kafka and in an embedded log");
