@@ -277,8 +277,11 @@ pub struct RequestSeries<'a> {
 /// Where one series of a [`RequestSeries`] lies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesRanges {
-    /// Its labels in [`RequestSeries::labels`]; empty when its label fields
-    /// hold them all (see [`SeriesRead::label_views`]).
+    /// Its labels in [`RequestSeries::labels`]; empty for a series in the
+    /// usual layout, whose labels are read again from its label fields
+    /// (see [`SeriesRead::label_views`]): most series are found by those
+    /// bytes alone, and views of their labels would be the largest part of
+    /// what a read writes.
     pub labels: Range<usize>,
     /// Its samples in [`RequestSeries::samples`].
     pub samples: Range<usize>,
@@ -337,8 +340,8 @@ impl<'a> RequestSeries<'a> {
     pub fn read(body: &'a [u8]) -> Result<Self, WireError> {
         let mut out = RequestSeries {
             body,
-            // Only the labels of series whose label fields are not all
-            // their labels (see `push_series`).
+            // Only the labels of series not in the usual layout (see
+            // `push_series`).
             labels: Vec::new(),
             samples: Vec::with_capacity(body.len() / 128),
             series: Vec::with_capacity(body.len() / 128),
@@ -377,12 +380,6 @@ impl<'a> RequestSeries<'a> {
         }
         self.samples.truncate(s0);
         let label_fields = read_series_samples(&body[r.clone()], &mut self.labels, &mut self.samples)?;
-        if label_fields.is_some() {
-            // Its label fields are its labels, read again from them when
-            // needed: most series are found by those bytes alone, and their
-            // views would be the largest part of what a read writes.
-            self.labels.truncate(l0);
-        }
         self.series.push(SeriesRanges {
             labels: l0..self.labels.len(),
             samples: s0..self.samples.len(),
@@ -434,33 +431,21 @@ impl<'a> RequestSeries<'a> {
 /// and reads the series with [`read_series_samples`].
 #[inline]
 fn read_usual_series(buf: &[u8], samples: &mut Vec<(i64, f64)>) -> Option<usize> {
-    /// A field's length of one or two bytes and where its body starts.
-    #[inline(always)]
-    fn len_at(buf: &[u8], pos: usize) -> Option<(usize, usize)> {
-        let b = *buf.get(pos)? as usize;
-        if b < 0x80 {
-            return Some((b, pos + 1));
-        }
-        let c = *buf.get(pos + 1)? as usize;
-        (c < 0x80).then_some(((b & 0x7f) | (c << 7), pos + 2))
+    let mut fields = Fields::new(buf);
+    while buf.get(fields.pos) == Some(&0x0a) {
+        fields.pos += 1;
+        label_fast(fields.len_delimited().ok()?)?;
     }
-    let mut pos = 0;
-    while buf.get(pos) == Some(&0x0a) {
-        let (len, start) = len_at(buf, pos + 1)?;
-        label_fast(buf.get(start..start.checked_add(len)?)?)?;
-        pos = start + len;
-    }
-    if pos == 0 {
+    let label_end = fields.pos;
+    if label_end == 0 {
         return None;
     }
-    let label_end = pos;
-    while pos < buf.len() {
-        if buf[pos] != 0x12 {
+    while let Some(&key) = buf.get(fields.pos) {
+        if key != 0x12 {
             return None;
         }
-        let (len, start) = len_at(buf, pos + 1)?;
-        samples.push(sample_fast(buf.get(start..start.checked_add(len)?)?)?);
-        pos = start + len;
+        fields.pos += 1;
+        samples.push(sample_fast(fields.len_delimited().ok()?)?);
     }
     Some(label_end)
 }
