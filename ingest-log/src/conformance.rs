@@ -56,6 +56,7 @@ where
     concurrent_producers_all_acknowledged(make().await).await;
     unknown_partition_is_an_error(make().await).await;
     readers_reuse_memory_once_records_are_dropped(make().await).await;
+    values_read_back_byte_for_byte(make().await).await;
 }
 
 pub async fn produce_then_read_in_order(log: Arc<dyn IngestLog>) {
@@ -235,4 +236,35 @@ pub async fn readers_reuse_memory_once_records_are_dropped(log: Arc<dyn IngestLo
     let third = poll_some(&mut reader).await;
     assert_eq!(third[0].record.value, value.as_bytes());
     assert_eq!(third[0].record.value.as_ptr(), at);
+}
+
+/// Values empty, tiny, large and repetitive (what a backend may compress),
+/// and large and random (what no compression shrinks) read back byte for
+/// byte, with their headers and nothing else.
+pub async fn values_read_back_byte_for_byte(log: Arc<dyn IngestLog>) {
+    let repetitive: String = (0..4000)
+        .map(|i| format!("node_cpu_seconds_total{{cpu=\"{}\",mode=\"idle\",instance=\"host-{}\"}} ", i % 8, i % 50))
+        .collect();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let random: Vec<u8> = (0..100_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut recs = vec![record("t", ""), record("t", "a"), record("t", &repetitive)];
+    let mut random_rec = record("t", "");
+    random_rec.value = Bytes::from(random);
+    random_rec.headers.push(Header { key: "Extra".into(), value: Bytes::from_static(b"x") });
+    recs.push(random_rec);
+    log.produce(0, recs.clone()).await.expect("produce");
+    let got = read_n(&*log, 0, 0, recs.len()).await;
+    assert_eq!(got.len(), recs.len());
+    for (got, want) in got.iter().zip(&recs) {
+        assert_eq!(got.record.key, want.key);
+        assert_eq!(got.record.headers, want.headers);
+        assert!(got.record.value == want.value, "value of {} bytes read back as {} bytes", want.value.len(), got.record.value.len());
+    }
 }

@@ -44,7 +44,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::{ConsumedRecord, Header, IngestLog, LogError, PartitionReader, Record};
+use crate::{record_lz4, ConsumedRecord, Header, IngestLog, LogError, PartitionReader, Record};
 
 /// Most records one [`PartitionReader::poll`] returns.
 const MAX_POLL_RECORDS: usize = 1000;
@@ -55,23 +55,36 @@ const MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
 /// How often a full producer queue is retried while enqueueing.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(5);
 
-/// Compression of produced record batches (`producer_compression`).
+/// Compression of produced records (`producer_compression`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KafkaCompression {
     None,
+    /// Batches compressed by librdkafka.
     Gzip,
-    /// Note: not every Kafka-compatible broker can serve snappy-compressed
-    /// batches (Tansu 0.6 on SQLite, for one, accepts them but fails the
-    /// fetch). Prefer lz4 or zstd.
+    /// Batches compressed by librdkafka. Note: not every Kafka-compatible
+    /// broker can serve snappy-compressed batches (Tansu 0.6 on SQLite, for
+    /// one, accepts them but fails the fetch). Prefer lz4 or zstd.
     Snappy,
+    /// Each record's value compressed by Tidemark ([`crate::record_lz4`]),
+    /// batches sent as they are: readers decompress straight into their
+    /// own buffer instead of librdkafka's, then copying out of it.
     #[default]
     Lz4,
+    /// Batches compressed by librdkafka.
     Zstd,
 }
 
 impl KafkaCompression {
-    /// The librdkafka `compression.codec` value.
+    /// The librdkafka `compression.codec` of produced batches.
+    fn batch_codec(self) -> &'static str {
+        match self {
+            KafkaCompression::Lz4 => "none",
+            other => other.as_str(),
+        }
+    }
+
+    /// The setting's name, as in flags and YAML.
     pub fn as_str(self) -> &'static str {
         match self {
             KafkaCompression::None => "none",
@@ -122,8 +135,10 @@ pub struct KafkaConfig {
     pub producer_linger: Duration,
     /// Largest batch per partition and request (`batch.size`).
     pub producer_batch_size_bytes: usize,
-    /// Compression of produced batches. Snappy does not work with every
-    /// Kafka-compatible broker (Tansu 0.6 cannot serve snappy batches back).
+    /// Compression of produced records: lz4 (the default) compresses each
+    /// record's value, the others are librdkafka's batch codecs. Snappy does
+    /// not work with every Kafka-compatible broker (Tansu 0.6 on SQLite
+    /// cannot serve snappy batches back).
     pub producer_compression: KafkaCompression,
     /// How long a broker holds a fetch waiting for data (`fetch.wait.max.ms`).
     #[serde(with = "humantime_serde")]
@@ -409,7 +424,7 @@ impl KafkaConfig {
                 format!("{}", self.producer_linger.as_secs_f64() * 1000.0),
             )
             .set("batch.size", self.producer_batch_size_bytes.to_string())
-            .set("compression.codec", self.producer_compression.as_str())
+            .set("compression.codec", self.producer_compression.batch_codec())
             .set(
                 "queue.buffering.max.kbytes",
                 (self.producer_max_buffered_bytes / 1024).max(1).to_string(),
@@ -978,17 +993,27 @@ impl IngestLog for KafkaLog {
         // wire), then wait for every acknowledgement at once.
         let mut deliveries = Vec::with_capacity(records.len());
         for r in &records {
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            let compressed = match inner.cfg.producer_compression {
+                KafkaCompression::Lz4 => record_lz4::compress(&r.value),
+                _ => None,
+            };
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len() + 1);
             for h in &r.headers {
                 headers = headers.insert(KafkaHeader {
                     key: &h.key,
                     value: Some(h.value.as_ref()),
                 });
             }
+            if compressed.is_some() {
+                headers = headers.insert(KafkaHeader {
+                    key: record_lz4::COMPRESSION_HEADER,
+                    value: Some(record_lz4::LZ4),
+                });
+            }
             let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&inner.cfg.topic)
                 .partition(partition)
                 .key(r.key.as_ref())
-                .payload(r.value.as_ref())
+                .payload(compressed.as_deref().unwrap_or(&r.value))
                 .headers(headers);
             loop {
                 match inner.producer.send_result(rec) {
@@ -1064,7 +1089,6 @@ impl IngestLog for KafkaLog {
             consumer: Some(consumer),
             partition,
             buf: BytesMut::new(),
-            poll_bytes: POLL_BUFFER_BYTES,
         }))
     }
 
@@ -1234,23 +1258,22 @@ fn reader_group_id(client_id: &str) -> String {
 struct KafkaPartitionReader {
     consumer: Option<ReaderConsumer>,
     partition: i32,
-    /// What records are copied into (librdkafka lends them only until the
-    /// next poll), reused by the next poll once the records of this one are
-    /// dropped: fresh memory for every poll costs a page fault every 4 KiB.
+    /// What records are copied (or decompressed) into: librdkafka lends
+    /// them only until the next poll. Reused by the next poll once the
+    /// records of this one are dropped: fresh memory for every poll costs a
+    /// page fault every 4 KiB.
     buf: BytesMut,
-    /// Room to reserve in `buf`: the most a poll has taken so far (within
-    /// bounds), so that a poll whose records outgrow the buffer makes the
-    /// next ones reserve enough, instead of each taking fresh memory.
-    poll_bytes: usize,
 }
 
-/// Least room reserved for a poll's records.
-const POLL_BUFFER_BYTES: usize = 16 << 20;
+/// What one poll takes, about, as the embedded log's polls: a poll stops
+/// once its records hold this much, so that they fit in the buffer it
+/// reuses; librdkafka keeps the rest (compressed) for the next poll.
+const POLL_BYTES: usize = 16 << 20;
 
-/// Most room kept for a poll's records (librdkafka queues 64 MiB per
-/// partition by default, `queued.max.messages.kbytes`); a poll that takes
-/// more allocates.
-const MAX_POLL_BUFFER_BYTES: usize = 64 << 20;
+/// Room for the record that crosses [`POLL_BYTES`] (records are at most
+/// `producer_max_record_size_bytes`, 1 MB by default); a larger one gets
+/// memory of its own.
+const POLL_SLACK_BYTES: usize = 2 << 20;
 
 impl Drop for KafkaPartitionReader {
     fn drop(&mut self) {
@@ -1261,42 +1284,64 @@ impl Drop for KafkaPartitionReader {
 }
 
 /// Copies a message lent by librdkafka into `buf`; the record's parts are
-/// views of it. A message that does not fit in what is left of `buf` gets
-/// memory of its own: growing `buf` would leave it in fresh memory, page
-/// fault by page fault, instead of the buffer the next poll takes back.
+/// views of it. A value compressed by [`record_lz4`] is decompressed into
+/// `buf` instead (and loses its compression header). A message that does
+/// not fit in what is left of `buf` gets memory of its own: growing `buf`
+/// would leave it in fresh memory, page fault by page fault, instead of the
+/// buffer the next poll takes back.
 fn to_consumed(m: &BorrowedMessage<'_>, buf: &mut BytesMut) -> ConsumedRecord {
-    let header_bytes: usize = m.headers().map_or(0, |hs| hs.iter().map(|h| h.value.map_or(0, <[u8]>::len)).sum());
-    let fits = buf.capacity() - buf.len() >= m.key_len() + m.payload_len() + header_bytes;
-    let mut copy = |bytes: Option<&[u8]>| {
-        let bytes = bytes.unwrap_or_default();
-        if !fits {
-            return Bytes::copy_from_slice(bytes);
-        }
-        buf.extend_from_slice(bytes);
-        buf.split().freeze()
+    let payload = m.payload().unwrap_or_default();
+    let stored_headers: Vec<KafkaHeader<'_, &[u8]>> =
+        m.headers().map(|hs| hs.iter().collect()).unwrap_or_default();
+    let compression = stored_headers
+        .iter()
+        .find(|h| h.key == record_lz4::COMPRESSION_HEADER)
+        .map(|h| h.value.unwrap_or_default());
+    let value_len = match compression {
+        Some(_) => record_lz4::decompressed_len(payload).unwrap_or(0),
+        None => payload.len(),
     };
-    let headers = m
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| Header {
-                    key: h.key.to_string(),
-                    value: copy(h.value),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let header_bytes: usize = stored_headers.iter().map(|h| h.value.map_or(0, <[u8]>::len)).sum();
+    let fits = buf.capacity() - buf.len() >= m.key_len() + value_len + header_bytes;
+    let mut own = BytesMut::new();
+    let target = if fits { &mut *buf } else { &mut own };
+    let copy = |target: &mut BytesMut, bytes: &[u8]| {
+        target.extend_from_slice(bytes);
+        target.split().freeze()
+    };
+    let key = copy(target, m.key().unwrap_or_default());
+    let value = match compression {
+        None => Ok(copy(target, payload)),
+        Some(record_lz4::LZ4) => record_lz4::decompress_into(payload, target).map_err(|e| e.to_string()),
+        Some(other) => Err(format!("unknown compression {:?}", String::from_utf8_lossy(other))),
+    };
+    let (value, headers) = match value {
+        Ok(value) => {
+            let headers = stored_headers
+                .iter()
+                .filter(|h| h.key != record_lz4::COMPRESSION_HEADER)
+                .map(|h| Header { key: h.key.to_string(), value: copy(target, h.value.unwrap_or_default()) })
+                .collect();
+            (value, headers)
+        }
+        Err(reason) => {
+            tracing::error!(partition = m.partition(), offset = m.offset(), %reason, "cannot decompress a record; passing it on with no value and no headers but {DECOMPRESSION_ERROR_HEADER}, so that readers skip it");
+            let header = Header { key: DECOMPRESSION_ERROR_HEADER.into(), value: Bytes::from(reason) };
+            (Bytes::new(), vec![header])
+        }
+    };
     ConsumedRecord {
         partition: m.partition(),
         offset: m.offset(),
         timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
-        record: Record {
-            key: copy(m.key()),
-            value: copy(m.payload()),
-            headers,
-        },
+        record: Record { key, value, headers },
     }
 }
+
+/// The one header of a record whose value could not be decompressed: the
+/// reason. Its other headers (its format version among them) are dropped,
+/// so that consumers skip it as undecodable.
+pub const DECOMPRESSION_ERROR_HEADER: &str = "Decompression-Error";
 
 #[async_trait]
 impl PartitionReader for KafkaPartitionReader {
@@ -1309,7 +1354,7 @@ impl PartitionReader for KafkaPartitionReader {
         // Takes the previous poll's buffer back when its records are gone.
         let buf = &mut self.buf;
         buf.clear();
-        buf.reserve(self.poll_bytes);
+        buf.reserve(POLL_BYTES + POLL_SLACK_BYTES);
         let first = tokio::time::timeout(max_wait, async {
             consumer.recv().await.map(|m| to_consumed(&m, buf))
         })
@@ -1324,12 +1369,17 @@ impl PartitionReader for KafkaPartitionReader {
             }
             Ok(Ok(r)) => r,
         };
+        let mut taken = first.record.encoded_len();
         let mut out = vec![first];
         // Then whatever else is already fetched, without waiting.
         let mut stream = consumer.stream();
-        while out.len() < MAX_POLL_RECORDS {
+        while out.len() < MAX_POLL_RECORDS && taken < POLL_BYTES {
             match futures::StreamExt::next(&mut stream).now_or_never() {
-                Some(Some(Ok(m))) => out.push(to_consumed(&m, buf)),
+                Some(Some(Ok(m))) => {
+                    let r = to_consumed(&m, buf);
+                    taken += r.record.encoded_len();
+                    out.push(r);
+                }
                 Some(Some(Err(e))) => {
                     tracing::warn!(partition, error = %e, "Kafka reader error after a batch; returning the batch");
                     break;
@@ -1337,8 +1387,6 @@ impl PartitionReader for KafkaPartitionReader {
                 Some(None) | None => break,
             }
         }
-        let taken: usize = out.iter().map(|r| r.record.encoded_len()).sum();
-        self.poll_bytes = self.poll_bytes.max(taken.min(MAX_POLL_BUFFER_BYTES));
         out.retain(|r| r.partition == partition);
         Ok(out)
     }

@@ -24,6 +24,7 @@ use bytes::Bytes;
 pub mod conformance;
 pub mod embedded;
 pub mod kafka;
+pub mod record_lz4;
 
 /// A record header.
 #[derive(Debug, Clone, PartialEq, Eq)]

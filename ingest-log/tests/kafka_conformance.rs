@@ -74,6 +74,7 @@ async fn mock_cluster_conformance() {
     conformance::concurrent_producers_all_acknowledged(make().await).await;
     conformance::unknown_partition_is_an_error(make().await).await;
     conformance::readers_reuse_memory_once_records_are_dropped(make().await).await;
+    conformance::values_read_back_byte_for_byte(make().await).await;
 }
 
 // offset_for_timestamp is not run here: librdkafka's mock broker answers
@@ -229,4 +230,84 @@ async fn real_broker_conformance() {
         }
     };
     conformance::run_all(make).await;
+}
+
+/// Values the default producer compresses are stored compressed, under
+/// their compression header, and read back as produced; records without
+/// the header (batch-compressed ones, as earlier versions wrote) are read
+/// as they are; a record whose value cannot be decompressed is passed on
+/// with only the error header, and the records after it are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_compression_on_the_wire() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    use tidemark_ingest_log::kafka::DECOMPRESSION_ERROR_HEADER;
+    use tidemark_ingest_log::record_lz4::{COMPRESSION_HEADER, LZ4};
+
+    init_tracing();
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let topic = unique_topic("lz4");
+    cluster.create_topic(&topic, 1, 1).expect("create mock topic");
+    let address = cluster.bootstrap_servers();
+    let lz4 = KafkaLog::connect(&config(&address, &topic)).await.expect("connect");
+    let batches = KafkaLog::connect(&KafkaConfig {
+        producer_compression: KafkaCompression::None,
+        extra: [("compression.codec".to_string(), "lz4".to_string())].into(),
+        ..config(&address, &topic)
+    })
+    .await
+    .expect("connect");
+    let value: String = (0..2000).map(|i| format!("up{{instance=\"host-{}:9100\",job=\"node\"}} 1 ", i % 40)).collect();
+    let produced = record("tenant", &value);
+    lz4.produce(0, vec![produced.clone()]).await.expect("produce"); // offset 0
+    batches.produce(0, vec![produced.clone()]).await.expect("produce"); // offset 1
+
+    // Offsets 2 and 3: what no Tidemark producer writes.
+    let raw: FutureProducer = ClientConfig::new().set("bootstrap.servers", &address).create().expect("producer");
+    for (compression, payload) in [(LZ4, &b"\x10\x00\x00\x00not an lz4 block"[..]), (&b"brotli"[..], &b"whatever"[..])] {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "Version", value: Some(&[0u8, 0, 0, 1][..]) })
+            .insert(Header { key: COMPRESSION_HEADER, value: Some(compression) });
+        let rec = FutureRecord::<[u8], [u8]>::to(&topic).partition(0).key(b"tenant").payload(payload).headers(headers);
+        raw.send(rec, Duration::from_secs(5)).await.map_err(|(e, _)| e).expect("send");
+    }
+    lz4.produce(0, vec![record("tenant", "after")]).await.expect("produce"); // offset 4
+
+    // As stored, read by a plain consumer.
+    let plain: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &address)
+        .set("group.id", unique_topic("plain"))
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Beginning).expect("tpl");
+    plain.assign(&tpl).expect("assign");
+    let mut stored = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stored.len() < 2 && Instant::now() < deadline {
+        if let Some(m) = plain.poll(Duration::from_millis(200)) {
+            let m = m.expect("message");
+            let compression = m.headers().and_then(|hs| hs.iter().find(|h| h.key == COMPRESSION_HEADER).and_then(|h| h.value.map(<[u8]>::to_vec)));
+            stored.push((compression, m.payload().map_or(0, <[u8]>::len)));
+        }
+    }
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].0.as_deref(), Some(LZ4), "offset 0 carries the compression header");
+    assert!(stored[0].1 * 4 < value.len(), "offset 0 is stored compressed: {} of {} bytes", stored[0].1, value.len());
+    assert_eq!(stored[1], (None, value.len()), "offset 1 is stored as produced (librdkafka compressed its batch)");
+
+    let got = conformance::read_n(&lz4, 0, 0, 5).await;
+    assert_eq!(got.iter().map(|c| c.offset).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    assert_eq!(got[0].record, produced);
+    assert_eq!(got[1].record, produced);
+    for (corrupt, why) in [(&got[2], "LZ4 block"), (&got[3], "unknown compression")] {
+        assert!(corrupt.record.value.is_empty());
+        assert_eq!(corrupt.record.headers.len(), 1, "{:?}", corrupt.record.headers);
+        assert_eq!(corrupt.record.headers[0].key, DECOMPRESSION_ERROR_HEADER);
+        let reason = String::from_utf8_lossy(&corrupt.record.headers[0].value);
+        assert!(reason.contains(why), "{reason}");
+    }
+    assert_eq!(got[4].record, record("tenant", "after"));
 }
