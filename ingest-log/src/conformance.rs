@@ -245,15 +245,7 @@ pub async fn values_read_back_byte_for_byte(log: Arc<dyn IngestLog>) {
     let repetitive: String = (0..4000)
         .map(|i| format!("node_cpu_seconds_total{{cpu=\"{}\",mode=\"idle\",instance=\"host-{}\"}} ", i % 8, i % 50))
         .collect();
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let random: Vec<u8> = (0..100_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
+    let random = incompressible(100_000);
     let mut recs = vec![record("t", ""), record("t", "a"), record("t", &repetitive)];
     let mut random_rec = record("t", "");
     random_rec.value = Bytes::from(random);
@@ -267,4 +259,17 @@ pub async fn values_read_back_byte_for_byte(log: Arc<dyn IngestLog>) {
         assert_eq!(got.record.headers, want.headers);
         assert!(got.record.value == want.value, "value of {} bytes read back as {} bytes", want.value.len(), got.record.value.len());
     }
+}
+
+/// `n` pseudo-random bytes (xorshift): what no compression shrinks.
+pub fn incompressible(n: usize) -> Vec<u8> {
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect()
 }
