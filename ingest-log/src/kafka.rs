@@ -1291,17 +1291,15 @@ impl Drop for KafkaPartitionReader {
 /// buffer the next poll takes back.
 fn to_consumed(m: &BorrowedMessage<'_>, buf: &mut BytesMut) -> ConsumedRecord {
     let payload = m.payload().unwrap_or_default();
-    let stored_headers: Vec<KafkaHeader<'_, &[u8]>> =
-        m.headers().map(|hs| hs.iter().collect()).unwrap_or_default();
-    let compression = stored_headers
-        .iter()
+    let stored_headers = || m.headers().into_iter().flat_map(|hs| hs.iter());
+    let compression = stored_headers()
         .find(|h| h.key == record_lz4::COMPRESSION_HEADER)
         .map(|h| h.value.unwrap_or_default());
     let value_len = match compression {
         Some(_) => record_lz4::decompressed_len(payload).unwrap_or(0),
         None => payload.len(),
     };
-    let header_bytes: usize = stored_headers.iter().map(|h| h.value.map_or(0, <[u8]>::len)).sum();
+    let header_bytes: usize = stored_headers().map(|h| h.value.map_or(0, <[u8]>::len)).sum();
     let fits = buf.capacity() - buf.len() >= m.key_len() + value_len + header_bytes;
     let mut own = BytesMut::new();
     let target = if fits { &mut *buf } else { &mut own };
@@ -1317,16 +1315,15 @@ fn to_consumed(m: &BorrowedMessage<'_>, buf: &mut BytesMut) -> ConsumedRecord {
     };
     let (value, headers) = match value {
         Ok(value) => {
-            let headers = stored_headers
-                .iter()
+            let headers = stored_headers()
                 .filter(|h| h.key != record_lz4::COMPRESSION_HEADER)
                 .map(|h| Header { key: h.key.to_string(), value: copy(target, h.value.unwrap_or_default()) })
                 .collect();
             (value, headers)
         }
         Err(reason) => {
-            tracing::error!(partition = m.partition(), offset = m.offset(), %reason, "cannot decompress a record; passing it on with no value and no headers but {DECOMPRESSION_ERROR_HEADER}, so that readers skip it");
-            let header = Header { key: DECOMPRESSION_ERROR_HEADER.into(), value: Bytes::from(reason) };
+            tracing::error!(partition = m.partition(), offset = m.offset(), %reason, "cannot decompress a record; passing it on with no value and no headers but {}, so that readers skip it", record_lz4::DECOMPRESSION_ERROR_HEADER);
+            let header = Header { key: record_lz4::DECOMPRESSION_ERROR_HEADER.into(), value: Bytes::from(reason) };
             (Bytes::new(), vec![header])
         }
     };
@@ -1337,11 +1334,6 @@ fn to_consumed(m: &BorrowedMessage<'_>, buf: &mut BytesMut) -> ConsumedRecord {
         record: Record { key, value, headers },
     }
 }
-
-/// The one header of a record whose value could not be decompressed: the
-/// reason. Its other headers (its format version among them) are dropped,
-/// so that consumers skip it as undecodable.
-pub const DECOMPRESSION_ERROR_HEADER: &str = "Decompression-Error";
 
 #[async_trait]
 impl PartitionReader for KafkaPartitionReader {

@@ -22,6 +22,11 @@ pub const COMPRESSION_HEADER: &str = "Compression";
 /// [`COMPRESSION_HEADER`]'s value for an LZ4-compressed value.
 pub const LZ4: &[u8] = b"lz4";
 
+/// The one header of a record whose value the Kafka reader could not
+/// decompress: the reason. Its other headers (its format version among
+/// them) are dropped, so that consumers skip it as undecodable.
+pub const DECOMPRESSION_ERROR_HEADER: &str = "Decompression-Error";
+
 /// Bytes before the LZ4 block: the uncompressed length.
 const PREFIX: usize = 4;
 
@@ -86,10 +91,8 @@ pub fn decompressed_len(stored: &[u8]) -> Option<usize> {
 /// capacity. Nothing a corrupt value holds can make it read or write out of
 /// bounds or allocate more than [`MAX_RATIO`] times the value's size.
 pub fn decompress_into(stored: &[u8], buf: &mut BytesMut) -> Result<Bytes, Lz4Error> {
-    let (prefix, block) = stored
-        .split_first_chunk::<PREFIX>()
-        .ok_or(Lz4Error::Truncated(stored.len()))?;
-    let claimed = u32::from_le_bytes(*prefix) as usize;
+    let claimed = decompressed_len(stored).ok_or(Lz4Error::Truncated(stored.len()))?;
+    let block = &stored[PREFIX..];
     let max = block.len().saturating_mul(MAX_RATIO).min(MAX_LEN);
     if claimed > max {
         return Err(Lz4Error::ImplausibleLength { claimed, max, len: stored.len() });

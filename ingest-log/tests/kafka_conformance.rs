@@ -243,8 +243,7 @@ async fn record_compression_on_the_wire() {
     use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-    use tidemark_ingest_log::kafka::DECOMPRESSION_ERROR_HEADER;
-    use tidemark_ingest_log::record_lz4::{COMPRESSION_HEADER, LZ4};
+    use tidemark_ingest_log::record_lz4::{COMPRESSION_HEADER, DECOMPRESSION_ERROR_HEADER, LZ4};
 
     init_tracing();
     let cluster = MockCluster::new(1).expect("mock cluster");
